@@ -1,0 +1,1 @@
+"""Analysis layer (embeddings, projections, metrics, attributions, reports): built on ``stdcl``."""

@@ -1,0 +1,63 @@
+"""The ``stdcl`` command line: a thin face over the package.
+
+Every subcommand module exposes ``register(subparsers)`` and sets ``func`` on its parser;
+expected errors (:class:`stdcl.errors.StdclError`) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from stdcl import __version__
+from stdcl.errors import StdclError
+from stdcl.logs import setup_logging
+
+EPILOG = """examples:
+  stdcl data inspect ../shared/data/nw_ucla_ctrgcn
+  stdcl data prepare ntu60 --raw nturgb+d_skeletons --out data/ntu --workers 8
+  stdcl data synth --out data/synthetic
+  stdcl bench prepare --raw nturgb+d_skeletons
+
+run `stdcl COMMAND --help` for the options and examples of each command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stdcl.cli import bench, data
+
+    parser = argparse.ArgumentParser(
+        prog="stdcl", description="STD-CL: spatial-temporal decoupling contrastive learning for skeletons.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"stdcl {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (data, bench):
+        module.register(sub)
+    return parser
+
+
+def subparser(sub: argparse._SubParsersAction, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand parser whose ``--help`` ends with its examples."""
+    return sub.add_parser(name, help=help, description=help, epilog="examples:\n" + examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stdcl`` console script and ``python -m stdcl``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except StdclError as e:
+        print(f"stdcl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        logging.getLogger("stdcl").warning("interrupted")
+        return 130

@@ -1,0 +1,244 @@
+"""Skeleton layouts: joint names, bone tree, centre joint, bone pairs and body-part groups.
+
+A :class:`Layout` is everything the rest of the project needs to know about a skeleton:
+the graph encoders build their adjacency from ``edges``, the bone modality uses
+``bone_pairs``, Hyperformer reads ``groups``, preprocessing centres on ``origin`` and the
+synthetic generator does forward kinematics along ``parents``.
+
+Shipped layouts: ``ntu25`` (Kinect v2, NTU RGB+D) and ``ucla20`` (Kinect v1, NW-UCLA).
+Custom layouts come from a YAML file or a mapping (:func:`layout_from_mapping`), e.g.::
+
+    name: coco17
+    joints: [nose, l_eye, r_eye, ...]
+    edges: [[l_eye, nose], [r_eye, nose], ...]   # (child, parent), names or 0-based ids
+    center: nose                                # root of the bone tree
+    origin: nose                                # joint subtracted when centring (default: center)
+    groups: {head: [nose, l_eye, r_eye], arms: [...], legs: [...]}   # optional
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from stdcl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An immutable skeleton description (all joint ids 0-based)."""
+
+    name: str
+    joints: tuple[str, ...]
+    edges: tuple[tuple[int, int], ...]  # (child, parent)
+    center: int  # root of the bone tree; its bone is the zero vector
+    origin: int  # joint subtracted when centring a sequence
+    groups: tuple[int, ...]  # body-part group id per joint (Hyperformer hyperedges)
+    bone_pairs: tuple[tuple[int, int], ...] = field(default=())
+    num_person: int = 2
+
+    def __post_init__(self) -> None:
+        v = len(self.joints)
+        if v < 2:
+            raise ConfigError(f"layout {self.name!r}: needs at least 2 joints, got {v}")
+        if len(set(self.joints)) != v:
+            raise ConfigError(f"layout {self.name!r}: joint names are not unique")
+        for name, j in (("center", self.center), ("origin", self.origin)):
+            if not 0 <= j < v:
+                raise ConfigError(f"layout {self.name!r}: {name} joint {j} is not in 0..{v - 1}")
+        for c, p in self.edges:
+            if not (0 <= c < v and 0 <= p < v) or c == p:
+                raise ConfigError(f"layout {self.name!r}: bad edge ({c}, {p}) for {v} joints")
+        if len(self.groups) != v:
+            raise ConfigError(f"layout {self.name!r}: {len(self.groups)} group ids for {v} joints")
+        if not self.bone_pairs:
+            object.__setattr__(self, "bone_pairs", tuple(self.edges) + ((self.center, self.center),))
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joints)
+
+    @property
+    def num_groups(self) -> int:
+        return int(max(self.groups)) + 1
+
+    @property
+    def inward(self) -> list[tuple[int, int]]:
+        """(child, parent) edges, as the reference graphs call them."""
+        return list(self.edges)
+
+    @property
+    def outward(self) -> list[tuple[int, int]]:
+        return [(p, c) for c, p in self.edges]
+
+    @property
+    def parents(self) -> np.ndarray:
+        """Parent id per joint (-1 for the centre); raises if the edges are not a tree."""
+        par = np.full(self.num_joints, -1, dtype=np.int64)
+        for c, p in self.edges:
+            if par[c] != -1:
+                raise ConfigError(f"layout {self.name!r}: joint {self.joints[c]!r} has two parents")
+            par[c] = p
+        roots = [j for j in range(self.num_joints) if par[j] == -1]
+        if roots != [self.center]:
+            raise ConfigError(f"layout {self.name!r}: bone tree must have the centre as its only root, "
+                              f"found roots {[self.joints[j] for j in roots]}")
+        return par
+
+    def index(self, joint: str | int) -> int:
+        """Joint id from a name or an id."""
+        if isinstance(joint, (int, np.integer)):
+            if not 0 <= int(joint) < self.num_joints:
+                raise ConfigError(f"layout {self.name!r}: joint id {joint} out of range")
+            return int(joint)
+        try:
+            return self.joints.index(joint)
+        except ValueError:
+            raise ConfigError(f"layout {self.name!r}: unknown joint {joint!r}") from None
+
+    def to_mapping(self) -> dict[str, Any]:
+        """A plain mapping that :func:`layout_from_mapping` turns back into this layout."""
+        return {"name": self.name, "joints": list(self.joints), "edges": [list(e) for e in self.edges],
+                "center": self.center, "origin": self.origin, "groups": list(self.groups),
+                "bone_pairs": [list(b) for b in self.bone_pairs], "num_person": self.num_person}
+
+
+def _one_based(pairs: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    return tuple((a - 1, b - 1) for a, b in pairs)
+
+
+NTU25 = Layout(
+    name="ntu25",
+    joints=("spine_base", "spine_mid", "neck", "head", "l_shoulder", "l_elbow", "l_wrist", "l_hand",
+            "r_shoulder", "r_elbow", "r_wrist", "r_hand", "l_hip", "l_knee", "l_ankle", "l_foot",
+            "r_hip", "r_knee", "r_ankle", "r_foot", "spine_shoulder", "l_hand_tip", "l_thumb",
+            "r_hand_tip", "r_thumb"),
+    edges=_one_based([(1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21),
+                      (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1),
+                      (18, 17), (19, 18), (20, 19), (22, 23), (23, 8), (24, 25), (25, 12)]),
+    center=20,
+    origin=1,
+    groups=(0, 4, 2, 2, 2, 2, 1, 1, 2, 2, 1, 1, 2, 3, 3, 3, 2, 3, 3, 3, 1, 0, 1, 0, 1),
+    num_person=2,
+)
+
+UCLA20 = Layout(
+    name="ucla20",
+    joints=("hip_center", "spine", "shoulder_center", "head", "l_shoulder", "l_elbow", "l_wrist",
+            "l_hand", "r_shoulder", "r_elbow", "r_wrist", "r_hand", "l_hip", "l_knee", "l_ankle",
+            "l_foot", "r_hip", "r_knee", "r_ankle", "r_foot"),
+    edges=_one_based([(1, 2), (2, 3), (4, 3), (5, 3), (6, 5), (7, 6), (8, 7), (9, 3), (10, 9),
+                      (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17),
+                      (19, 18), (20, 19)]),
+    center=2,
+    origin=1,
+    groups=(0,) * 4 + (1,) * 8 + (2,) * 8,
+    num_person=1,
+)
+
+_REGISTRY: dict[str, Layout] = {NTU25.name: NTU25, UCLA20.name: UCLA20}
+
+
+def available_layouts() -> list[str]:
+    """Names of the registered layouts."""
+    return sorted(_REGISTRY)
+
+
+def register_layout(layout: Layout) -> Layout:
+    """Make ``layout`` available to :func:`get_layout` by its name."""
+    _REGISTRY[layout.name] = layout
+    return layout
+
+
+def layout_from_mapping(spec: Mapping[str, Any]) -> Layout:
+    """Build a layout from a mapping (see the module docstring for the keys)."""
+    name = str(spec.get("name", "custom"))
+    joints = spec.get("joints")
+    if not joints or not isinstance(joints, (list, tuple)):
+        raise ConfigError(f"layout {name!r}: 'joints' must be a non-empty list of names")
+    joints = tuple(str(j) for j in joints)
+
+    def jid(j: Any) -> int:
+        if isinstance(j, str):
+            if j not in joints:
+                raise ConfigError(f"layout {name!r}: unknown joint {j!r}")
+            return joints.index(j)
+        if isinstance(j, (int, np.integer)) and 0 <= int(j) < len(joints):
+            return int(j)
+        raise ConfigError(f"layout {name!r}: {j!r} is not a joint name or a 0-based id")
+
+    try:
+        edges = tuple((jid(c), jid(p)) for c, p in spec.get("edges", []))
+    except (TypeError, ValueError):
+        raise ConfigError(f"layout {name!r}: 'edges' must be a list of [child, parent] pairs") from None
+    if "center" not in spec:
+        raise ConfigError(f"layout {name!r}: 'center' (the root joint) is required")
+    center = jid(spec["center"])
+    origin = jid(spec.get("origin", spec["center"]))
+    groups_spec = spec.get("groups")
+    if groups_spec is None:
+        groups = (0,) * len(joints)
+    elif isinstance(groups_spec, Mapping):
+        g = [-1] * len(joints)
+        for k, (_, members) in enumerate(groups_spec.items()):
+            for m in members:
+                g[jid(m)] = k
+        if -1 in g:
+            raise ConfigError(f"layout {name!r}: joint {joints[g.index(-1)]!r} is in no group")
+        groups = tuple(g)
+    else:
+        groups = tuple(int(x) for x in groups_spec)
+    bones = spec.get("bone_pairs")
+    bone_pairs = tuple((jid(a), jid(b)) for a, b in bones) if bones else ()
+    return Layout(name=name, joints=joints, edges=edges, center=center, origin=origin, groups=groups,
+                  bone_pairs=bone_pairs, num_person=int(spec.get("num_person", 1)))
+
+
+def load_layout_file(path: str | os.PathLike) -> Layout:
+    """Read a custom layout from a YAML (or JSON) file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read layout file ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{path}: a layout file must hold a mapping")
+    try:
+        return layout_from_mapping(spec)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def get_layout(layout: str | os.PathLike | Mapping[str, Any] | Layout) -> Layout:
+    """Resolve a layout given as a registered name, a YAML path, a mapping or a Layout."""
+    if isinstance(layout, Layout):
+        return layout
+    if isinstance(layout, Mapping):
+        return layout_from_mapping(layout)
+    key = os.fspath(layout)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    if key.endswith((".yaml", ".yml", ".json")) or os.path.sep in key:
+        return load_layout_file(key)
+    raise ConfigError(f"unknown layout {key!r}; available: {', '.join(available_layouts())} "
+                      "or a path to a layout YAML file")
+
+COCO17 = register_layout(Layout(
+    name="coco17",
+    joints=("nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
+            "l_wrist", "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle"),
+    edges=((15, 13), (13, 11), (16, 14), (14, 12), (11, 5), (12, 6), (9, 7), (7, 5), (10, 8), (8, 6),
+           (5, 0), (6, 0), (1, 0), (3, 1), (2, 0), (4, 2)),
+    center=0,
+    origin=0,
+    groups=(0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2),
+    num_person=2,
+))

@@ -1,0 +1,67 @@
+"""The interface every encoder implements, so the STD-CL head never needs to know which one it sits on.
+
+``features(x)`` -> :class:`Features` whose ``map`` is the last feature map per person,
+``(N, M, C', T', V')``; ``classify(features)`` -> logits ``(N, num_classes)`` exactly as
+the official head computes them; ``forward(x) = classify(features(x))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from stdcl.data.layouts import Layout
+from stdcl.errors import ConfigError
+
+
+class Features(NamedTuple):
+    """An encoder's last feature map and whatever its classifier needs besides."""
+
+    map: torch.Tensor  # (N, M, C', T', V')
+    extra: Any = None
+
+
+class Encoder(nn.Module):
+    """Base class: subclasses implement ``features``, ``classify`` and ``feature_shape``."""
+
+    name: str = "?"
+
+    def __init__(self, num_classes: int, layout: Layout, in_channels: int, num_person: int, window: int):
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.layout = layout
+        self.in_channels = int(in_channels)
+        self.num_person = int(num_person)
+        self.window = int(window)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """One-line errors for wrong rank, channel, joint or person counts."""
+        if x.dim() != 5:
+            raise ConfigError(f"{self.name}: expected input (N, C, T, V, M) of rank 5, got shape {tuple(x.shape)}")
+        _, c, _, v, m = x.shape
+        if c != self.in_channels:
+            raise ConfigError(f"{self.name}: expected C={self.in_channels} channels, got shape {tuple(x.shape)}")
+        if v != self.layout.num_joints:
+            raise ConfigError(f"{self.name}: layout {self.layout.name!r} has V={self.layout.num_joints} joints, "
+                              f"input has V={v} (shape {tuple(x.shape)})")
+        if m != self.num_person:
+            raise ConfigError(f"{self.name}: expected M={self.num_person} persons, got shape {tuple(x.shape)}")
+
+    def features(self, x: torch.Tensor) -> Features:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def classify(self, features: Features) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))
+
+    def feature_shape(self, window: int | None = None) -> tuple[int, int, int]:  # pragma: no cover
+        """(C', T', V') of ``features(x).map`` for an input of ``window`` frames."""
+        raise NotImplementedError
+
+    def joint_relations(self, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """Per-layer (V, V) joint-to-joint maps for the attention views (None if not learned)."""
+        return None

@@ -1,0 +1,70 @@
+"""Loading state dicts saved by the official implementations (with or without ``module.``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from stdcl.data.layouts import Layout
+from stdcl.encoders.base import Encoder
+from stdcl.encoders.registry import build_encoder
+from stdcl.errors import ConfigError, DataError
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """Drop a DataParallel/DDP ``module.`` prefix from every key that has it."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+
+
+def load_official_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read an official ``.pt`` checkpoint with ``weights_only=True`` (never unpickles code)."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(path, "no such file") from None
+    except Exception as e:  # torch raises UnpicklingError / RuntimeError with long texts
+        raise DataError(path, f"not a weights-only PyTorch checkpoint ({str(e).splitlines()[0][:160]})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DataError(path, "does not hold a state dict of tensors")
+    return dict(obj)
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """One-line error naming missing/unexpected keys or the first shape mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    extra = [k for k in state_dict if k not in own]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]!r})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected keys (e.g. {extra[0]!r})")
+        raise ConfigError(f"{what}: state dict does not fit: " + ", ".join(parts))
+    for k, v in own.items():
+        if tuple(state_dict[k].shape) != tuple(v.shape):
+            raise ConfigError(f"{what}: key {k!r} has shape {tuple(state_dict[k].shape)}, "
+                              f"expected {tuple(v.shape)}")
+
+
+def from_official(name: str, state_dict: Mapping[str, torch.Tensor], num_classes: int,
+                  layout: str | Layout = "ntu25", num_person: int = 2, window: int = 64,
+                  in_channels: int = 3, **options) -> Encoder:
+    """Build encoder ``name`` and load an official state dict into it (eval mode)."""
+    model = build_encoder(name, num_classes=num_classes, layout=layout, in_channels=in_channels,
+                          num_person=num_person, window=window, **options)
+    sd = strip_prefix(state_dict)
+    convert = getattr(model, "convert_official", None)
+    if convert is not None:
+        sd = convert(sd)
+    check_state_dict(model, sd, f"{name} (official weights)")
+    model.load_state_dict(sd, strict=True)
+    return model.eval()

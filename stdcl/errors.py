@@ -1,0 +1,30 @@
+"""Errors users can cause: each renders as one line naming the file and the problem."""
+
+from __future__ import annotations
+
+import os
+
+
+class StdclError(Exception):
+    """Base class for expected, user-facing errors (the CLI prints them on one line)."""
+
+
+class DataError(StdclError):
+    """A data file is missing, malformed or inconsistent.
+
+    ``str(err)`` is ``"<file>[:<where>]: <problem>"`` where ``where`` is a line number
+    (``line 12``), an array key (``key 'x_train'``) or any short locator.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, problem: str, where: str | int | None = None):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = problem
+        self.where = where
+        loc = self.path or "<input>"
+        if where is not None:
+            loc += f": line {where}" if isinstance(where, int) else f": {where}"
+        super().__init__(f"{loc}: {problem}")
+
+
+class ConfigError(StdclError):
+    """An invalid option, layout or configuration value."""

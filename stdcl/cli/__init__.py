@@ -19,12 +19,14 @@ EPILOG = """examples:
   stdcl data prepare ntu60 --raw nturgb+d_skeletons --out data/ntu --workers 8
   stdcl data synth --out data/synthetic
   stdcl bench prepare --raw nturgb+d_skeletons
+  stdcl import-official --encoder ctrgcn --weights runs-65-25480.pt --out ctrgcn.safetensors
+  stdcl bench encoders
 
 run `stdcl COMMAND --help` for the options and examples of each command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stdcl.cli import bench, data
+    from stdcl.cli import bench, data, encoders
 
     parser = argparse.ArgumentParser(
         prog="stdcl", description="STD-CL: spatial-temporal decoupling contrastive learning for skeletons.",
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (data, bench):
+    for module in (data, encoders, bench):
         module.register(sub)
     return parser
 

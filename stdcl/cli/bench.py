@@ -21,9 +21,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a CTR-GCN checkout: also time its data/ntu scripts on the same files")
     p.set_defaults(func=_prepare)
 
+    p = subparser(bsub, "encoders", "forward and forward+backward time per sample, parameters, FLOPs",
+                  "  stdcl bench encoders\n  stdcl bench encoders --encoders ctrgcn hcn --batch 16 --amp")
+    p.add_argument("--encoders", nargs="+", default=None, help="default: all")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
+    p.set_defaults(func=_encoders)
+
 
 def _prepare(args: argparse.Namespace) -> int:
     from stdcl.bench.prepare import bench_prepare
 
     bench_prepare(args.raw, copies=args.copies, workers=args.workers, reference=args.reference)
+    return 0
+
+
+def _encoders(args: argparse.Namespace) -> int:
+    from stdcl.bench.encoders import bench_encoders
+
+    bench_encoders(args.encoders, batch=args.batch, window=args.window, repeats=args.repeats,
+                   device=args.device, amp=args.amp)
     return 0

@@ -40,5 +40,7 @@ def available() -> list[str]:
 def build_encoder(name: str, num_classes: int, layout: str | Layout = "ntu25", in_channels: int = 3,
                   num_person: int = 2, window: int = 64, **options) -> Encoder:
     """Build encoder ``name`` for a layout, channel count, person count and input window."""
-    return _load(name)(num_classes=num_classes, layout=get_layout(layout), in_channels=in_channels,
-                       num_person=num_person, window=window, **options)
+    model = _load(name)(num_classes=num_classes, layout=get_layout(layout), in_channels=in_channels,
+                        num_person=num_person, window=window, **options)
+    model.options = dict(options)  # recorded in checkpoints so the encoder can be rebuilt
+    return model

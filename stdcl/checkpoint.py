@@ -1,0 +1,82 @@
+"""Encoder checkpoints: weights in safetensors, metadata in a JSON file beside them.
+
+``model.safetensors`` + ``model.json`` (encoder name, constructor arguments, class names,
+dataset, modality, package version, anything else the caller adds). Loading never
+unpickles anything: safetensors holds tensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from stdcl import __version__
+from stdcl.data.layouts import get_layout
+from stdcl.encoders.base import Encoder
+from stdcl.encoders.official import check_state_dict
+from stdcl.encoders.registry import build_encoder
+from stdcl.errors import DataError
+from stdcl.io import atomic_path, write_json_atomic
+
+
+def meta_path(path: str | os.PathLike) -> Path:
+    """The JSON metadata file that belongs to a ``.safetensors`` file."""
+    return Path(path).with_suffix(".json")
+
+
+def encoder_config(encoder: Encoder) -> dict[str, Any]:
+    """The constructor arguments that rebuild ``encoder`` with :func:`build_encoder`."""
+    return {"name": encoder.name, "num_classes": encoder.num_classes, "layout": encoder.layout.to_mapping(),
+            "in_channels": encoder.in_channels, "num_person": encoder.num_person, "window": encoder.window,
+            "options": dict(getattr(encoder, "options", {}) or {})}
+
+
+def save_encoder(path: str | os.PathLike, encoder: Encoder, half: bool = False, **meta: Any) -> Path:
+    """Write ``encoder``'s weights (optionally fp16) and metadata atomically; returns the weights path."""
+    path = Path(path)
+    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+          for k, v in encoder.state_dict().items()}
+    info = {"format": "stdcl-encoder", "version": __version__, "encoder": encoder_config(encoder)} | meta
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata={"stdcl": json.dumps({"encoder": info["encoder"]["name"]})})
+    write_json_atomic(meta_path(path), info)
+    return path
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a checkpoint (one-line error if missing or malformed)."""
+    mp = meta_path(path)
+    try:
+        info = json.loads(mp.read_text())
+    except FileNotFoundError:
+        raise DataError(mp, "metadata file missing (every .safetensors checkpoint has a .json beside it)") from None
+    except ValueError as e:
+        raise DataError(mp, f"not valid JSON ({e})") from None
+    if not isinstance(info, dict) or "encoder" not in info or "name" not in info.get("encoder", {}):
+        raise DataError(mp, "not stdcl checkpoint metadata (no 'encoder' entry)")
+    return info
+
+
+def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Encoder, dict]:
+    """Rebuild the encoder of a checkpoint and load its weights (fp32, eval mode)."""
+    path = Path(path)
+    info = read_meta(path)
+    cfg = info["encoder"]
+    model = build_encoder(cfg["name"], num_classes=cfg["num_classes"], layout=get_layout(cfg["layout"]),
+                          in_channels=cfg["in_channels"], num_person=cfg["num_person"], window=cfg["window"],
+                          **cfg.get("options", {}))
+    try:
+        sd = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError) as e:
+        raise DataError(path, f"not a readable safetensors file ({e})") from None
+    own = model.state_dict()
+    sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
+    check_state_dict(model, sd, str(path))
+    model.load_state_dict(sd)
+    return model.eval(), info

@@ -1,0 +1,109 @@
+"""The interface every encoder shares (the STD-CL head relies on it), checkpoints and import-official."""
+
+import pytest
+import torch
+
+from stdcl.checkpoint import load_encoder, save_encoder
+from stdcl.cli import main
+from stdcl.data.layouts import layout_from_mapping
+from stdcl.encoders import available, build_encoder
+from stdcl.errors import ConfigError
+
+ENCODERS = ["hcn", "agcn", "ctrgcn", "hyperformer"]
+
+MINI = layout_from_mapping({
+    "name": "mini8", "joints": ["pelvis", "spine", "neck", "head", "l_hand", "r_hand", "l_foot", "r_foot"],
+    "edges": [["spine", "pelvis"], ["neck", "spine"], ["head", "neck"], ["l_hand", "neck"], ["r_hand", "neck"],
+              ["l_foot", "pelvis"], ["r_foot", "pelvis"]],
+    "center": "pelvis", "groups": [0, 0, 0, 0, 1, 1, 2, 2]})
+
+
+def test_registry_lists_the_four():
+    assert available() == sorted(ENCODERS)
+    with pytest.raises(ConfigError, match="unknown encoder 'stgcn'"):
+        build_encoder("stgcn", 10)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("layout, persons, window, classes", [("ntu25", 2, 64, 60), ("ucla20", 1, 52, 10),
+                                                             (MINI, 1, 32, 4)])
+def test_features_classify_and_feature_shape(name, layout, persons, window, classes):
+    torch.manual_seed(0)
+    model = build_encoder(name, classes, layout=layout, num_person=persons, window=window).eval()
+    v = 25 if layout == "ntu25" else 20 if layout == "ucla20" else 8
+    x = torch.randn(2, 3, window, v, persons)
+    with torch.no_grad():
+        feats = model.features(x)
+        logits = model.classify(feats)
+        direct = model(x)
+    c, t, vv = model.feature_shape(window)
+    assert feats.map.shape == (2, persons, c, t, vv)
+    if name != "hcn":
+        assert vv == v
+    assert logits.shape == (2, classes)
+    torch.testing.assert_close(logits, direct, rtol=0, atol=0)
+    rel = model.joint_relations(x)
+    if name == "hcn":
+        assert rel is None
+    else:
+        assert rel and all(r.shape == (v, v) for r in rel)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_bad_inputs_are_one_line_errors(name):
+    model = build_encoder(name, 60)
+    for shape, what in [((2, 3, 64, 25), "rank 5"), ((2, 2, 64, 25, 2), "C=3"), ((2, 3, 64, 20, 2), "V=25"),
+                        ((2, 3, 64, 25, 1), "M=2")]:
+        with pytest.raises(ConfigError) as e:
+            model(torch.zeros(shape))
+        assert what in str(e.value) and str(shape).replace(" ", "") in str(e.value).replace(" ", "")
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_checkpoint_and_import_official_round_trip(name, tmp_path):
+    torch.manual_seed(1)
+    model = build_encoder(name, 10, layout="ucla20", num_person=1, window=52).eval()
+    x = torch.randn(2, 3, 52, 20, 1)
+    with torch.no_grad():
+        ref = model(x)
+    save_encoder(tmp_path / "m.safetensors", model, class_names=list("abcdefghij"))
+    loaded, meta = load_encoder(tmp_path / "m.safetensors")
+    assert meta["class_names"][0] == "a" and meta["encoder"]["name"] == name
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ref, rtol=0, atol=0)
+    # an "official" checkpoint: DataParallel prefix, wrapped in {"state_dict": ...}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "o.pt")
+    rc = main(["import-official", "--encoder", name, "--weights", str(tmp_path / "o.pt"), "--out",
+               str(tmp_path / "i.safetensors"), "--num-classes", "10", "--layout", "ucla20", "--num-person", "1",
+               "--window", "52"])
+    assert rc == 0
+    imported, meta = load_encoder(tmp_path / "i.safetensors")
+    assert meta["class_names"][0] == "pick up with one hand"
+    with torch.no_grad():
+        torch.testing.assert_close(imported(x), ref, rtol=0, atol=0)
+
+
+def test_import_official_wrong_encoder_or_classes(tmp_path, capsys):
+    agcn = build_encoder("ctrgcn", 60)
+    torch.save(agcn.state_dict(), tmp_path / "c.pt")
+    assert main(["import-official", "--encoder", "agcn", "--weights", str(tmp_path / "c.pt"),
+                 "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stdcl: error: agcn (official weights): state dict does not fit") and "\n" not in err
+    assert main(["import-official", "--encoder", "ctrgcn", "--weights", str(tmp_path / "c.pt"), "--num-classes",
+                 "120", "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "'fc.weight' has shape (60, 256), expected (120, 256)" in err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_import_official_refuses_pickled_code(tmp_path, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"w": Evil()}, tmp_path / "evil.pt")
+    assert main(["import-official", "--encoder", "ctrgcn", "--weights", str(tmp_path / "evil.pt"),
+                 "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr()
+    assert "evil.pt: not a weights-only PyTorch checkpoint" in err.err and "pwned" not in err.out

@@ -25,6 +25,9 @@ class DataError(StdclError):
             loc += f": line {where}" if isinstance(where, int) else f": {where}"
         super().__init__(f"{loc}: {problem}")
 
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.path, self.problem, self.where))
+
 
 class ConfigError(StdclError):
     """An invalid option, layout or configuration value."""

@@ -26,7 +26,5 @@ def setup_logging(verbosity: int = 0) -> None:
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, disable: bool | None = None,
              unit: str = "it") -> Iterable[T]:
-    """A tqdm progress bar on stderr; hidden when stderr is not a terminal unless forced."""
-    if disable is None:
-        disable = not sys.stderr.isatty() and logging.getLogger("stdcl").level > logging.INFO
+    """A tqdm progress bar on stderr; ``disable=None`` hides it when stderr is not a terminal."""
     return tqdm(iterable, desc=desc, total=total, disable=disable, unit=unit, dynamic_ncols=True, leave=False)

@@ -1,10 +1,27 @@
-"""The skeleton data layer: layouts, graphs, readers, transforms, modalities and synthetic data."""
+"""The skeleton data layer: layouts, graphs, readers, transforms, modalities and synthetic data.
 
-from stdcl.data.base import SampleSource, SkeletonDataset, worker_init_fn
-from stdcl.data.layouts import Layout, available_layouts, get_layout, layout_from_mapping, register_layout
-from stdcl.data.modalities import MODALITIES, apply_modality
-from stdcl.data.registry import DATASETS, available_datasets, open_dataset, open_source
+Names are imported lazily (PEP 562), so light users such as the raw-NTU preparation
+workers do not pay for importing torch.
+"""
 
-__all__ = ["DATASETS", "MODALITIES", "Layout", "SampleSource", "SkeletonDataset", "apply_modality",
-           "available_datasets", "available_layouts", "get_layout", "layout_from_mapping", "open_dataset",
-           "open_source", "register_layout", "worker_init_fn"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SampleSource": "stdcl.data.base", "SkeletonDataset": "stdcl.data.base", "worker_init_fn": "stdcl.data.base",
+    "Layout": "stdcl.data.layouts", "available_layouts": "stdcl.data.layouts", "get_layout": "stdcl.data.layouts",
+    "layout_from_mapping": "stdcl.data.layouts", "register_layout": "stdcl.data.layouts",
+    "MODALITIES": "stdcl.data.modalities", "apply_modality": "stdcl.data.modalities",
+    "DATASETS": "stdcl.data.registry", "available_datasets": "stdcl.data.registry",
+    "open_dataset": "stdcl.data.registry", "open_source": "stdcl.data.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'stdcl.data' has no attribute {name!r}")

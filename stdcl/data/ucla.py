@@ -22,11 +22,11 @@ from typing import Sequence
 import numpy as np
 
 from stdcl.data.base import SampleSource, as_path
+from stdcl.data.classes import UCLA_CLASSES
 from stdcl.data.layouts import UCLA20
 from stdcl.errors import ConfigError, DataError
 
-CLASS_NAMES = ["pick up with one hand", "pick up with two hands", "drop trash", "walk around", "sit down",
-               "stand up", "donning", "doffing", "throw", "carry"]
+CLASS_NAMES = UCLA_CLASSES
 #: NW-UCLA action code -> 0-based class (codes 7 and 10 do not exist).
 ACTION_TO_LABEL = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 8: 6, 9: 7, 11: 8, 12: 9}
 SPLIT_VIEWS = {"train": (1, 2), "test": (3,), "all": (1, 2, 3)}

@@ -13,15 +13,32 @@ T = TypeVar("T")
 log = logging.getLogger("stdcl")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (survives stream swaps, e.g. in tests)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(verbosity: int = 0) -> None:
-    """Configure the ``stdcl`` logger: WARNING at -1, INFO at 0, DEBUG at 1+."""
+    """Configure the ``stdcl`` logger: WARNING at -1, INFO at 0, DEBUG at 1+ (idempotent).
+
+    Records still propagate to the root logger, so applications and pytest's caplog see them;
+    the handler is only added when the root logger has none (no duplicate lines).
+    """
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger("stdcl")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    logger = logging.getLogger("stdcl")
+    logger.handlers[:] = [h for h in logger.handlers if not isinstance(h, _StderrHandler)]
+    if not logging.getLogger().handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, disable: bool | None = None,

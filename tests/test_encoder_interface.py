@@ -62,8 +62,8 @@ def test_bad_inputs_are_one_line_errors(name):
 @pytest.mark.parametrize("name", ENCODERS)
 def test_checkpoint_and_import_official_round_trip(name, tmp_path):
     torch.manual_seed(1)
-    model = build_encoder(name, 10, layout="ucla20", num_person=1, window=52).eval()
-    x = torch.randn(2, 3, 52, 20, 1)
+    model = build_encoder(name, 10, layout="ucla20", num_person=1, window=20).eval()
+    x = torch.randn(2, 3, 20, 20, 1)
     with torch.no_grad():
         ref = model(x)
     save_encoder(tmp_path / "m.safetensors", model, class_names=list("abcdefghij"))
@@ -75,7 +75,7 @@ def test_checkpoint_and_import_official_round_trip(name, tmp_path):
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "o.pt")
     rc = main(["import-official", "--encoder", name, "--weights", str(tmp_path / "o.pt"), "--out",
                str(tmp_path / "i.safetensors"), "--num-classes", "10", "--layout", "ucla20", "--num-person", "1",
-               "--window", "52"])
+               "--window", "20"])
     assert rc == 0
     imported, meta = load_encoder(tmp_path / "i.safetensors")
     assert meta["class_names"][0] == "pick up with one hand"

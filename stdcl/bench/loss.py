@@ -1,0 +1,103 @@
+"""``stdcl bench loss``: the batched hard-mined InfoNCE against the released per-anchor loop.
+
+Both run in one process, interleaved, on the same bank, anchors and fixed random negatives;
+each timing is forward + backward (what a training step pays), best of ``repeats``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from stdcl.head.loss import draw_random_negatives, hard_mined_infonce, l2_normalize
+
+
+def loop_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: torch.Tensor, bank_labels: torch.Tensor,
+                 bank_filled: torch.Tensor, num_pos: int, num_neg: int, tau: float,
+                 random_neg: torch.Tensor) -> torch.Tensor:
+    """The released ``ContrastLoss`` structure: per anchor, sort the whole masked bank row.
+
+    ``random_neg`` ``(B, K)`` are bank columns (the released code draws them with ``random.sample``).
+    """
+    n = anchors.shape[0]
+    sims = anchors @ bank_feats.detach().to(anchors.dtype).t()
+    same = (labels.view(n, 1) == bank_labels.view(1, -1)).float()
+    filled = bank_filled.float().view(1, -1)
+    pos_mask, neg_mask = same * filled, (1 - same) * filled
+    rows = []
+    for i in range(n):
+        if pos_mask[i].sum() < num_pos or neg_mask[i].sum() < num_neg:
+            continue
+        pos = torch.masked_select(sims[i], pos_mask[i].bool())
+        pos_hard = pos.sort(descending=False)[0][:num_pos].view(1, num_pos, 1)
+        neg = torch.masked_select(sims[i], neg_mask[i].bool())
+        neg_hard = neg.sort(descending=True)[0][:num_neg].view(1, 1, num_neg).expand(-1, num_pos, -1)
+        neg_rand = sims[i][random_neg[i]].view(1, 1, num_neg).expand(-1, num_pos, -1)
+        hh = torch.cat([pos_hard, neg_hard], -1).view(num_pos, -1)
+        hr = torch.cat([pos_hard, neg_rand], -1).view(num_pos, -1)
+        rows.append(torch.cat([hh, hr], 0))
+    if not rows:
+        return torch.zeros(1, device=anchors.device)
+    logits = torch.cat(rows, 0) / tau
+    return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+
+
+def bench_loss(bank_size: int = 40000, dim: int = 256, batch: int = 64, num_classes: int = 60, repeats: int = 3,
+               num_pos: int = 128, num_neg: int = 512, tau: float = 0.8, seed: int = 0,
+               device: str | None = None) -> dict:
+    """Time the batched loss and the per-anchor loop on one full random bank; print and return the numbers.
+
+    ``device``: ``cpu`` (default) or ``cuda``; inputs are drawn on the CPU with ``seed`` either way.
+    """
+    dev = torch.device(device or "cpu")
+    g = torch.Generator().manual_seed(seed)
+    bank_labels = torch.randperm(bank_size, generator=g) % num_classes
+    bank = l2_normalize(torch.randn(bank_size, dim, generator=g))
+    filled = torch.ones(bank_size, dtype=torch.bool)
+    labels = torch.randint(0, num_classes, (batch,), generator=g)
+    base = l2_normalize(torch.randn(batch, dim, generator=g))
+    neg = (labels.view(-1, 1) != bank_labels.view(1, -1)) & filled.view(1, -1)
+    rneg = draw_random_negatives(neg, num_neg, g)
+    bank_labels, bank, filled, labels, base, rneg = (t.to(dev) for t in (bank_labels, bank, filled, labels, base, rneg))
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def run(fn):
+        a = base.clone().requires_grad_(True)
+        sync()
+        t0 = time.perf_counter()
+        loss = fn(a)
+        if loss.requires_grad:  # the released loop returns a constant zero when no anchor is valid
+            loss.sum().backward()
+        sync()
+        grad = a.grad if a.grad is not None else torch.zeros_like(a)
+        return time.perf_counter() - t0, float(loss.detach().sum()), grad
+
+    valid = hard_mined_infonce(base, labels, bank, bank_labels, filled, num_pos, num_neg, tau, random_neg=rneg)[1]
+    batched = lambda a: hard_mined_infonce(a, labels, bank, bank_labels, filled, num_pos, num_neg, tau,  # noqa: E731
+                                           random_neg=rneg)[0]
+    loop = lambda a: loop_infonce(a, labels, bank, bank_labels, filled, num_pos, num_neg, tau, rneg)  # noqa: E731
+    run(batched), run(loop)  # warm-up
+    t_b, t_l = [], []
+    for _ in range(repeats):  # interleaved
+        tl, vl, gl = run(loop)
+        tb, vb, gb = run(batched)
+        t_l.append(tl)
+        t_b.append(tb)
+    row = {"bank_size": bank_size, "dim": dim, "batch": batch, "num_classes": num_classes, "P": num_pos,
+           "K": num_neg, "loop_s": min(t_l), "batched_s": min(t_b), "speedup": min(t_l) / min(t_b),
+           "loss_loop": vl, "loss_batched": vb, "max_loss_diff": abs(vl - vb),
+           "max_grad_diff": float((gl - gb).abs().max()), "threads": torch.get_num_threads(), "device": str(dev),
+           "valid_anchors": int(valid.sum())}
+    print(f"bank {bank_size} x {dim}, batch {batch}, {num_classes} classes, P={num_pos}, K={num_neg}, "
+          f"forward+backward, best of {repeats} (interleaved), {dev}, {row['threads']} CPU threads; "
+          f"{row['valid_anchors']}/{batch} anchors valid")
+    print(f"  per-anchor loop (released structure): {row['loop_s'] * 1e3:9.2f} ms")
+    print(f"  batched top-k:                        {row['batched_s'] * 1e3:9.2f} ms")
+    print(f"  speed-up {row['speedup']:.1f}x; loss {vb:.6f} vs {vl:.6f} (|diff| {row['max_loss_diff']:.2e}); "
+          f"max |grad diff| {row['max_grad_diff']:.2e}")
+    return row

@@ -13,11 +13,13 @@ from stdcl.data.layouts import layout_from_mapping
 from stdcl.encoders import build_encoder
 from stdcl.encoders.official import from_official
 from stdcl.errors import ConfigError
-from tests.official_weights import seeded_input, seeded_state_dict
+from tests.official_weights import seeded_input, seeded_state_dict, with_bn_stats
 
 KIND = "ctrgcn"
 FIXTURES = Path(__file__).parent / "fixtures" / "encoders"
 FX = json.loads((FIXTURES / f"{KIND}_official.json").read_text())
+# the same seeded weights with the official model's BN running statistics calibrated on data
+CAL = json.loads((FIXTURES / f"{KIND}_official_calibrated.json").read_text())
 OTHER = json.loads((FIXTURES / "agcn_official.json").read_text())
 LAYOUT = {"ntu60": ("ntu25", 64), "ucla": ("ucla20", 52)}
 # measured on the official Uason-Chen/CTR-GCN Model (see tests/fixtures/encoders/README.md)
@@ -44,10 +46,12 @@ def build(setting: str, **kw):
     return build_encoder(KIND, s["num_class"], layout=layout, num_person=s["num_person"], window=window, **kw)
 
 
-def official(setting: str, prefix: str = ""):
+def official(setting: str, prefix: str = "", calibrated: bool = False):
     s = FX["settings"][setting]
     layout, window = LAYOUT[setting]
     sd = seeded_state_dict(s["state_dict"], FX["weight_seed"])
+    if calibrated:
+        sd = with_bn_stats(sd, CAL["settings"][setting]["bn_stats"], len(CAL["calibration"]["input_seeds"]))
     return from_official(KIND, {prefix + k: v for k, v in sd.items()}, num_classes=s["num_class"], layout=layout,
                          num_person=s["num_person"], window=window)
 
@@ -86,6 +90,33 @@ def test_official_parity(setting: str) -> None:
     assert y32.dtype == torch.float32 and y32.shape == ref32.shape
     assert err64 < 1e-4
     assert err32 < 1e-4 * max(1.0, scale)
+
+
+@pytest.mark.parametrize("setting", ["ntu60", "ucla"])
+def test_official_parity_fp32_calibrated_bn(setting: str) -> None:
+    """fp32 logits equal the official model's within an absolute 1e-4 at a trained model's scale.
+
+    Same seeded weights, but every BatchNorm's running statistics are the official model's,
+    calibrated on seeded data (``calibrate_batchnorm``), so activations stay O(1) and the
+    logits are of order 1-10 as for a trained model.
+    """
+    fx, cal = FX["settings"][setting], CAL["settings"][setting]
+    assert CAL["weight_seed"] == FX["weight_seed"]
+    model = official(setting, calibrated=True)
+    assert not model.training
+    x = seeded_input(tuple(cal["input_shape"]), CAL["input_seed"])
+    with torch.no_grad():
+        y32 = model(x)
+        y64 = model.double()(x.double())
+    ref32, ref64 = torch.tensor(cal["logits_fp32"]), torch.tensor(cal["logits_fp64"], dtype=torch.float64)
+    err32, err64 = (y32 - ref32).abs().max().item(), (y64 - ref64).abs().max().item()
+    scale = ref64.abs().max().item()
+    print(f"{KIND} {setting} calibrated BN: max |logits - official| fp32 {err32:.2e}, fp64 {err64:.2e} "
+          f"(max |logit| {scale:.2f})")
+    assert y32.dtype == torch.float32 and y32.shape == ref32.shape == (2, fx["num_class"])
+    assert 1.0 < scale < 30.0  # a realistic scale, not the seeded statistics' 1e3
+    assert err32 < 1e-4
+    assert err64 < 1e-8
 
 
 def test_seeded_init_matches_official() -> None:

@@ -6,6 +6,7 @@ each timing is forward + backward (what a training step pays), best of ``repeats
 
 from __future__ import annotations
 
+import random
 import time
 
 import torch
@@ -16,10 +17,13 @@ from stdcl.head.loss import draw_random_negatives, hard_mined_infonce, l2_normal
 
 def loop_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: torch.Tensor, bank_labels: torch.Tensor,
                  bank_filled: torch.Tensor, num_pos: int, num_neg: int, tau: float,
-                 random_neg: torch.Tensor) -> torch.Tensor:
+                 random_neg: torch.Tensor | None = None, py_rng: random.Random | None = None,
+                 chosen: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """The released ``ContrastLoss`` structure: per anchor, sort the whole masked bank row.
 
-    ``random_neg`` ``(B, K)`` are bank columns (the released code draws them with ``random.sample``).
+    Random negatives: fixed bank columns ``random_neg`` ``(B, K)``, or drawn as released with
+    ``py_rng.sample(list(range(len(negatives))), K)``; ``chosen`` then receives each valid anchor's
+    drawn bank columns (so the batched loss can be checked on the same draw).
     """
     n = anchors.shape[0]
     sims = anchors @ bank_feats.detach().to(anchors.dtype).t()
@@ -34,7 +38,13 @@ def loop_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: torch.
         pos_hard = pos.sort(descending=False)[0][:num_pos].view(1, num_pos, 1)
         neg = torch.masked_select(sims[i], neg_mask[i].bool())
         neg_hard = neg.sort(descending=True)[0][:num_neg].view(1, 1, num_neg).expand(-1, num_pos, -1)
-        neg_rand = sims[i][random_neg[i]].view(1, 1, num_neg).expand(-1, num_pos, -1)
+        if py_rng is not None:
+            idx = py_rng.sample(list(range(len(neg))), k=num_neg)
+            neg_rand = neg[idx].view(1, 1, num_neg).expand(-1, num_pos, -1)
+            if chosen is not None:
+                chosen[i] = neg_mask[i].bool().nonzero().view(-1)[torch.as_tensor(idx)]
+        else:
+            neg_rand = sims[i][random_neg[i]].view(1, 1, num_neg).expand(-1, num_pos, -1)
         hh = torch.cat([pos_hard, neg_hard], -1).view(num_pos, -1)
         hr = torch.cat([pos_hard, neg_rand], -1).view(num_pos, -1)
         rows.append(torch.cat([hh, hr], 0))
@@ -78,16 +88,27 @@ def bench_loss(bank_size: int = 40000, dim: int = 256, batch: int = 64, num_clas
         return time.perf_counter() - t0, float(loss.detach().sum()), grad
 
     valid = hard_mined_infonce(base, labels, bank, bank_labels, filled, num_pos, num_neg, tau, random_neg=rneg)[1]
+    # 1) same value: the loop draws its random negatives as released; the batched loss reuses them
+    chosen: dict[int, torch.Tensor] = {}
+    _, vl, gl = run(lambda a: loop_infonce(a, labels, bank, bank_labels, filled, num_pos, num_neg, tau,
+                                           py_rng=random.Random(seed), chosen=chosen))
+    same_neg = rneg.clone()
+    for i, cols in chosen.items():
+        same_neg[i] = cols.to(same_neg.device)
+    _, vb, gb = run(lambda a: hard_mined_infonce(a, labels, bank, bank_labels, filled, num_pos, num_neg, tau,
+                                                 random_neg=same_neg)[0])
+    # 2) time: each draws its own random negatives (the loop with random.sample, as released)
+    gen = torch.Generator(device=dev).manual_seed(seed)
     batched = lambda a: hard_mined_infonce(a, labels, bank, bank_labels, filled, num_pos, num_neg, tau,  # noqa: E731
-                                           random_neg=rneg)[0]
-    loop = lambda a: loop_infonce(a, labels, bank, bank_labels, filled, num_pos, num_neg, tau, rneg)  # noqa: E731
+                                           generator=gen)[0]
+    py_rng = random.Random(seed)
+    loop = lambda a: loop_infonce(a, labels, bank, bank_labels, filled, num_pos, num_neg, tau,  # noqa: E731
+                                  py_rng=py_rng)
     run(batched), run(loop)  # warm-up
     t_b, t_l = [], []
     for _ in range(repeats):  # interleaved
-        tl, vl, gl = run(loop)
-        tb, vb, gb = run(batched)
-        t_l.append(tl)
-        t_b.append(tb)
+        t_l.append(run(loop)[0])
+        t_b.append(run(batched)[0])
     row = {"bank_size": bank_size, "dim": dim, "batch": batch, "num_classes": num_classes, "P": num_pos,
            "K": num_neg, "loop_s": min(t_l), "batched_s": min(t_b), "speedup": min(t_l) / min(t_b),
            "loss_loop": vl, "loss_batched": vb, "max_loss_diff": abs(vl - vb),
@@ -96,8 +117,8 @@ def bench_loss(bank_size: int = 40000, dim: int = 256, batch: int = 64, num_clas
     print(f"bank {bank_size} x {dim}, batch {batch}, {num_classes} classes, P={num_pos}, K={num_neg}, "
           f"forward+backward, best of {repeats} (interleaved), {dev}, {row['threads']} CPU threads; "
           f"{row['valid_anchors']}/{batch} anchors valid")
-    print(f"  per-anchor loop (released structure): {row['loop_s'] * 1e3:9.2f} ms")
-    print(f"  batched top-k:                        {row['batched_s'] * 1e3:9.2f} ms")
+    print(f"  per-anchor loop (released structure, random.sample): {row['loop_s'] * 1e3:9.2f} ms")
+    print(f"  batched top-k:                                      {row['batched_s'] * 1e3:9.2f} ms")
     print(f"  speed-up {row['speedup']:.1f}x; loss {vb:.6f} vs {vl:.6f} (|diff| {row['max_loss_diff']:.2e}); "
           f"max |grad diff| {row['max_grad_diff']:.2e}")
     return row

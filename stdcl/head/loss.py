@@ -69,12 +69,32 @@ def draw_random_negatives(neg: torch.Tensor, num_neg: int,
                           generator: torch.Generator | None = None) -> torch.Tensor:
     """``(B, K)`` columns: per row, ``K`` of the ``True`` entries of ``neg (B, S)`` uniformly without replacement.
 
-    The ``K`` largest of ``B x S`` uniform keys among the row's negatives (the released
-    ``random.sample``); rows with fewer than ``K`` negatives get arbitrary extra columns.
+    Sequential sampling (the distribution of the released ``random.sample``): draw uniform
+    columns with replacement, reject non-negatives and repeats, keep the first ``K`` survivors
+    in draw order. That touches ``O(K)`` entries per row instead of ``S``; rows where too few
+    candidates survive (small or mostly-positive banks) fall back to the ``K`` largest of
+    uniform keys over the row's negatives. Rows with fewer than ``K`` negatives get arbitrary
+    extra columns (such anchors are skipped by the loss anyway).
     """
+    b, s = neg.shape
+    k = int(num_neg)
     dev = generator.device if generator is not None else neg.device
-    keys = torch.rand(neg.shape, generator=generator, device=dev).to(neg.device)
-    return torch.where(neg, keys, -1.0).topk(int(num_neg), dim=1).indices
+    m = k + k // 4 + 64  # candidates per row: enough when most of the row is negative
+    cand = torch.randint(0, s, (b, m), generator=generator, device=dev).to(neg.device)
+    ok = neg.gather(1, cand)
+    order = cand.sort(dim=1, stable=True)
+    repeat = torch.zeros_like(ok)
+    repeat[:, 1:] = order.values[:, 1:] == order.values[:, :-1]
+    ok &= ~torch.zeros_like(ok).scatter(1, order.indices, repeat)  # later occurrences of a column
+    rank = torch.arange(m, 0, -1, device=neg.device).expand(b, m)  # earlier draws first
+    keep = torch.where(ok, rank, 0).topk(k, dim=1).indices
+    out = cand.gather(1, keep)
+    short = ok.sum(1) < k
+    if bool(short.any()):
+        rows = short.nonzero().view(-1)
+        keys = torch.rand((rows.numel(), s), generator=generator, device=dev).to(neg.device)
+        out[rows] = torch.where(neg[rows], keys, -1.0).topk(k, dim=1).indices
+    return out
 
 
 def hard_mined_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: torch.Tensor,

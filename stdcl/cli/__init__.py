@@ -21,12 +21,15 @@ EPILOG = """examples:
   stdcl bench prepare --raw nturgb+d_skeletons
   stdcl import-official --encoder ctrgcn --weights runs-65-25480.pt --out ctrgcn.safetensors
   stdcl bench encoders
+  stdcl train --config ucla --encoder ctrgcn --modality bone --stdcl on --out runs/x data.path=...
+  stdcl eval runs/x --split test
+  stdcl ensemble runs/j runs/b runs/jm runs/bm
 
 run `stdcl COMMAND --help` for the options and examples of each command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stdcl.cli import bench, data, encoders
+    from stdcl.cli import bench, data, encoders, train
 
     parser = argparse.ArgumentParser(
         prog="stdcl", description="STD-CL: spatial-temporal decoupling contrastive learning for skeletons.",
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (data, encoders, bench):
+    for module in (data, encoders, train, bench):
         module.register(sub)
     return parser
 

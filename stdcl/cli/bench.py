@@ -31,6 +31,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
     p.set_defaults(func=_encoders)
 
+    p = subparser(bsub, "train-step", "training-step time of an encoder alone vs with the STD-CL head and loss",
+                  "  stdcl bench train-step --encoder ctrgcn\n"
+                  "  stdcl bench train-step --encoder hyperformer --amp --repeats 20 --device cuda")
+    p.add_argument("--encoder", default="ctrgcn", choices=["ctrgcn", "agcn", "hyperformer", "hcn"])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=10, help="interleaved steps of each (median reported)")
+    p.add_argument("--bank-size", type=int, default=40_000, help="bank slots (NTU60 X-Sub: ~40k)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
+    p.set_defaults(func=_train_step)
+    _register_loss(bsub, subparser)
+
+
+def _register_loss(bsub: argparse._SubParsersAction, subparser) -> None:
+    """``stdcl bench loss``: :func:`stdcl.bench.loss.bench_loss` (the head's batched loss vs the released loop)."""
+    p = subparser(bsub, "loss", "time of the batched STD-CL loss against the released per-anchor loop",
+                  "  stdcl bench loss\n  stdcl bench loss --batch 16 --bank-size 40000 --device cuda")
+    p.add_argument("--bank-size", type=int, default=40000, help="bank slots (NTU60 X-Sub: ~40k)")
+    p.add_argument("--dim", type=int, default=256, help="embedding size D")
+    p.add_argument("--batch", type=int, default=64, help="anchors per step")
+    p.add_argument("--num-classes", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--num-pos", type=int, default=128, help="P")
+    p.add_argument("--num-neg", type=int, default=512, help="K")
+    p.add_argument("--tau", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.set_defaults(func=_loss)
+
+
+def _train_step(args: argparse.Namespace) -> int:
+    from stdcl.train.bench import bench_train_step
+
+    bench_train_step(args.encoder, batch=args.batch, window=args.window, repeats=args.repeats,
+                     bank_size=args.bank_size, device=args.device, amp=args.amp)
+    return 0
+
+
+def _loss(args: argparse.Namespace) -> int:
+    from stdcl.bench.loss import bench_loss
+
+    bench_loss(bank_size=args.bank_size, dim=args.dim, batch=args.batch, num_classes=args.num_classes,
+               repeats=args.repeats, num_pos=args.num_pos, num_neg=args.num_neg, tau=args.tau, seed=args.seed,
+               device=args.device)
+    return 0
+
 
 def _prepare(args: argparse.Namespace) -> int:
     from stdcl.bench.prepare import bench_prepare

@@ -1,0 +1,311 @@
+"""Training configs: packaged YAML layers merged with command-line choices and ``key=value`` overrides.
+
+Layers, later wins (each a nested mapping, merged key by key):
+
+1. ``stdcl/configs/base.yaml``: every key with its default;
+2. the protocol file ``stdcl/configs/<protocol>.yaml`` (ntu60-xsub, ntu60-xview,
+   ntu120-xsub, ntu120-xset, ucla, synthetic, custom): data settings;
+3. ``stdcl/configs/encoder/<encoder>.yaml``: the encoder's reference recipe, then its
+   ``datasets: <protocol>:`` section where the reference differs per dataset;
+4. a user YAML file given as ``--config FILE`` (its optional ``base: <protocol>`` names
+   the protocol it builds on, default ``custom``);
+5. ``--encoder``, ``--modality``, ``--stdcl on|off``;
+6. ``key=value`` overrides: dotted keys, YAML-parsed values (``train.epochs=2``,
+   ``schedule.milestones=[10,20]``, ``data.path=/data/ntu``).
+
+Unknown keys are errors (with a suggestion), except inside the free-form mappings
+``data.transform``, ``data.test_transform``, ``data.source`` and ``model.options``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from stdcl.errors import ConfigError
+
+PROTOCOLS = ("ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset", "ucla", "synthetic", "custom")
+ENCODERS = ("ctrgcn", "agcn", "hyperformer", "hcn")
+#: Mappings whose keys are passed through to other components unchecked.
+FREE_FORM = {("data", "transform"), ("data", "test_transform"), ("data", "source"), ("model", "options")}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` / ``1e32`` as floats (YAML 1.2; PyYAML's 1.1 needs a dot)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _packaged(name: str) -> dict[str, Any]:
+    """A packaged YAML file (``"base"``, ``"ucla"``, ``"encoder/ctrgcn"``) as a mapping."""
+    parts = name.split("/")
+    node = resources.files("stdcl.configs")
+    for p in parts[:-1]:
+        node = node / p
+    node = node / f"{parts[-1]}.yaml"
+    if not node.is_file():
+        raise ConfigError(f"no packaged config {name!r}")
+    return _as_mapping(yaml_load(node.read_text()), f"stdcl/configs/{name}.yaml")
+
+
+def _as_mapping(obj: Any, where: str) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(obj).__name__}")
+    return obj
+
+
+def schema() -> dict[str, Any]:
+    """Every key a resolved config may hold (``base.yaml`` plus the recorded protocol and file)."""
+    return _packaged("base") | {"protocol": None, "config_file": None}
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file as a mapping (one-line errors)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from None
+    try:
+        return _as_mapping(yaml_load(text), str(p))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}:{where} invalid YAML ({getattr(e, 'problem', None) or e})") from None
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``over`` merged in (mappings recursively, everything else replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.epochs=2"`` -> (["train", "epochs"], 2); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value (e.g. train.epochs=2)")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # not valid YAML: keep the text
+    return key.split("."), value
+
+
+def set_dotted(cfg: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set ``cfg[k1][k2]... = value``, creating mappings on the way."""
+    node = cfg
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if not isinstance(nxt, dict):
+            if nxt is not None and k in node:
+                raise ConfigError(f"cannot set {'.'.join(keys)}: {k} is not a mapping")
+            nxt = node[k] = {}
+        node = nxt
+    node[keys[-1]] = value
+
+
+def get_dotted(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
+    node: Any = cfg
+    for k in key.split("."):
+        if not isinstance(node, dict) or k not in node:
+            return default
+        node = node[k]
+    return node
+
+
+def check_keys(cfg: dict[str, Any], schema: dict[str, Any], prefix: tuple[str, ...] = ()) -> None:
+    """Raise a :class:`ConfigError` for a key the schema (``base.yaml``) does not have."""
+    for k, v in cfg.items():
+        path = prefix + (k,)
+        if k not in schema:
+            close = difflib.get_close_matches(k, list(schema), n=1)
+            hint = f"; did you mean {'.'.join(prefix + (close[0],))}?" if close else \
+                f"; known: {', '.join(schema)}"
+            raise ConfigError(f"unknown config key {'.'.join(path)}{hint}")
+        if path in FREE_FORM:
+            if v is not None and not isinstance(v, dict):
+                raise ConfigError(f"config key {'.'.join(path)} must be a mapping, got {v!r}")
+            continue
+        if isinstance(schema[k], dict):
+            if v is None:
+                continue
+            if not isinstance(v, dict):
+                raise ConfigError(f"config key {'.'.join(path)} must be a mapping, got {v!r}")
+            check_keys(v, schema[k], path)
+
+
+def _protocol_chain(config: str | os.PathLike) -> tuple[str, dict[str, Any] | None, Path | None]:
+    """(protocol, user file mapping or None, user file path or None) for ``--config``."""
+    text = os.fspath(config)
+    if text in PROTOCOLS:
+        return text, None, None
+    p = Path(text)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        user = read_yaml(p)
+        base = user.pop("base", "custom")
+        if base not in PROTOCOLS:
+            raise ConfigError(f"{p}: base {base!r} is not a packaged protocol; choose from {', '.join(PROTOCOLS)}")
+        return base, user, p
+    raise ConfigError(f"unknown config {text!r}: give a protocol ({', '.join(PROTOCOLS)}) or a YAML file")
+
+
+def load_config(config: str | os.PathLike = "synthetic", encoder: str | None = None, modality: str | None = None,
+                stdcl: bool | str | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The resolved training config (see the module docstring for the layers).
+
+    Args:
+        config: a protocol name or a YAML file (optionally with ``base: <protocol>``).
+        encoder: ``ctrgcn``, ``agcn``, ``hyperformer`` or ``hcn`` (default: the config's).
+        modality: ``joint``, ``bone``, ``joint_motion`` or ``bone_motion``.
+        stdcl: ``True``/``"on"`` to train with the STD-CL head, ``False``/``"off"`` without.
+        overrides: ``key=value`` strings, applied last.
+    """
+    base = _packaged("base")
+    protocol, user, user_path = _protocol_chain(config)
+    parsed = [parse_override(o) for o in overrides]
+    cfg = deep_merge(base, _packaged(protocol))
+    # the encoder decides which overlay applies: command line > overrides > user file > protocol
+    name = encoder
+    for keys, value in parsed:
+        if keys == ["model", "encoder"]:
+            name = name or value
+    if name is None and user is not None:
+        name = get_dotted(user, "model.encoder")
+    name = name or cfg["model"]["encoder"]
+    if name not in ENCODERS:
+        raise ConfigError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")
+    overlay = _packaged(f"encoder/{name}")
+    per_dataset = overlay.pop("datasets", {}) or {}
+    cfg = deep_merge(cfg, overlay)
+    cfg = deep_merge(cfg, per_dataset.get(protocol, {}) or {})
+    if user is not None:
+        check_keys(user, base)
+        cfg = deep_merge(cfg, user)
+    cfg["model"]["encoder"] = name
+    if modality is not None:
+        cfg["data"]["modality"] = modality
+    if stdcl is not None:
+        cfg["stdcl"]["enabled"] = parse_on_off(stdcl)
+    for keys, value in parsed:
+        set_dotted(cfg, keys, value)
+    if cfg["model"]["encoder"] != name:
+        raise ConfigError("model.encoder was changed by an override after the encoder recipe was chosen; "
+                          "use --encoder NAME instead")
+    cfg["protocol"] = protocol
+    cfg["config_file"] = str(user_path) if user_path else None
+    check_keys(cfg, schema())
+    validate(cfg)
+    return cfg
+
+
+def parse_on_off(value: bool | str) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = str(value).lower()
+    if v in ("on", "true", "yes", "1"):
+        return True
+    if v in ("off", "false", "no", "0"):
+        return False
+    raise ConfigError(f"expected on or off, got {value!r}")
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Type and range checks of the keys the engine reads (one-line errors)."""
+    def num(key: str, lo: float | None = None, integer: bool = False, optional: bool = False) -> None:
+        v = get_dotted(cfg, key)
+        if v is None and optional:
+            return
+        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok or (lo is not None and v < lo):
+            kind = "an integer" if integer else "a number"
+            rng = f" >= {lo}" if lo is not None else ""
+            raise ConfigError(f"config key {key} must be {kind}{rng}, got {v!r}")
+
+    num("seed", 0, integer=True)
+    num("train.epochs", 1, integer=True)
+    num("train.batch_size", 1, integer=True)
+    num("train.eval_batch_size", 1, integer=True)
+    num("train.max_steps", 1, integer=True, optional=True)
+    num("train.log_every", 1, integer=True)
+    num("train.eval_every", 0, integer=True)
+    num("train.checkpoint_every_steps", 1, integer=True, optional=True)
+    num("debug.stop_after_steps", 1, integer=True, optional=True)
+    num("debug.nan_at_step", 1, integer=True, optional=True)
+    num("data.num_workers", 0, integer=True)
+    num("data.window", 1, integer=True, optional=True)
+    num("data.repeat", 1, integer=True, optional=True)
+    num("data.val_seed", 0, integer=True)
+    num("optim.lr", 0)
+    num("optim.weight_decay", 0)
+    num("optim.momentum", 0)
+    num("optim.grad_clip", 0, optional=True)
+    num("schedule.warmup_epochs", 0)
+    num("schedule.gamma", 0)
+    num("schedule.min_lr", 0)
+    vf = cfg["data"]["val_fraction"]
+    if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
+        raise ConfigError(f"config key data.val_fraction must be in [0, 1), got {vf!r}")
+    choices = {"optim.name": ("sgd", "adam", "adamw"), "schedule.kind": ("step", "cosine", "exponential", "constant"),
+               "train.amp": ("auto", "off", "fp16", "bf16"), "train.tensorboard": ("auto", True, False),
+               "stdcl.head.pooling": ("mean", "attention"), "stdcl.loss.bank": ("per_sample", "class_queue"),
+               "data.modality": ("joint", "bone", "joint_motion", "bone_motion")}
+    for key, allowed in choices.items():
+        v = get_dotted(cfg, key)
+        if key == "train.amp" and v is False:
+            cfg["train"]["amp"] = v = "off"
+        if v not in allowed:
+            raise ConfigError(f"config key {key} must be one of {', '.join(map(str, allowed))}; got {v!r}")
+    ms = cfg["schedule"]["milestones"]
+    if not isinstance(ms, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms):
+        raise ConfigError(f"config key schedule.milestones must be a list of epochs, got {ms!r}")
+    if cfg["stdcl"]["enabled"] not in (True, False):
+        raise ConfigError(f"config key stdcl.enabled must be true or false, got {cfg['stdcl']['enabled']!r}")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style mappings, flow-style lists of scalars (``milestones: [35, 55]``)."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(not isinstance(v, (dict, list)) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(tuple, _represent_list)
+
+
+def dump_config(cfg: dict[str, Any]) -> str:
+    """The config as YAML (key order kept)."""
+    return yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -13,38 +10,33 @@ from stdcl.encoders import build_encoder
 from stdcl.encoders.base import Features
 from stdcl.encoders.official import from_official
 from stdcl.errors import ConfigError
-from tests.official_weights import seeded_input, seeded_state_dict
+from tests.encoder_parity import (assert_init_stats, assert_loaded_official, assert_no_device_calls,
+                                  assert_one_line_input_error, assert_parameter_count, fixture_input, load_fixture,
+                                  max_abs_error, seeded_official)
+from tests.official_weights import seeded_state_dict
 
-FIXTURES = Path(__file__).parent / "fixtures" / "encoders"
 SETTINGS = ["ntu60_w64", "ntu60_w32", "ucla10_w52"]
 
 
 def fixture(name: str) -> dict:
-    return json.loads((FIXTURES / f"hcn_{name}.json").read_text())
+    return load_fixture(f"hcn_{name}")
 
 
-def official_model(fx: dict, state_dict: dict | None = None):
-    sd = seeded_state_dict(fx["state_dict_shapes"], fx["weight_seed"]) if state_dict is None else state_dict
-    return from_official("hcn", sd, num_classes=fx["num_classes"], layout=fx["layout"],
-                         num_person=fx["num_person"], window=fx["window"])
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def official_model(fx: dict, prefix: str = ""):
+    return seeded_official("hcn", fx["state_dict_shapes"], fx["weight_seed"], prefix, num_classes=fx["num_classes"],
+                           layout=fx["layout"], num_person=fx["num_person"], window=fx["window"])
 
 
 @pytest.mark.parametrize("name", SETTINGS)
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_official_parity(name: str, prefix: str) -> None:
     fx = fixture(name)
-    sd = seeded_state_dict(fx["state_dict_shapes"], fx["weight_seed"])
-    model = official_model(fx, {prefix + k: v for k, v in sd.items()})
-    assert not model.training
-    assert {k: list(v.shape) for k, v in model.state_dict().items()} == fx["state_dict_shapes"]
-    x = seeded_input(tuple(fx["input_shape"]), fx["input_seed"])
+    model = official_model(fx, prefix)
+    assert_loaded_official(model, fx["state_dict_shapes"])
+    x = fixture_input(fx)
     with torch.no_grad():
         logits = model(x)
-    err = (logits - torch.tensor(fx["logits"])).abs().max().item()
+    err = max_abs_error(logits, fx["logits"])
     print(f"hcn {name}{' (module.)' if prefix else ''}: max |logits - official| = {err:.2e}")
     assert logits.shape == (fx["input_shape"][0], fx["num_classes"]) and err < 1e-4
 
@@ -56,9 +48,7 @@ def test_seeded_init_matches_reference(name: str) -> None:
     torch.manual_seed(fx["init_seed"])
     model = build_encoder("hcn", num_classes=fx["num_classes"], layout=fx["layout"],
                           num_person=fx["num_person"], window=fx["window"])
-    for k, v in model.state_dict().items():
-        got = [float(v.double().sum()), float(v.double().abs().sum())]
-        assert got == pytest.approx(fx["init_sum_abssum"][k], rel=1e-6, abs=1e-9), k
+    assert_init_stats(model, fx["init_sum_abssum"], "abs", rel=1e-6)
     for k, v in model.named_parameters():
         if k.endswith(".bias"):
             assert not v.any(), k
@@ -71,8 +61,8 @@ def test_seeded_init_matches_reference(name: str) -> None:
 ])
 def test_parameter_counts(name: str, layout: str, window: int, classes: int, persons: int, count: int) -> None:
     model = build_encoder("hcn", num_classes=classes, layout=layout, num_person=persons, window=window)
-    print(f"hcn {layout} window {window}, {classes} classes: {n_params(model):,} parameters")
-    assert n_params(model) == count == fixture(name)["param_count"]
+    assert_parameter_count(model, f"hcn {layout} window {window}, {classes} classes", count,
+                           fixture(name)["param_count"])
 
 
 @pytest.mark.parametrize("layout,persons,window", [("ntu25", 2, 64), ("ucla20", 1, 52)])
@@ -130,10 +120,7 @@ def test_person_max_matches_duplicated_person() -> None:
 ])
 def test_bad_input_one_line_error(shape: tuple, needle: str) -> None:
     model = build_encoder("hcn", num_classes=60, window=64)
-    with pytest.raises(ConfigError) as e:
-        model(torch.zeros(shape))
-    msg = str(e.value)
-    assert "\n" not in msg and needle in msg and str(tuple(shape)) in msg
+    assert_one_line_input_error(model, shape, needle)
 
 
 def test_bad_config_one_line_errors() -> None:
@@ -178,7 +165,7 @@ def test_train_mode_dropout_and_eval_determinism() -> None:
 def test_autocast_bf16_close_to_fp32() -> None:
     fx = fixture("ntu60_w64")
     model = official_model(fx)
-    x = seeded_input(tuple(fx["input_shape"]), fx["input_seed"])
+    x = fixture_input(fx)
     with torch.no_grad():
         ref = model(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -199,5 +186,4 @@ def test_compiles_without_graph_breaks() -> None:
 
 
 def test_no_device_calls_in_source() -> None:
-    src = (Path(__file__).parents[1] / "stdcl" / "encoders" / "hcn.py").read_text()
-    assert ".cuda(" not in src and "device=" not in src
+    assert_no_device_calls("hcn.py", needles=(".cuda(", "device="))

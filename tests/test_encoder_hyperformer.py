@@ -17,9 +17,12 @@ from stdcl.encoders.hyperformer import UCLA_BONE_GROUPS, Hyperformer, hyperforme
 from stdcl.encoders.hyperformer_blocks import HyperBlock, _bn_train, _max_pool_t3, group_ids
 from stdcl.encoders.official import from_official
 from stdcl.errors import ConfigError
-from tests.official_weights import seeded_input, seeded_state_dict
+from tests.encoder_parity import (UCLA_BAD_INPUTS, assert_init_stats, assert_loaded_official,
+                                  assert_one_line_input_error, assert_parameter_count, fixture_input, load_fixture,
+                                  max_abs_error, seeded_official)
+from tests.encoder_parity import one_thread  # noqa: F401  (autouse, module-scoped fixture)
+from tests.official_weights import seeded_state_dict
 
-FIXTURES = Path(__file__).parent / "fixtures" / "encoders"
 SETTINGS = ["ntu60", "ucla"]
 #: parameter counts of the official model (ZhouYuxuanYX/Hyperformer Model), measured with its configs
 OFFICIAL_PARAMS = {"ntu60": 2_729_194, "ucla": 2_695_754}
@@ -31,45 +34,29 @@ MINI = layout_from_mapping({
     "center": "pelvis", "groups": [3, 3, 3, 3, 7, 7, 9, 9]})  # non-contiguous ids on purpose
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed 2-core machine OpenMP spinning made this
-    file 3-5x slower with two threads (and 1 thread is as fast when the machine is idle)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def fixture(name: str) -> dict:
-    return json.loads((FIXTURES / f"hyperformer_{name}.json").read_text())
+    return load_fixture(f"hyperformer_{name}")
 
 
-def official_model(fx: dict, state_dict: dict | None = None) -> Hyperformer:
-    sd = seeded_state_dict(fx["state_dict_shapes"], fx["weight_seed"]) if state_dict is None else state_dict
+def official_model(fx: dict, prefix: str = "") -> Hyperformer:
     a = fx["model_args"]
-    return from_official("hyperformer", sd, num_classes=a["num_class"], layout=fx["layout"],
-                         num_person=a["num_person"], window=fx["input_shape"][2])
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    return seeded_official("hyperformer", fx["state_dict_shapes"], fx["weight_seed"], prefix,
+                           num_classes=a["num_class"], layout=fx["layout"], num_person=a["num_person"],
+                           window=fx["input_shape"][2])
 
 
 @pytest.mark.parametrize("name", SETTINGS)
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_official_parity(name: str, prefix: str) -> None:
     fx = fixture(name)
-    sd = seeded_state_dict(fx["state_dict_shapes"], fx["weight_seed"])
-    model = official_model(fx, {prefix + k: v for k, v in sd.items()})
-    assert not model.training
-    assert {k: list(v.shape) for k, v in model.state_dict().items()} == fx["state_dict_shapes"]
-    x = seeded_input(tuple(fx["input_shape"]), fx["input_seed"])
+    model = official_model(fx, prefix)
+    assert_loaded_official(model, fx["state_dict_shapes"])
+    x = fixture_input(fx)
     with torch.no_grad():
         feats = model.features(x)
         logits = model.classify(feats)
     assert feats.map.shape == (x.shape[0], x.shape[4], *model.feature_shape())
-    err = (logits - torch.tensor(fx["logits_eval"])).abs().max().item()
+    err = max_abs_error(logits, fx["logits_eval"])
     print(f"hyperformer {name}{' (module.)' if prefix else ''}: max |logits - official| = {err:.2e}")
     assert logits.shape == (fx["input_shape"][0], fx["model_args"]["num_class"]) and err < 1e-4
 
@@ -79,10 +66,10 @@ def test_official_parity_training_mode(name: str) -> None:
     """Batch-statistics BatchNorm (the fused multi-branch path) matches the official train-mode forward."""
     fx = fixture(name)
     model = official_model(fx).train()
-    x = seeded_input(tuple(fx["input_shape"]), fx["input_seed"])
+    x = fixture_input(fx)
     with torch.no_grad():
         logits = model(x)
-    err = (logits - torch.tensor(fx["logits_train"])).abs().max().item()
+    err = max_abs_error(logits, fx["logits_train"])
     print(f"hyperformer {name} train mode: max |logits - official| = {err:.2e}")
     assert err < 1e-4
     bn = model.l3.tcn1.branches[1][1]
@@ -94,9 +81,7 @@ def test_parameter_count_equals_official(name: str) -> None:
     fx = fixture(name)
     a = fx["model_args"]
     model = build_encoder("hyperformer", a["num_class"], layout=fx["layout"], num_person=a["num_person"])
-    count = n_params(model)
-    print(f"hyperformer {name}: {count:,} parameters (official {fx['num_parameters']:,})")
-    assert count == fx["num_parameters"] == OFFICIAL_PARAMS[name]
+    assert_parameter_count(model, f"hyperformer {name}", fx["num_parameters"], OFFICIAL_PARAMS[name])
 
 
 @pytest.mark.parametrize("name", SETTINGS)
@@ -106,9 +91,7 @@ def test_seeded_init_matches_official(name: str) -> None:
     a = fx["model_args"]
     torch.manual_seed(fx["init_seed"])
     model = build_encoder("hyperformer", a["num_class"], layout=fx["layout"], num_person=a["num_person"])
-    for k, v in model.state_dict().items():
-        got = [float(v.double().sum()), float(v.double().abs().sum())]
-        assert got == pytest.approx(fx["init_sum_abssum"][k], rel=1e-9, abs=1e-9), k
+    assert_init_stats(model, fx["init_sum_abssum"], "abs", rel=1e-9)
 
 
 @pytest.mark.parametrize("name", SETTINGS)
@@ -164,7 +147,7 @@ def test_custom_layout_groups_and_disconnected_joints() -> None:
 def test_groups_option_and_layout_graph_option() -> None:
     fx = fixture("ucla")
     sd = seeded_state_dict(fx["state_dict_shapes"], fx["weight_seed"])
-    x = seeded_input(tuple(fx["input_shape"]), fx["input_seed"])
+    x = fixture_input(fx)
     bone = from_official("hyperformer", sd, 10, "ucla20", num_person=1, window=52, groups=UCLA_BONE_GROUPS)
     assert bone.joint_groups.tolist() == list(bone.options["groups"]) == list(UCLA_BONE_GROUPS)
     with torch.no_grad():
@@ -178,12 +161,8 @@ def test_groups_option_and_layout_graph_option() -> None:
 
 def test_bad_input_is_one_line_config_error() -> None:
     model = build_encoder("hyperformer", 10, layout="ucla20", num_person=1, window=52)
-    for shape, what in [((2, 3, 52, 20), "rank 5"), ((2, 2, 52, 20, 1), "C=3"), ((2, 3, 52, 25, 1), "V=20"),
-                        ((2, 3, 52, 20, 2), "M=1")]:
-        with pytest.raises(ConfigError) as e:
-            model(torch.zeros(shape))
-        msg = str(e.value)
-        assert what in msg and str(shape) in msg and "\n" not in msg
+    for shape, what in UCLA_BAD_INPUTS:
+        assert_one_line_input_error(model, shape, what)
 
 
 def test_foreign_state_dicts_are_one_line_errors() -> None:
@@ -256,7 +235,7 @@ def test_inference_max_pool_equals_kernel() -> None:
 def test_autocast_bf16_close_to_fp32() -> None:
     fx = fixture("ucla")
     model = official_model(fx)
-    x = seeded_input(tuple(fx["input_shape"]), fx["input_seed"])
+    x = fixture_input(fx)
     ref = torch.tensor(fx["logits_eval"])
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)

@@ -75,3 +75,9 @@ def test_dataloader_workers_are_reseeded(ntu_dir):
     # workers draw from their own reseeded streams, not a copy of the parent's seed-0 stream
     parent = open_dataset("ntu60-xsub", ntu_dir, "train")[0][0]
     assert not np.array_equal(batches[0][0][0].numpy(), parent)
+
+
+def test_source_seed_does_not_clash_with_transform_seed():
+    a = open_dataset("synthetic", split="test", seed=1, source_options={"num_samples": 300, "seed": 4})
+    b = open_dataset("synthetic", split="test", seed=1, source_options={"num_samples": 300, "seed": 5})
+    assert len(a) == len(b) and not np.array_equal(a.raw(0), b.raw(0))

@@ -123,7 +123,7 @@ def open_dataset(name: str, path: str | os.PathLike | None = None, split: str = 
                  train: bool | None = None, transform: str | Transform | None = "auto",
                  modality: str = "joint", window: int | None = None, repeat: int | None = None,
                  seed: int | None = 0, transform_options: dict[str, Any] | None = None,
-                 **source_options: Any) -> SkeletonDataset:
+                 source_options: dict[str, Any] | None = None, **more_source_options: Any) -> SkeletonDataset:
     """Open dataset ``name`` (see the module table) as ``(x, label, index)`` items.
 
     Args:
@@ -138,12 +138,13 @@ def open_dataset(name: str, path: str | os.PathLike | None = None, split: str = 
         repeat: iterations of the samples per epoch (default: 5 for NW-UCLA train, else 1).
         seed: seed of the random transforms.
         transform_options: overrides of the transform's parameters.
-        source_options: passed to the reader (e.g. ``num_samples`` for synthetic).
+        source_options: passed to the reader (e.g. ``{"num_samples": 500, "seed": 3}`` for
+            synthetic); keyword arguments not listed above are added to them.
     """
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     spec = DATASETS[name]
-    source = open_source(name, path, split, **source_options)
+    source = open_source(name, path, split, **(dict(source_options or {}) | more_source_options))
     is_train = ("train" in split) if train is None else train
     if transform == "auto" or isinstance(transform, str):
         kind = spec.transform if transform == "auto" else transform

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from stdcl.data.layouts import Layout
-from stdcl.encoders.gcn_blocks import (GraphEncoder, ResidualBlock, UnitTCN, bn_init, cat_conv, conv_branch_init,
-                                       conv_init, down_residual, pointwise)
+from stdcl.encoders.gcn_blocks import (GraphEncoder, GraphUnit, ResidualBlock, UnitTCN, cat_conv, conv_branch_init,
+                                       pointwise)
 from stdcl.encoders.registry import register_encoder
 from stdcl.errors import ConfigError
 
 
-class AdaptiveGraphConv(nn.Module):
+class AdaptiveGraphConv(GraphUnit):
     """``unit_gcn``: sum over subsets k of ``conv_d[k](x @ (A_k + B_k + C_k(x)))``, BN, residual, ReLU.
 
     ``A_k`` is the fixed graph (buffer ``A``), ``B_k`` the learned ``PA`` (initialised to
@@ -48,15 +48,7 @@ class AdaptiveGraphConv(nn.Module):
         self.conv_a = nn.ModuleList(c[0] for c in convs)
         self.conv_b = nn.ModuleList(c[1] for c in convs)
         self.conv_d = nn.ModuleList(c[2] for c in convs)
-        self.down = (nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
-                     if in_channels != out_channels else None)
-        self.bn = nn.BatchNorm2d(out_channels)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                conv_init(m)
-            elif isinstance(m, nn.BatchNorm2d):
-                bn_init(m, 1)
-        bn_init(self.bn, 1e-6)
+        self._init_output(in_channels, out_channels)
         for conv in self.conv_d:
             conv_branch_init(conv, self.num_subset)
 
@@ -77,9 +69,7 @@ class AdaptiveGraphConv(nn.Module):
         for k, d in enumerate(self.conv_d):  # y += W_k (x @ S_k), accumulated in place of a concat
             xs = torch.matmul(xv, s[:, k]).view(n, c, t * v)
             y = torch.baddbmm(y, d.weight.view(-1, c).expand(n, -1, -1), xs)
-        y = self.bn(y.view(n, -1, t, v))
-        y += down_residual(self.down, x)
-        return y.relu_()
+        return self._output(y.view(n, -1, t, v), x)
 
 
 class AGCNBlock(ResidualBlock):

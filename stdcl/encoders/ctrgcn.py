@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stdcl.data.layouts import Layout
-from stdcl.encoders.gcn_blocks import (GraphEncoder, ResidualBlock, bn_init, cat_conv, conv_init, down_residual,
-                                       pointwise)
+from stdcl.encoders.gcn_blocks import GraphEncoder, GraphUnit, ResidualBlock, cat_conv, conv_init, pointwise
 from stdcl.encoders.registry import register_encoder
 from stdcl.errors import ConfigError
 
@@ -111,7 +110,7 @@ class CTRGC(nn.Module):
                 conv_init(m)
 
 
-class CTRGraphConv(nn.Module):
+class CTRGraphConv(GraphUnit):
     """``unit_gcn``: sum over subsets of ``(alpha * conv4(tanh(phi(x)_u - psi(x)_v)) + A_k) . conv3(x)``,
     BN (gamma 1e-6), residual, ReLU. ``A_k`` is the learned ``PA`` (initialised to the graph)."""
 
@@ -120,20 +119,14 @@ class CTRGraphConv(nn.Module):
         self.num_subset = a.shape[0]
         self.adaptive = adaptive
         self.convs = nn.ModuleList(CTRGC(in_channels, out_channels) for _ in range(self.num_subset))
-        self.down = (nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
-                     if in_channels != out_channels else None)
         if adaptive:
             self.PA = nn.Parameter(a.clone())
         else:
             self.register_buffer("A", a.clone(), persistent=False)
         self.alpha = nn.Parameter(torch.zeros(1))
-        self.bn = nn.BatchNorm2d(out_channels)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                conv_init(m)
-            elif isinstance(m, nn.BatchNorm2d):
-                bn_init(m, 1)
-        bn_init(self.bn, 1e-6)
+        # ``down`` and ``bn`` come after ``convs`` as in the official code (``PA`` and ``alpha`` draw no
+        # random numbers, and parameters precede submodules in the state dict either way)
+        self._init_output(in_channels, out_channels)
 
     def _topologies(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per subset k, ``M_k = alpha * conv4(tanh(q1_u - q2_v)) + A_k`` as ``(N, C_out, V*V)``.
@@ -174,9 +167,7 @@ class CTRGraphConv(nn.Module):
             xi = x3[:, :, i].reshape(n * o, t, v)
             mi = ms[i].view(n * o, v, v).transpose(1, 2)
             y = torch.bmm(xi, mi) if y is None else torch.baddbmm(y, xi, mi)
-        y = self.bn(y.view(n, o, t, v))
-        y += down_residual(self.down, x)
-        return y.relu_()
+        return self._output(y.view(n, o, t, v), x)
 
 
 class CTRGCNBlock(ResidualBlock):

@@ -1,4 +1,5 @@
-"""What 2s-AGCN and CTR-GCN share: init helpers, the temporal conv unit and the 10-block backbone.
+"""What 2s-AGCN and CTR-GCN share: init helpers, the graph unit's residual/BN/init, the temporal conv
+unit and the 10-block backbone.
 
 Both official models have the same outer structure (parameter names included):
 ``data_bn`` (BatchNorm1d over M*V*C) -> ``l1`` .. ``l10`` (3->64, 64, 64, 64, 64->128 stride 2,
@@ -98,6 +99,33 @@ class UnitTCN(nn.Module):
 def down_residual(down: nn.Sequential | None, x: torch.Tensor) -> torch.Tensor:
     """The graph unit's residual: ``x`` itself, or ``down`` = (1x1 conv, BN) of it."""
     return x if down is None else down[1](pointwise(x, down[0].weight, down[0].bias))
+
+
+class GraphUnit(nn.Module):
+    """What the official 2s-AGCN and CTR-GCN ``unit_gcn`` share around their graph aggregation.
+
+    Subclasses create their convs (and graph parameters) and then call :meth:`_init_output`,
+    which adds ``down`` (1x1 conv + BN when the width changes, else none) and the output
+    ``bn``, and initialises every module in the official order: Kaiming convs, BN weight 1,
+    then ``bn``'s weight 1e-6. :meth:`_output` is the unit's tail: ``ReLU(bn(y) + residual(x))``.
+    """
+
+    def _init_output(self, in_channels: int, out_channels: int) -> None:
+        self.down = (nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+                     if in_channels != out_channels else None)
+        self.bn = nn.BatchNorm2d(out_channels)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                conv_init(m)
+            elif isinstance(m, nn.BatchNorm2d):
+                bn_init(m, 1)
+        bn_init(self.bn, 1e-6)
+
+    def _output(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``ReLU(bn(y) + residual(x))`` for the aggregated ``y`` (N, C_out, T, V) of the unit's input ``x``."""
+        y = self.bn(y)
+        y += down_residual(self.down, x)
+        return y.relu_()
 
 
 class ResidualBlock(nn.Module):

@@ -34,7 +34,7 @@ def open_split(cfg: dict[str, Any], split: str, train: bool, seed: int = 0,
         repeat = d["repeat"] if train else 1
     return open_dataset(d["dataset"], d["path"], split, train=train, modality=d["modality"],
                         window=default_window(cfg), repeat=repeat,
-                        seed=seed, transform_options=dict(opts or {}), **dict(d.get("source") or {}))
+                        seed=seed, transform_options=dict(opts or {}), source_options=d.get("source"))
 
 
 def validation_samples(cfg: dict[str, Any], train: SkeletonDataset) -> np.ndarray:

@@ -94,6 +94,31 @@ def test_export_is_the_plain_encoder_with_identical_logits(run, tmp_path):
     assert_same_tensors(tensors(out), tensors(run / "last.safetensors"))
 
 
+def test_head_saved_beside_checkpoints_and_exported_on_request(run, tmp_path):
+    from stdcl.head.checkpoint import head_path, load_head
+    from stdcl.train.state import load_state
+
+    names = {p.name for p in run.iterdir()}
+    assert {"last.head.safetensors", "best.head.safetensors"} <= names
+    enc, meta = load_encoder(run / "last.safetensors")
+    head = load_head(run / "last.safetensors", enc, meta)
+    trained = {k[len("head."):]: v for k, v in load_state(run)["model"].items() if k.startswith("head.")}
+    assert set(head.state_dict()) == set(trained)
+    for k, v in head.state_dict().items():
+        assert torch.equal(v, trained[k]), k
+    # the deployable export has no head; --with-head adds it beside the encoder
+    plain, with_head = tmp_path / "plain.safetensors", tmp_path / "demo.safetensors"
+    assert main(["-q", "export", str(run), "--which", "last", "--out", str(plain)]) == 0
+    assert not head_path(plain).exists()
+    assert main(["-q", "export", str(run), "--which", "last", "--with-head", "--out", str(with_head)]) == 0
+    enc2, meta2 = load_encoder(with_head)
+    head2 = load_head(with_head, enc2, meta2)
+    fmap = enc2.features(torch.randn(2, 3, 16, 25, 2)).map
+    with torch.no_grad():
+        for branch, emb in head2(fmap).items():
+            torch.testing.assert_close(emb, head(fmap)[branch])
+
+
 def test_eval_outputs(run, capsys):
     assert main(["-q", "eval", str(run), "--split", "test"]) == 0
     assert "top-1" in capsys.readouterr().out

@@ -348,6 +348,10 @@ class Trainer:
                      epoch=self.epoch + (1 if self.batch_in_epoch >= self.steps_per_epoch else 0),
                      global_step=self.global_step, metrics=metrics or {}, best=self.best,
                      run=str(self.run_dir), config=self.cfg)
+        if self.model.head is not None:
+            from stdcl.head.checkpoint import save_head
+
+            save_head(path, self.model.head)
 
     def _load_resume_state(self) -> None:
         st = load_state(self.run_dir)

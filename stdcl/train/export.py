@@ -12,8 +12,13 @@ KEEP = ("class_names", "dataset", "protocol", "modality", "layout", "num_classes
         "global_step", "metrics", "best", "run", "config", "kind")
 
 
-def export(run: str | os.PathLike, out: str | os.PathLike, which: str = "best", half: bool = False) -> tuple[Path, int]:
-    """Write ``run``'s ``which`` encoder to ``out`` (+ ``.json``); returns (path, parameter count)."""
+def export(run: str | os.PathLike, out: str | os.PathLike, which: str = "best", half: bool = False,
+           with_head: bool = False) -> tuple[Path, int]:
+    """Write ``run``'s ``which`` encoder to ``out`` (+ ``.json``); returns (path, parameter count).
+
+    ``with_head`` also copies the trained STD-CL head to ``<out>.head.safetensors`` (for the
+    analysis layer; the deployable model stays the encoder alone).
+    """
     from stdcl.checkpoint import load_encoder, save_encoder
     from stdcl.train.run_dir import checkpoint_of
 
@@ -26,4 +31,11 @@ def export(run: str | os.PathLike, out: str | os.PathLike, which: str = "best", 
     encoder, meta = load_encoder(ckpt)
     extra = {k: meta[k] for k in KEEP if k in meta}
     save_encoder(out, encoder, half=half, exported_from=str(ckpt), **extra)
+    if with_head:
+        from stdcl.head.checkpoint import load_head, save_head
+
+        head = load_head(ckpt, encoder, meta)
+        if head is None:
+            raise ConfigError(f"{ckpt}: --with-head: this checkpoint has no trained STD-CL head")
+        save_head(out, head, half=half)
     return out, sum(p.numel() for p in encoder.parameters())

@@ -1,0 +1,55 @@
+"""The trained STD-CL head beside an encoder checkpoint: ``X.safetensors`` -> ``X.head.safetensors``.
+
+The deployed model is the encoder alone; the head is kept only so that analysis can read
+the trained spatial and temporal embeddings (and their exact per-joint / per-frame
+decomposition). Its options live in the encoder checkpoint's metadata (``head.head``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from stdcl.encoders.base import Encoder
+from stdcl.encoders.official import check_state_dict
+from stdcl.errors import DataError
+from stdcl.head.decoupling import DecouplingHead
+from stdcl.io import atomic_path
+
+
+def head_path(checkpoint: str | os.PathLike) -> Path:
+    """Where the head of ``checkpoint`` (an encoder ``.safetensors``) is stored."""
+    p = Path(checkpoint)
+    return p.with_name(p.stem + ".head.safetensors")
+
+
+def save_head(checkpoint: str | os.PathLike, head: DecouplingHead, half: bool = False) -> Path:
+    """Write ``head``'s weights beside ``checkpoint`` atomically; returns the head path."""
+    out = head_path(checkpoint)
+    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+          for k, v in head.state_dict().items()}
+    with atomic_path(out) as tmp:
+        save_file(sd, str(tmp))
+    return out
+
+
+def load_head(checkpoint: str | os.PathLike, encoder: Encoder, meta: dict[str, Any]) -> DecouplingHead | None:
+    """The trained head of an STD-CL checkpoint (eval mode, fp32), or None for a baseline."""
+    opts = (meta.get("head") or {}).get("head") if meta.get("stdcl") else None
+    path = head_path(checkpoint)
+    if opts is None or not path.is_file():
+        return None
+    head = DecouplingHead(encoder.feature_shape(encoder.window), **opts)
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise DataError(path, f"not a readable safetensors file ({e})") from None
+    own = head.state_dict()
+    sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
+    check_state_dict(head, sd, str(path))
+    head.load_state_dict(sd)
+    return head.eval()

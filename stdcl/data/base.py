@@ -166,10 +166,14 @@ class SkeletonDataset(Dataset):
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """DataLoader hook: give each worker's dataset its own Generator from torch's seed."""
+    """DataLoader hook: give each worker's dataset its own Generator from torch's seed.
+
+    Wrappers that keep the skeleton dataset as ``.base`` (e.g. a re-indexed subset) are unwrapped.
+    """
     info = torch.utils.data.get_worker_info()
-    if info is not None and isinstance(info.dataset, SkeletonDataset):
-        info.dataset.reseed(info.seed % 2**32)
+    ds = getattr(info.dataset, "base", info.dataset) if info is not None else None
+    if isinstance(ds, SkeletonDataset):
+        ds.reseed(info.seed % 2**32)
 
 
 def as_path(path: str | os.PathLike | None, what: str) -> Path:

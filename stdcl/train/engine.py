@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from stdcl import __version__
+from stdcl.data.base import worker_init_fn
 from stdcl.errors import ConfigError, StdclError
 from stdcl.io import write_json_atomic, write_text_atomic
 from stdcl.logs import progress
@@ -68,14 +69,6 @@ def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
     return dev
-
-
-def _worker_init(worker_id: int) -> None:
-    """DataLoader hook: reseed the training dataset's Generator from torch's per-worker seed."""
-    info = torch.utils.data.get_worker_info()
-    ds = getattr(info.dataset, "base", info.dataset) if info is not None else None
-    if ds is not None and hasattr(ds, "reseed"):
-        ds.reseed(info.seed % 2**32)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -475,7 +468,7 @@ class Trainer:
             gen = torch.Generator()
             gen.manual_seed((int(cfg["seed"]) * 1_000_003 + epoch * 7919 + self.dist.rank) % 2**63)
             loader = DataLoader(d.train, batch_sampler=self.sampler, num_workers=int(cfg["data"]["num_workers"]),
-                                pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init, generator=gen)
+                                pin_memory=self.device.type == "cuda", worker_init_fn=worker_init_fn, generator=gen)
             self.model.train()
             self.window = _Window.from_state(self._meters.get("window"))
             self.epoch_meter = _Window.from_state(self._meters.get("epoch"))

@@ -71,12 +71,23 @@ def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cp
     model = build_encoder(cfg["name"], num_classes=cfg["num_classes"], layout=get_layout(cfg["layout"]),
                           in_channels=cfg["in_channels"], num_person=cfg["num_person"], window=cfg["window"],
                           **cfg.get("options", {}))
+    load_weights(model, path, map_location)
+    return model.eval(), info
+
+
+def read_tensors(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file (one-line error when unreadable)."""
     try:
-        sd = load_file(str(path), device=str(map_location))
+        return load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError) as e:
         raise DataError(path, f"not a readable safetensors file ({e})") from None
-    own = model.state_dict()
-    sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
-    check_state_dict(model, sd, str(path))
-    model.load_state_dict(sd)
-    return model.eval(), info
+
+
+def load_weights(module: torch.nn.Module, path: str | os.PathLike,
+                 map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a safetensors state dict into ``module``: keys and shapes checked, dtypes cast (fp16 files)."""
+    own = module.state_dict()
+    sd = {k: v.to(own[k].dtype) if k in own else v for k, v in read_tensors(path, map_location).items()}
+    check_state_dict(module, sd, str(path))
+    module.load_state_dict(sd)
+    return module

@@ -11,12 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from stdcl.checkpoint import load_weights
 from stdcl.encoders.base import Encoder
-from stdcl.encoders.official import check_state_dict
-from stdcl.errors import DataError
 from stdcl.head.decoupling import DecouplingHead
 from stdcl.io import atomic_path
 
@@ -44,12 +42,4 @@ def load_head(checkpoint: str | os.PathLike, encoder: Encoder, meta: dict[str, A
     if opts is None or not path.is_file():
         return None
     head = DecouplingHead(encoder.feature_shape(encoder.window), **opts)
-    try:
-        sd = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise DataError(path, f"not a readable safetensors file ({e})") from None
-    own = head.state_dict()
-    sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
-    check_state_dict(head, sd, str(path))
-    head.load_state_dict(sd)
-    return head.eval()
+    return load_weights(head, path).eval()

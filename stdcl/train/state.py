@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from stdcl.checkpoint import read_tensors
 from stdcl.errors import DataError
 from stdcl.io import atomic_path, write_json_atomic
 
@@ -97,11 +97,7 @@ def load_state(run_dir: str | os.PathLike, map_location: str = "cpu") -> dict[st
     if info.get("format") != "stdcl-train-state":
         raise DataError(jp, "not a stdcl training state")
     tp = run_dir / info["tensors"]
-    try:
-        tensors = load_file(str(tp), device=map_location)
-    except (SafetensorError, OSError) as e:
-        raise DataError(tp, f"cannot read the state tensors ({e})") from None
-    return join_tensors(info["state"], tensors)
+    return join_tensors(info["state"], read_tensors(tp, map_location))
 
 
 # -- RNG states ---------------------------------------------------------------------------

@@ -18,10 +18,10 @@ embeddings, gathers them across ranks, overwrites the bank *before* comparing (a
 slot counts among its positives) and returns ``weight * (L_spa + L_tem)``, added only when
 positive (released: ``CE + (L_s + L_t) / 2``).
 
-Random negatives in :class:`STDCLLoss` come from a generator re-seeded every step from
-(seed, step, branch, rank): its whole state is the buffer ``rng`` = ``[seed, step]``, so a
-``state_dict`` round trip resumes the exact sequence (on the same device type: CPU and CUDA
-generators draw different streams).
+Random negatives in :class:`STDCLLoss` are a pure function of (seed, step, branch, the anchor's
+dataset index), by counter-based hashing: an anchor draws the same negatives whichever rank
+or batch position it has (so data-parallel training equals one process), on CPU and CUDA
+alike, and the whole state is the buffer ``rng`` = ``[seed, step]`` (exact resume).
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class _MinedSims(torch.autograd.Function):
         return g, None, None, None
 
 
-def draw_random_negatives(neg: torch.Tensor, num_neg: int,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+def draw_random_negatives(neg: torch.Tensor, num_neg: int, generator: torch.Generator | None = None,
+                          row_keys: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, K)`` columns: per row, ``K`` of the ``True`` entries of ``neg (B, S)`` uniformly without replacement.
 
     Sequential sampling (the distribution of the released ``random.sample``): draw uniform
@@ -75,12 +75,20 @@ def draw_random_negatives(neg: torch.Tensor, num_neg: int,
     candidates survive (small or mostly-positive banks) fall back to the ``K`` largest of
     uniform keys over the row's negatives. Rows with fewer than ``K`` negatives get arbitrary
     extra columns (such anchors are skipped by the loss anyway).
+
+    Randomness: ``row_keys`` ``(B,)`` int64 makes each row a pure function of its key
+    (counter-based hashing: the same anchor draws the same columns whichever batch or rank it
+    is in); otherwise ``generator`` (or the global generator) is used.
     """
     b, s = neg.shape
     k = int(num_neg)
-    dev = generator.device if generator is not None else neg.device
     m = k + k // 4 + 64  # candidates per row: enough when most of the row is negative
-    cand = torch.randint(0, s, (b, m), generator=generator, device=dev).to(neg.device)
+    if row_keys is not None:
+        keys = row_keys.to(neg.device, torch.long).view(b, 1)
+        cand = _uniform_bits(keys, torch.arange(m, device=neg.device)) % s
+    else:
+        dev = generator.device if generator is not None else neg.device
+        cand = torch.randint(0, s, (b, m), generator=generator, device=dev).to(neg.device)
     ok = neg.gather(1, cand)
     order = cand.sort(dim=1, stable=True)
     repeat = torch.zeros_like(ok)
@@ -92,15 +100,49 @@ def draw_random_negatives(neg: torch.Tensor, num_neg: int,
     short = ok.sum(1) < k
     if bool(short.any()):
         rows = short.nonzero().view(-1)
-        keys = torch.rand((rows.numel(), s), generator=generator, device=dev).to(neg.device)
-        out[rows] = torch.where(neg[rows], keys, -1.0).topk(k, dim=1).indices
+        if row_keys is not None:
+            u = _uniform_bits(keys[rows], torch.arange(m, m + s, device=neg.device)).double()
+        else:
+            u = torch.rand((rows.numel(), s), generator=generator, device=dev).to(neg.device)
+        out[rows] = torch.where(neg[rows], u, -1.0).topk(k, dim=1).indices
     return out
+
+
+_GOLDEN, _MIX1, _MIX2 = -7046029254386353131, -4658895280553007687, -7723592293110705685  # splitmix64, int64
+
+
+def _lsr(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's ``>>`` is arithmetic)."""
+    return (x >> n) & ((1 << (64 - n)) - 1)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors (multiplication wraps modulo 2**64)."""
+    x = x + _GOLDEN
+    x = (x ^ _lsr(x, 30)) * _MIX1
+    x = (x ^ _lsr(x, 27)) * _MIX2
+    return x ^ _lsr(x, 31)
+
+
+def _uniform_bits(keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
+    """Non-negative 53-bit integers, a pure function of (row key, counter): ``(B, 1) x (m,) -> (B, m)``."""
+    return _lsr(_mix(keys ^ _mix(counters.view(1, -1))), 11)
+
+
+def anchor_keys(seed: int, step: int, salt: int, indices: torch.Tensor) -> torch.Tensor:
+    """Per-anchor random keys from (seed, step, branch salt, the anchor's dataset index)."""
+    x = 0
+    for v in (seed, step, salt):
+        x = _splitmix64(x ^ (int(v) & 0xFFFFFFFFFFFFFFFF))
+    base = x - (1 << 64) if x >= 1 << 63 else x
+    return _mix(indices.to(torch.long) ^ base)
 
 
 def hard_mined_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: torch.Tensor,
                        bank_labels: torch.Tensor, bank_filled: torch.Tensor, num_pos: int = 128,
                        num_neg: int = 512, tau: float = 0.8, random_neg: torch.Tensor | None = None,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       generator: torch.Generator | None = None,
+                       row_keys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched hard-mined InfoNCE; returns ``(loss scalar, valid-anchor mask (B,))``.
 
     Args:
@@ -133,7 +175,7 @@ def hard_mined_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: 
         hi, hard_idx = torch.where(neg, sd, -_INF).topk(k, dim=1)  # the K highest negatives
         valid = (lo != _INF).all(1) & (hi != -_INF).all(1)  # >= P positives and >= K negatives filled
         if random_neg is None:
-            random_neg = draw_random_negatives(neg, k, generator)
+            random_neg = draw_random_negatives(neg, k, generator, row_keys)
         idx = torch.cat([pos_idx, hard_idx, random_neg.to(sd.device, torch.long)], dim=1)
     sel = _MinedSims.apply(anchors, bank, sd, idx) / tau
     sp, hard, rnd = sel[:, :p], sel[:, p:p + k], sel[:, p + k:]
@@ -212,17 +254,6 @@ def _splitmix64(x: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
     return x ^ (x >> 31)
-
-
-def step_generator(seed: int, step: int, salt: int, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded from (seed, step, branch salt, rank): a pure function of them."""
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    x = 0
-    for v in (seed, step, salt, rank):
-        x = _splitmix64(x ^ (int(v) & 0xFFFFFFFFFFFFFFFF))
-    g = torch.Generator(device=device)
-    g.manual_seed(x & 0x7FFFFFFFFFFFFFFF)
-    return g
 
 
 # -- the module --------------------------------------------------------------------------------
@@ -319,9 +350,8 @@ class STDCLLoss(nn.Module):
                 bank = self.banks[name]
                 bank.update(*gather_for_bank(z, labels, indices))  # overwrite BEFORE comparing
                 feats, blabels, filled = bank.entries()
-                gen = step_generator(seed, step, salt, dev)
                 part, valid = hard_mined_infonce(z, labels, feats, blabels, filled, self.num_pos, self.num_neg,
-                                                 self.tau, generator=gen)
+                                                 self.tau, row_keys=anchor_keys(seed, step, salt, indices))
                 total = part if total is None else total + part
                 stats += [part.detach(), valid.float().mean() if valid.numel() else part.detach() * 0]
         self.rng[1] += 1

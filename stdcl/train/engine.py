@@ -57,6 +57,12 @@ class StopRequested(Exception):
     """Internal: ``debug.stop_after_steps`` reached (the state was saved)."""
 
 
+def worker_count(requested: int) -> int:
+    """Data-loading processes: the configured number, capped by the CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(int(requested), cpus))
+
+
 def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:<local rank>`` when CUDA is present, else ``cpu``."""
     name = name or "auto"
@@ -153,6 +159,7 @@ class Trainer:
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device(f"cuda:{self.dist.local_rank}")
         self.is_main = self.dist.is_main
+        self.num_workers = worker_count(cfg["data"]["num_workers"])
         # the run directory: rank 0 decides, everyone learns the outcome
         err = None
         if self.is_main:
@@ -384,7 +391,7 @@ class Trainer:
         D.broadcast_buffers(self.model.encoder, self.dist)
         out: dict[str, Any] = {}
         kw = dict(batch_size=int(self.cfg["train"]["eval_batch_size"]), device=self.device, amp_dtype=self.amp_dtype,
-                  num_workers=int(self.cfg["data"]["num_workers"]), rank=self.dist.rank,
+                  num_workers=self.num_workers, rank=self.dist.rank,
                   world_size=self.dist.world_size, disable_progress=self.disable_progress)
         splits = [("val", self.data.val)]
         if self.cfg["train"].get("test_during_training", True) or self._finished():
@@ -467,7 +474,7 @@ class Trainer:
             self.sampler.set_epoch(epoch, self.batch_in_epoch)
             gen = torch.Generator()
             gen.manual_seed((int(cfg["seed"]) * 1_000_003 + epoch * 7919 + self.dist.rank) % 2**63)
-            loader = DataLoader(d.train, batch_sampler=self.sampler, num_workers=int(cfg["data"]["num_workers"]),
+            loader = DataLoader(d.train, batch_sampler=self.sampler, num_workers=self.num_workers,
                                 pin_memory=self.device.type == "cuda", worker_init_fn=worker_init_fn, generator=gen)
             self.model.train()
             self.window = _Window.from_state(self._meters.get("window"))

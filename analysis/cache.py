@@ -31,13 +31,13 @@ def make_key(*parts: Any) -> str:
 
 
 def file_digest(paths: Iterable[str | os.PathLike]) -> str:
-    """SHA-256 over the bytes of the existing files among ``paths`` (in order)."""
+    """SHA-256 over the contents of the existing files among ``paths`` (position-tagged; names ignored)."""
     h = hashlib.sha256()
-    for p in paths:
+    for i, p in enumerate(paths):
         p = Path(p)
         if not p.is_file():
             continue
-        h.update(p.name.encode())
+        h.update(f"#{i}:{p.stat().st_size}:".encode())
         with p.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)

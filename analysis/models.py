@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from analysis.cache import file_digest, make_key
-from stdcl.checkpoint import load_encoder, meta_path, read_meta
+from stdcl.checkpoint import load_encoder, meta_path
 from stdcl.data.layouts import Layout
 from stdcl.encoders.base import Encoder
 from stdcl.encoders.official import from_official, load_official_file

@@ -95,7 +95,16 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a run's metrics log; a line cut short (a killed run, a write in progress) is skipped."""
     p = Path(run_dir) / METRICS
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    out = []
+    for line in p.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

@@ -1,0 +1,203 @@
+"""Background training jobs (stdcl.train.jobs): real `stdcl train` subprocesses on tiny synthetic runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stdcl.checkpoint import read_meta
+from stdcl.errors import ConfigError
+from stdcl.train.jobs import (CPU_SECONDS_PER_SAMPLE_W32, EVAL_COST, GPU_SPEEDUP, STARTUP_S, JobError, JobManager,
+                              JobStatus, expected_seconds, gpu_available, read_progress)
+from tests.train_helpers import TINY
+
+BASE = ["--config", "synthetic", "--encoder", "hcn", "--stdcl", "on", *TINY]
+
+
+@pytest.fixture
+def jobs(tmp_path, monkeypatch):
+    """A manager in tmp; the children inherit a tmp cache and one thread each (2 shared cores)."""
+    monkeypatch.setenv("STDCL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    manager = JobManager(tmp_path / "jobs")
+    yield manager
+    if manager.status().state == "running":  # a failed test leaves no training process behind
+        manager.cancel(timeout=2)
+
+
+def wait_for(jobs: JobManager, cond, timeout: float = 60.0) -> JobStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = jobs.status()
+        if cond(st):
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out in state {st.state}; log:\n{jobs.log_tail(20)}")
+        time.sleep(0.1)
+
+
+def status_elsewhere(folder: Path) -> dict:
+    """The job's status as another process (a reloaded page on another server) sees it."""
+    code = ("import json, sys; from stdcl.train.jobs import JobManager; "
+            "s = JobManager(sys.argv[1]).status(); "
+            "print(json.dumps({'state': s.state, 'pid': s.pid, 'step': s.progress.step, 'run_dir': s.run_dir}))")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)  # the whole process group, not only the leader
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_run_finishes_with_progress_and_reattaches(jobs, tmp_path):
+    run = tmp_path / "run"
+    st = jobs.start(BASE + ["train.epochs=1", "train.max_steps=8"], run)
+    assert st.state == "running" and st.pid > 0
+    assert st.command == [sys.executable, "-m", "stdcl", "train", *BASE, "train.epochs=1", "train.max_steps=8",
+                          "--out", str(run)]
+    with pytest.raises(JobError, match="already running"):
+        jobs.start(BASE + ["train.epochs=1"], tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+    st = wait_for(jobs, lambda s: s.state != "running")
+    assert (st.state, st.exit_code, st.error) == ("finished", 0, None), jobs.log_tail()
+    assert st.elapsed == pytest.approx(st.ended - st.started) and st.elapsed > 0
+    assert "done: 8 steps" in jobs.log_tail(5)
+
+    # the progress equals an independent reading of the run's files
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    info = json.loads((run / "run.json").read_text())
+    p = st.progress
+    assert p.records == records
+    assert [r["global_step"] for r in records if r["kind"] == "step"] == [4, 8]
+    assert (p.step, p.epoch, p.total_steps, p.steps_per_epoch, p.total_epochs, p.fraction) == \
+        (8, 1, 8, info["steps_per_epoch"], 1, 1.0)
+    assert info["steps_per_epoch"] == 130 // 8
+    ep = next(r for r in records if r["kind"] == "epoch")
+    assert p.losses == {k: ep[f"train_{k}"] for k in ("loss", "ce", "spatial", "temporal")}
+    assert p.losses["loss"] == pytest.approx(p.losses["ce"] + 0.5 * (p.losses["spatial"] + p.losses["temporal"]),
+                                             rel=1e-5)
+    assert (p.train_acc, p.samples_per_s, p.lr) == (ep["train_acc"], ep["train_samples_per_s"], ep["lr"])
+    final = records[-1]
+    assert final["kind"] == "final" and (p.val_top1, p.test_top1) == (final["val_top1"], final["test_top1"])
+    assert p.remaining_s == 0.0 and p.train_items == 130
+    assert read_meta(run / "last.safetensors")["global_step"] == 8
+    assert (run / "best.safetensors").is_file() and (run / "summary.json").is_file()
+
+    # reattach: a new manager (same process, then another process) reports the same
+    again = JobManager(jobs.folder).status()
+    assert again == st
+    assert status_elsewhere(jobs.folder) == {"state": "finished", "pid": st.pid, "step": 8, "run_dir": str(run)}
+
+    # the end seen by nobody: the record still says running, the pid is dead -> decided from the run directory
+    rec = json.loads(jobs.record_path.read_text())
+    rec.update(state="running", exit_code=None, ended=None)
+    jobs.record_path.write_text(json.dumps(rec))
+    unseen = JobManager(jobs.folder).status()
+    assert (unseen.state, unseen.exit_code) == ("finished", None)
+    assert unseen.ended == pytest.approx(jobs.log_path.stat().st_mtime)
+
+    # pid reuse: our own live pid with another start time is not the job; with its real start time it is
+    own_start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    rec.update(pid=os.getpid(), proc_start=own_start + 1)
+    jobs.record_path.write_text(json.dumps(rec))
+    assert jobs.status().state == "finished"
+    rec.update(state="running", exit_code=None, ended=None, pid=os.getpid(), proc_start=own_start)
+    jobs.record_path.write_text(json.dumps(rec))
+    assert jobs.status().state == "running"
+    rec.update(state="finished", exit_code=0, ended=time.time())
+    jobs.record_path.write_text(json.dumps(rec))
+
+    jobs.clear()
+    assert jobs.status() == JobStatus() and jobs.log_tail() == ""
+    assert (run / "last.safetensors").is_file()  # the run itself stays
+
+
+def test_cancel_a_running_job(jobs, tmp_path):
+    run = tmp_path / "run"
+    st = jobs.start(BASE + ["train.epochs=50"], run)
+    st = wait_for(jobs, lambda s: s.state != "running" or s.progress.step is not None)
+    assert st.state == "running", jobs.log_tail()
+    p = st.progress
+    assert p.total_steps == 50 * p.steps_per_epoch and p.total_epochs == 50 and p.step >= 4
+    assert p.fraction == pytest.approx(p.step / p.total_steps)
+    steps = [r for r in p.records if r["kind"] == "step"]
+    assert p.losses == {k: steps[-1][k] for k in ("loss", "ce", "spatial", "temporal")}
+    assert p.remaining_s == pytest.approx(sum(r["time_s"] for r in steps) / steps[-1]["global_step"]
+                                          * (p.total_steps - p.step))
+    assert status_elsewhere(jobs.folder)["state"] == "running"
+    with pytest.raises(JobError, match="still running"):
+        jobs.clear()
+
+    st = jobs.cancel(timeout=10)
+    assert (st.state, st.exit_code, st.cancelling) == ("cancelled", -signal.SIGTERM, False)
+    assert pid_gone(st.pid)
+    assert not (run / "summary.json").exists()
+    assert JobManager(jobs.folder).status().state == "cancelled"
+    assert status_elsewhere(jobs.folder)["state"] == "cancelled"
+    assert jobs.cancel().state == "cancelled"  # nothing left to cancel: unchanged
+    jobs.clear()
+    assert jobs.status().state == "idle"
+
+
+def test_failed_run_reports_the_error_line(jobs, tmp_path):
+    st = jobs.start(["--config", "synthetic", "--encoder", "hcn", "train.no_such_key=1"], tmp_path / "run")
+    st = wait_for(jobs, lambda s: s.state != "running")
+    assert (st.state, st.exit_code) == ("failed", 2)
+    assert st.error.startswith("stdcl: error: unknown config key train.no_such_key")
+    assert st.error in jobs.log_tail(5).splitlines()
+    assert st.progress.records == [] and st.progress.step is None
+    # a new job may start once the previous one ended
+    jobs.clear()
+
+
+def test_start_refuses_bad_requests(jobs, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "x").write_text("x")
+    with pytest.raises(ConfigError, match="already exists"):
+        jobs.start(BASE, taken)
+    with pytest.raises(ConfigError, match="--out"):
+        jobs.start(BASE + ["--out", "elsewhere"], tmp_path / "run")
+    with pytest.raises(ConfigError, match="strings"):
+        jobs.start(["--config", 3], tmp_path / "run")
+    assert jobs.status().state == "idle"
+
+
+def test_progress_skips_a_line_cut_short(tmp_path):
+    recs = [{"kind": "step", "epoch": 1, "global_step": 4, "lr": 0.1, "loss": 2.0, "ce": 1.5, "acc": 0.25,
+             "samples_per_s": 10.0, "time_s": 2.0}]
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(recs[0]) + "\n" + '{"kind": "step", "epo')
+    (tmp_path / "run.json").write_text(json.dumps({"total_steps": 10, "steps_per_epoch": 4}))
+    p = read_progress(tmp_path)
+    assert p.records == recs
+    assert (p.step, p.total_epochs, p.fraction, p.losses, p.train_acc) == (4, 3, 0.4, {"loss": 2.0, "ce": 1.5}, 0.25)
+    assert p.remaining_s == pytest.approx(2.0 / 4 * 6)
+
+
+def test_expected_seconds():
+    c = CPU_SECONDS_PER_SAMPLE_W32
+    assert set(c) == {"hcn", "agcn", "ctrgcn", "hyperformer"} and all(v > 0 for v in c.values())
+    assert expected_seconds("ctrgcn", 1000, 2, "cpu", 64) == \
+        pytest.approx(STARTUP_S["cpu"] + 2 * 1000 * c["ctrgcn"] * 2)
+    assert expected_seconds("hcn", 500, 1.5, "cuda", 32, num_eval_samples=100) == \
+        pytest.approx(STARTUP_S["cuda"] + 1.5 * (500 + EVAL_COST * 100) * c["hcn"] / GPU_SPEEDUP)
+    assert expected_seconds("hcn", 1000, 1, "cpu", 32) < expected_seconds("agcn", 1000, 1, "cpu", 32)
+    with pytest.raises(ConfigError, match="unknown encoder"):
+        expected_seconds("resnet", 10, 1, "cpu", 32)
+    with pytest.raises(ConfigError, match="device"):
+        expected_seconds("hcn", 10, 1, "tpu", 32)
+    assert gpu_available() == torch.cuda.is_available()

@@ -162,7 +162,7 @@ def test_pyskl_refuses_code_in_pickles(tmp_path):
 
 
 def test_pyskl_label_out_of_range(tmp_path):
-    data = make_pyskl(tmp_path / "a.pkl")
+    make_pyskl(tmp_path / "a.pkl")
     with pytest.raises(DataError, match=r"a.pkl: label 2 of sample 2 is out of range 0..1"):
         open_source("pyskl", tmp_path / "a.pkl", "xsub_train", class_names=["a", "b"])
 

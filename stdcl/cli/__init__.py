@@ -24,12 +24,16 @@ EPILOG = """examples:
   stdcl train --config ucla --encoder ctrgcn --modality bone --stdcl on --out runs/x data.path=...
   stdcl eval runs/x --split test
   stdcl ensemble runs/j runs/b runs/jm runs/bm
+  stdcl analyze embed bundled:synthetic_hcn_stdcl --out emb.npz
+  stdcl analyze metrics bundled:synthetic_hcn_baseline bundled:synthetic_hcn_stdcl --out metrics.json
+  stdcl analyze report bundled:synthetic_hcn_baseline bundled:synthetic_hcn_stdcl --out report/
+  stdcl bench analysis --sizes 2000 10000
 
 run `stdcl COMMAND --help` for the options and examples of each command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stdcl.cli import bench, data, encoders, train
+    from stdcl.cli import analyze, bench, data, encoders, train
 
     parser = argparse.ArgumentParser(
         prog="stdcl", description="STD-CL: spatial-temporal decoupling contrastive learning for skeletons.",
@@ -38,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (data, encoders, train, bench):
+    for module in (data, encoders, train, analyze, bench):
         module.register(sub)
     return parser
 

@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
     p.set_defaults(func=_train_step)
     _register_loss(bsub, subparser)
+    _register_analysis(bsub, subparser)
 
 
 def _register_loss(bsub: argparse._SubParsersAction, subparser) -> None:
@@ -60,6 +61,29 @@ def _register_loss(bsub: argparse._SubParsersAction, subparser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.set_defaults(func=_loss)
+
+
+def _register_analysis(bsub: argparse._SubParsersAction, subparser) -> None:
+    """``stdcl bench analysis``: :func:`analysis.bench.bench_analysis` (embeddings, UMAP cold/warm, metrics)."""
+    p = subparser(bsub, "analysis", "time of embedding extraction, UMAP (cold and warm) and all metrics",
+                  "  stdcl bench analysis\n"
+                  "  stdcl bench analysis --sizes 2000 10000 --checkpoint bundled:synthetic_hcn_stdcl\n"
+                  "  stdcl bench analysis --sizes 500 --device cuda")
+    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000], help="samples of the synthetic set")
+    p.add_argument("--checkpoint", default="bundled:synthetic_hcn_stdcl",
+                   help="a checkpoint trained on the synthetic set (default bundled:synthetic_hcn_stdcl)")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
+    p.set_defaults(func=_analysis)
+
+
+def _analysis(args: argparse.Namespace) -> int:
+    from analysis.bench import bench_analysis
+
+    bench_analysis(args.sizes, checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size,
+                   out=args.out)
+    return 0
 
 
 def _train_step(args: argparse.Namespace) -> int:

@@ -1,0 +1,445 @@
+"""Plotly figures shared by the HTML report and the Streamlit app (which draws nothing else).
+
+Every builder is a pure function of arrays (and a :class:`~stdcl.data.layouts.Layout` where
+joints are named) returning a ``plotly.graph_objects.Figure``; no maths beyond what a picture
+needs (subsetting, normalising a confusion matrix) happens here.
+
+Scatter plots put each point's row (its position in the :class:`~analysis.embeddings.Embeddings`)
+in ``customdata[:, 0]``: plotly reports selections per trace, :func:`selected_rows` turns a
+selection payload back into rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from analysis.datasets import stratified_subset
+from analysis.embeddings import Embeddings
+from stdcl.data.layouts import Layout
+from stdcl.errors import ConfigError
+
+COLOR_BY = ("label", "prediction", "correct", "twin")
+PALETTE: tuple[str, ...] = tuple(qualitative.Plotly + qualitative.D3[1:] + qualitative.Alphabet)
+GREY = "#b0b0b0"
+WEBGL_ABOVE = 5000  # scatter plots with more points than this use WebGL
+MAX_FRAMES = 64
+PERSON_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+
+
+def color_of(i: int) -> str:
+    """The ``i``-th categorical colour (cycles)."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def _check_coords(coords: np.ndarray, n: int) -> np.ndarray:
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape != (n, 2):
+        raise ConfigError(f"coordinates of shape {coords.shape} for {n} samples; expected ({n}, 2)")
+    return coords
+
+
+def _groups(emb: Embeddings, color_by: str) -> list[dict[str, Any]]:
+    """Colour groups: ``name``, ``color``, ``symbol``, ``legendgroup`` and the boolean ``mask`` of rows."""
+    names = emb.class_names
+    if color_by in ("label", "prediction"):
+        values = emb.labels if color_by == "label" else emb.predictions
+        return [{"name": names[k], "color": color_of(k), "symbol": "circle", "legendgroup": names[k],
+                 "mask": values == k} for k in range(len(names)) if np.any(values == k)]
+    if color_by == "correct":
+        ok = emb.correct
+        return [g for g in ({"name": "correct", "color": "#2ca02c", "symbol": "circle", "legendgroup": "correct",
+                             "mask": ok},
+                            {"name": "wrong", "color": "#d62728", "symbol": "x", "legendgroup": "wrong",
+                             "mask": ~ok}) if g["mask"].any()]
+    if color_by == "twin":
+        meta = emb.class_meta or [{} for _ in names]
+        groups, pair_color, untwinned = [], {}, np.zeros(len(emb), bool)
+        for k, name in enumerate(names):
+            mask = emb.labels == k
+            twin = meta[k].get("twin") if k < len(meta) else None
+            if twin is None:
+                untwinned |= mask
+                continue
+            pair = (min(k, twin), max(k, twin))
+            pair_color.setdefault(pair, color_of(len(pair_color)))
+            if mask.any():
+                ttype = meta[k].get("twin_type") or "twin"
+                groups.append({"name": f"{name} ({ttype})", "color": pair_color[pair],
+                               "symbol": "circle" if k == pair[0] else "diamond",
+                               "legendgroup": f"{names[pair[0]]} / {names[pair[1]]}", "mask": mask})
+        if untwinned.any():
+            groups.append({"name": "no twin", "color": GREY, "symbol": "circle", "legendgroup": "no twin",
+                           "mask": untwinned})
+        return groups
+    raise ConfigError(f"colour by {color_by!r}: choose one of {', '.join(COLOR_BY)}")
+
+
+def embedding_scatter(coords: np.ndarray, emb: Embeddings, color_by: str = "label",
+                      highlight_rows: Sequence[int] | np.ndarray | None = None, title: str = "",
+                      max_points: int | None = None, seed: int = 0, webgl: bool | None = None,
+                      height: int = 520) -> go.Figure:
+    """A 2-D projection of ``emb``: one trace per colour group, row ids in ``customdata[:, 0]``.
+
+    ``highlight_rows`` are drawn large and opaque, the others dimmed (linked selection).
+    ``max_points`` draws a seeded stratified subset (highlighted rows always kept) and says so in
+    an annotation named ``subset-note``.
+    """
+    n = len(emb)
+    coords = _check_coords(coords, n)
+    shown = np.ones(n, bool)
+    hl = np.zeros(n, bool)
+    if highlight_rows is not None:
+        rows = np.asarray(highlight_rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise ConfigError(f"highlighted rows outside 0..{n - 1}")
+        hl[rows] = True
+    subset = max_points is not None and max_points < n
+    if subset:
+        shown[:] = False
+        shown[stratified_subset(emb.labels, max(int(max_points), 1), seed)] = True
+        shown |= hl
+    preds = emb.predictions
+    names = emb.class_names
+    use_gl = webgl if webgl is not None else int(shown.sum()) > WEBGL_ABOVE
+    trace_type = go.Scattergl if use_gl else go.Scatter
+    fig = go.Figure()
+    for g in _groups(emb, color_by):
+        rows = np.flatnonzero(g["mask"] & shown)
+        if not rows.size:
+            continue
+        hover = [f"{emb.names[r]}<br>label: {names[emb.labels[r]]}<br>prediction: {names[preds[r]]}"
+                 f"{'' if preds[r] == emb.labels[r] else ' (wrong)'}<br>row {r}" for r in rows]
+        if highlight_rows is None:
+            marker = dict(color=g["color"], symbol=g["symbol"], size=6, opacity=0.8)
+        else:
+            on = hl[rows]
+            marker = dict(color=g["color"], symbol=g["symbol"], size=np.where(on, 10, 5),
+                          opacity=np.where(on, 1.0, 0.12), line=dict(width=np.where(on, 1, 0), color="black"))
+        fig.add_trace(trace_type(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=g["name"],
+                                 legendgroup=g["legendgroup"], marker=marker, customdata=rows.reshape(-1, 1),
+                                 hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
+    fig.update_layout(title=title or None, height=height, margin=dict(l=10, r=10, t=60 if title else 30, b=10),
+                      legend=dict(itemsizing="constant", font=dict(size=10)), dragmode="lasso",
+                      plot_bgcolor="white", xaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
+                      yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x"))
+    if subset:
+        fig.add_annotation(name="subset-note", text=f"showing {int(shown.sum()):,} of {n:,} points "
+                           f"(stratified sample, seed {seed})", xref="paper", yref="paper", x=0, y=1.0,
+                           xanchor="left", yanchor="bottom", showarrow=False, font=dict(size=11, color="#555"))
+    return fig
+
+
+def selected_rows(event: Any) -> np.ndarray:
+    """Sorted unique row ids of a selection: a Streamlit ``plotly_chart`` event, its ``selection``,
+    or a plotly ``{"points": [...]}``; ``customdata`` as a list or a dict keyed ``"0"``."""
+    if event is None:
+        return np.zeros(0, np.int64)
+    sel = event.get("selection", event) if isinstance(event, Mapping) else getattr(event, "selection", event)
+    points = (sel.get("points") if isinstance(sel, Mapping) else getattr(sel, "points", None)) or []
+    rows = []
+    for p in points:
+        cd = p.get("customdata", p.get("custom_data")) if isinstance(p, Mapping) else None
+        if cd is None:
+            continue
+        if isinstance(cd, Mapping):
+            cd = cd.get("0", cd.get(0))
+        elif isinstance(cd, (list, tuple, np.ndarray)):
+            cd = cd[0] if len(cd) else None
+        if cd is not None:
+            rows.append(int(cd))
+    return np.unique(np.asarray(rows, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------------------------- skeletons
+
+
+def _frame_ids(t: int, max_frames: int) -> np.ndarray:
+    """At most ``max_frames`` evenly spaced frame ids of ``t``."""
+    return np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(np.int64))
+
+
+def _bone_xyz(pts: np.ndarray, edges: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Per axis the line coordinates of every edge ``(child, parent)``, segments separated by NaN
+    (a gap in a plotly line)."""
+    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    seg = np.stack([pts[e[:, 0]], pts[e[:, 1]], np.full((len(e), pts.shape[1]), np.nan)], axis=1)
+    return list(seg.reshape(-1, pts.shape[1]).T)
+
+
+def skeleton_figure(x: np.ndarray, layout: Layout, joint_values: np.ndarray | None = None,
+                    frame: int | None = None, animate: bool = True, title: str = "",
+                    max_frames: int = MAX_FRAMES, value_label: str = "value", height: int = 520) -> go.Figure:
+    """Bones and joints of a sample ``x`` ``(C, T, V, M)`` for every person with data.
+
+    ``C`` 3 draws in 3-D (x right, y up, z depth), 2 in the image plane. ``joint_values`` ``(V,)``
+    (or ``(T, V)``, per frame) colour and size the joints. ``animate`` adds one plotly frame per
+    time step (at most ``max_frames``, evenly spaced) with a play button and a slider; otherwise
+    (or initially) frame ``frame`` (default: the middle one) is drawn.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 4 or x.shape[0] not in (2, 3) or x.shape[2] != layout.num_joints:
+        raise ConfigError(f"skeleton of shape {x.shape}: expected (2|3, T, {layout.num_joints}, M) "
+                          f"for layout {layout.name!r}")
+    c, t, v, m = x.shape
+    persons = [p for p in range(m) if np.abs(x[..., p]).sum() > 0] or [0]
+    vals = None if joint_values is None else np.asarray(joint_values, dtype=np.float64)
+    if vals is not None and vals.shape not in ((v,), (t, v)):
+        raise ConfigError(f"joint values of shape {vals.shape}: expected ({v},) or ({t}, {v})")
+    frames = _frame_ids(t, max_frames) if animate else np.array([t // 2 if frame is None else int(frame)])
+    if frames[0] < 0 or frames[-1] >= t:
+        raise ConfigError(f"frame {frame} outside 0..{t - 1}")
+    start = frames[0] if frame is None or not animate else frames[np.abs(frames - int(frame)).argmin()]
+    three_d = c == 3
+    if vals is not None:
+        vmax = float(np.abs(vals).max()) or 1.0
+        diverging = bool((vals < 0).any())
+        cscale, cmin, cmax = ("RdBu_r", -vmax, vmax) if diverging else ("Viridis", 0.0, vmax)
+    labels = [f"{j}: {name}" for j, name in enumerate(layout.joints)]
+
+    def traces(ti: int, full: bool = True) -> list:
+        """The traces of frame ``ti``; ``full=False``: only what changes between frames (coordinates, and
+        the joint colours when the values are per frame), which keeps animation frames small and fast."""
+        out = []
+        for k, p in enumerate(persons):
+            pts = x[:, ti, :, p].T  # (V, C)
+            if three_d:
+                pts = pts[:, [0, 2, 1]]  # plot axes: x, depth, up
+            bones = _bone_xyz(pts, layout.edges)
+            jv = None if vals is None else (vals if vals.ndim == 1 else vals[ti])
+            xyz = dict(zip("xyz", bones))
+            pos = dict(zip("xyz", pts.T))
+            if not full:
+                changing = {} if jv is None or vals.ndim == 1 else dict(
+                    marker=dict(color=jv, size=_joint_size(jv)))
+                kind = go.Scatter3d if three_d else go.Scatter
+                out += [kind(**xyz), kind(**pos, **changing)]
+                continue
+            color = PERSON_COLORS[k % len(PERSON_COLORS)]
+            if jv is None:
+                marker = dict(color=color, size=4 if three_d else 7)
+                hover = labels
+            else:
+                marker = dict(color=jv, colorscale=cscale, cmin=cmin, cmax=cmax, showscale=k == 0,
+                              colorbar=dict(title=dict(text=value_label), len=0.6), size=_joint_size(jv),
+                              line=dict(width=0))
+                hover = [f"{lab}<br>{value_label}: {val:.4g}" for lab, val in zip(labels, jv)]
+            name = f"person {p + 1}"
+            kind = go.Scatter3d if three_d else go.Scatter
+            out.append(kind(**xyz, mode="lines", name=f"{name} bones", hoverinfo="skip", legendgroup=name,
+                            line=dict(color=color, width=5 if three_d else 3)))
+            out.append(kind(**pos, mode="markers", name=f"{name} joints", marker=marker, hovertext=hover,
+                            hovertemplate="%{hovertext}<extra></extra>", legendgroup=name))
+        return out
+
+    def _joint_size(jv: np.ndarray) -> np.ndarray:
+        return (4 if three_d else 6) + (9 if three_d else 12) * np.abs(jv) / vmax
+
+    fig = go.Figure(data=traces(int(start)))
+    sel = x[:, frames][..., persons]
+    valid = np.abs(sel).sum(0) > 0  # (F, V, P): ignore zero padding when fitting the axes
+    lo = [float(sel[a][valid].min()) if valid.any() else -1.0 for a in range(c)]
+    hi = [float(sel[a][valid].max()) if valid.any() else 1.0 for a in range(c)]
+    pad = [0.05 * (b - a) + 1e-3 for a, b in zip(lo, hi)]
+    rng = [[a - d, b + d] for a, b, d in zip(lo, hi, pad)]
+    if three_d:
+        rng = [rng[0], rng[2], rng[1]]
+        span = [r[1] - r[0] for r in rng]
+        fig.update_layout(scene=dict(
+            xaxis=dict(range=rng[0], title="x"), yaxis=dict(range=rng[1], title="depth"),
+            zaxis=dict(range=rng[2], title="y (up)"), aspectmode="manual",
+            aspectratio=dict(x=span[0] / max(span), y=span[1] / max(span), z=span[2] / max(span)),
+            camera=dict(up=dict(x=0, y=0, z=1), eye=dict(x=0.2, y=-1.2, z=0.35))))
+    else:
+        fig.update_layout(xaxis=dict(range=rng[0]), yaxis=dict(range=rng[1], scaleanchor="x"))
+    fig.update_layout(title=title or None, height=height, margin=dict(l=0, r=0, t=40 if title else 10, b=0),
+                      showlegend=len(persons) > 1)
+    if animate:
+        fig.frames = [go.Frame(data=traces(int(ti), full=False), name=str(int(ti))) for ti in frames]
+        step_args = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
+        fig.update_layout(
+            updatemenus=[dict(type="buttons", showactive=False, x=0.0, y=0.0, xanchor="left", yanchor="top",
+                              direction="left", pad=dict(t=40, r=10), buttons=[
+                                  dict(label="play", method="animate",
+                                       args=[None, dict(frame=dict(duration=80, redraw=True), fromcurrent=True,
+                                                        transition=dict(duration=0), mode="immediate")]),
+                                  dict(label="pause", method="animate", args=[[None], step_args])])],
+            sliders=[dict(active=int(np.flatnonzero(frames == start)[0]), x=0.12, len=0.88, y=0.0,
+                          currentvalue=dict(prefix="frame "), pad=dict(t=30),
+                          steps=[dict(label=str(int(ti)), method="animate", args=[[str(int(ti))], step_args])
+                                 for ti in frames])])
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- heat maps, bars
+
+
+def frames_joints_heatmap(values: np.ndarray, layout: Layout, title: str = "", value_label: str = "value",
+                          height: int = 520) -> go.Figure:
+    """A frames x joints map ``values`` ``(T, V)``: joints (named) down, frames across."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != layout.num_joints:
+        raise ConfigError(f"values of shape {values.shape}: expected (T, {layout.num_joints})")
+    fig = go.Figure(go.Heatmap(z=values.T, x=np.arange(values.shape[0]), y=list(layout.joints),
+                               colorscale=_scale(values), zmid=0 if (values < 0).any() else None,
+                               zmin=None if (values < 0).any() else 0.0,
+                               zmax=None if (values < 0).any() else max(float(values.max(initial=0.0)), 1e-12),
+                               colorbar=dict(title=dict(text=value_label)),
+                               hovertemplate="frame %{x}<br>%{y}<br>" + value_label + ": %{z:.4g}<extra></extra>"))
+    fig.update_layout(title=title or None, height=height, xaxis_title="frame", yaxis=dict(autorange="reversed"),
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def _scale(values: np.ndarray) -> str:
+    return "RdBu_r" if (np.asarray(values) < 0).any() else "Viridis"
+
+
+def contribution_curve(values: np.ndarray, title: str = "", value_label: str = "contribution",
+                       x: np.ndarray | None = None, xlabel: str = "frame", height: int = 300) -> go.Figure:
+    """A per-frame curve ``values`` ``(T,)`` (e.g. each frame's share of a similarity)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    xs = np.arange(len(values)) if x is None else np.asarray(x)
+    fig = go.Figure(go.Scatter(x=xs, y=values, mode="lines+markers", name=value_label,
+                               hovertemplate=xlabel + " %{x}<br>" + value_label + ": %{y:.4g}<extra></extra>"))
+    fig.add_hline(y=0, line=dict(color="#999", width=1))
+    fig.update_layout(title=title or None, height=height, xaxis_title=xlabel, yaxis_title=value_label,
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10), plot_bgcolor="white")
+    return fig
+
+
+def joint_bar(values: np.ndarray, layout: Layout, title: str = "", value_label: str = "contribution",
+              height: int = 360) -> go.Figure:
+    """Per-joint ``values`` ``(V,)`` as bars named by joint (positive blue, negative red)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.shape != (layout.num_joints,):
+        raise ConfigError(f"{values.shape[0]} joint values for layout {layout.name!r} ({layout.num_joints} joints)")
+    fig = go.Figure(go.Bar(x=list(layout.joints), y=values, marker_color=np.where(values >= 0, "#1f77b4", "#d62728"),
+                           hovertemplate="%{x}<br>" + value_label + ": %{y:.4g}<extra></extra>"))
+    fig.update_layout(title=title or None, height=height, yaxis_title=value_label, xaxis_tickangle=-45,
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10), plot_bgcolor="white")
+    return fig
+
+
+def normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (rows summing to zero stay zero)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    s = m.sum(1, keepdims=True)
+    return np.divide(m, s, out=np.zeros_like(m), where=s > 0)
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], normalise: bool = True, title: str = "",
+                     height: int | None = None) -> go.Figure:
+    """Confusion matrix (rows: true class, columns: predicted), row-normalised by default; counts on hover."""
+    counts = np.asarray(matrix)
+    k = len(class_names)
+    if counts.shape != (k, k):
+        raise ConfigError(f"confusion matrix of shape {counts.shape} for {k} classes")
+    z = normalise_rows(counts) if normalise else counts.astype(np.float64)
+    show_text = k <= 20
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(class_names), y=list(class_names), colorscale="Blues", zmin=0,
+        zmax=1 if normalise else None, customdata=counts,
+        text=np.vectorize(lambda v: f"{v:.2f}" if normalise else f"{v:.0f}")(z) if show_text else None,
+        texttemplate="%{text}" if show_text else None, textfont=dict(size=9),
+        hovertemplate="true %{y}<br>predicted %{x}<br>count %{customdata}" +
+                      ("<br>share of the row %{z:.3f}" if normalise else "") + "<extra></extra>"))
+    fig.update_layout(title=title or None, height=height or max(360, 22 * k + 160),
+                      xaxis=dict(title="predicted", tickangle=-45), yaxis=dict(title="true", autorange="reversed"),
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def confusion_change_figure(delta: np.ndarray, class_names: Sequence[str], title: str = "",
+                            height: int | None = None) -> go.Figure:
+    """Change of a (row-normalised) confusion matrix between two checkpoints, diverging around 0."""
+    delta = np.asarray(delta, dtype=np.float64)
+    k = len(class_names)
+    vmax = float(np.abs(delta).max()) or 1.0
+    fig = go.Figure(go.Heatmap(z=delta, x=list(class_names), y=list(class_names), colorscale="RdBu", zmid=0,
+                               zmin=-vmax, zmax=vmax,
+                               hovertemplate="true %{y}<br>predicted %{x}<br>change %{z:+.3f}<extra></extra>"))
+    fig.update_layout(title=title or None, height=height or max(360, 22 * k + 160),
+                      xaxis=dict(title="predicted", tickangle=-45), yaxis=dict(title="true", autorange="reversed"),
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def similarity_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = "",
+                             value_label: str = "cosine", height: int | None = None) -> go.Figure:
+    """A class x class matrix (e.g. centroid cosine similarity)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    k = len(class_names)
+    if m.shape != (k, k):
+        raise ConfigError(f"matrix of shape {m.shape} for {k} classes")
+    fig = go.Figure(go.Heatmap(z=m, x=list(class_names), y=list(class_names), colorscale=_scale(m),
+                               zmid=0 if (m < 0).any() else None, colorbar=dict(title=dict(text=value_label)),
+                               hovertemplate="%{y}<br>%{x}<br>" + value_label + ": %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title or None, height=height or max(360, 22 * k + 160), xaxis=dict(tickangle=-45),
+                      yaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def relation_heatmap(matrix: np.ndarray, layout: Layout, title: str = "", value_label: str = "weight",
+                     height: int = 560) -> go.Figure:
+    """A joint x joint relation map ``(V, V)`` (learned adjacency, attention), joints named."""
+    m = np.asarray(matrix, dtype=np.float64)
+    v = layout.num_joints
+    if m.shape != (v, v):
+        raise ConfigError(f"relation map of shape {m.shape} for layout {layout.name!r} ({v} joints)")
+    fig = go.Figure(go.Heatmap(z=m, x=list(layout.joints), y=list(layout.joints), colorscale=_scale(m),
+                               zmid=0 if (m < 0).any() else None, colorbar=dict(title=dict(text=value_label)),
+                               hovertemplate="%{y} <- %{x}<br>" + value_label + ": %{z:.4g}<extra></extra>"))
+    fig.update_layout(title=title or None, height=height, xaxis=dict(tickangle=-45),
+                      yaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def metrics_bar(rows: Sequence[Mapping[str, Any]], label_a: str = "A", label_b: str = "B",
+                metrics: Sequence[str] | None = None, title: str = "", height: int = 360) -> go.Figure:
+    """Two checkpoints side by side: rows ``{"space", "metric", "a", "b", ...}`` (``compare_metrics``),
+    one panel per metric, the spaces along each panel."""
+    metrics = list(metrics or dict.fromkeys(r["metric"] for r in rows))
+    if not metrics:
+        raise ConfigError("no metrics to compare")
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics, horizontal_spacing=0.04)
+    for i, metric in enumerate(metrics):
+        sel = [r for r in rows if r["metric"] == metric]
+        spaces = [r["space"] for r in sel]
+        for key, label, color in (("a", label_a, "#7f7f7f"), ("b", label_b, "#1f77b4")):
+            fig.add_trace(go.Bar(x=spaces, y=[_num(r[key]) for r in sel], name=label, marker_color=color,
+                                 legendgroup=key, showlegend=i == 0,
+                                 hovertemplate=f"{label}<br>%{{x}}<br>{metric}: %{{y:.4g}}<extra></extra>"),
+                          row=1, col=i + 1)
+    fig.update_layout(title=title or None, barmode="group", height=height, plot_bgcolor="white",
+                      margin=dict(l=10, r=10, t=60 if title else 40, b=10))
+    return fig
+
+
+def twin_pairs_figure(rows: Sequence[Mapping[str, Any]], metric: str = "knn_accuracy", title: str = "",
+                      height: int = 360) -> go.Figure:
+    """One ``metric`` of each twin pair (``twin_separation`` rows), a bar per embedding space."""
+    if not rows:
+        raise ConfigError("no twin pairs to show")
+    pairs = [f"{r['pair']} ({r['type']})".replace(" vs ", " vs<br>", 1) for r in rows]
+    spaces = list(dict.fromkeys(s for r in rows for s in r["spaces"]))
+    fig = go.Figure()
+    for i, space in enumerate(spaces):
+        fig.add_trace(go.Bar(x=pairs, y=[_num(r["spaces"].get(space, {}).get(metric)) for r in rows], name=space,
+                             marker_color=color_of(i),
+                             hovertemplate=f"{space}<br>%{{x}}<br>{metric}: %{{y:.4g}}<extra></extra>"))
+    fig.update_layout(title=title or None, barmode="group", height=height, yaxis_title=metric, plot_bgcolor="white",
+                      xaxis=dict(tickangle=-30, automargin=True, tickfont=dict(size=10)),
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -1,0 +1,568 @@
+"""A self-contained HTML report of one checkpoint, or of a (baseline, STD-CL) pair, plus PNGs.
+
+``write_report(out_dir, models, data)`` writes ``out_dir/index.html`` (plotly.js inlined once in
+the page head, no network needed to open it) and ``projections.png``, ``confusion.png``,
+``twins.png`` (when the classes have twins) and ``attribution.png`` drawn with matplotlib (no
+browser needed). The report is built in a temporary folder beside ``out_dir`` and renamed into
+place, so a report is either complete or absent; an existing report there is replaced, any
+other non-empty folder is left alone (ConfigError).
+
+Sections: summary, projections (spatial, temporal, global side by side per model), separation
+metrics per space, the baseline-vs-STD-CL comparison (pair only), twin pairs, confusion (and
+its change for a pair), attribution examples, and the definition of the pooled embeddings
+whenever a checkpoint without an STD-CL head is shown.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from analysis import figures
+from analysis.datasets import AnalysisData, check_compatible, open_analysis_data, stratified_subset
+from analysis.embeddings import POOLED_DEFINITION, SPACES, Embeddings, extract_embeddings
+from analysis.models import LoadedModel
+from stdcl.errors import ConfigError
+from stdcl.logs import progress
+
+GENERATOR = "stdcl analyze report"
+SECTIONS = {
+    "summary": "Summary",
+    "projections": "Projections",
+    "metrics": "Separation metrics",
+    "comparison": "Baseline vs STD-CL",
+    "twins": "Twin pairs",
+    "confusion": "Confusion",
+    "attributions": "Attribution examples",
+    "pooled": "Pooled embeddings",
+}
+PROJECTION_ORDER = ("spatial", "temporal", "global")
+MAX_POINTS = 5000  # points per scatter in the HTML (stratified subset above)
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1500px;padding:0 24px;
+color:#222}
+h1{margin-top:24px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:40px}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f5f5f5}
+td.l,th.l{text-align:left}
+.grid{display:grid;gap:8px}.g2{grid-template-columns:repeat(2,minmax(0,1fr))}
+.g3{grid-template-columns:repeat(3,minmax(0,1fr))}
+.note{color:#555;font-size:13px;max-width:1100px}.good{color:#1a7f37}.bad{color:#c62828}
+nav a{margin-right:14px}
+"""
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _esc(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _num(v: Any, digits: int = 4, signed: bool = False) -> str:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return f"{int(v):+d}" if signed else str(int(v))
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-" if v is None else _esc(v)
+    if not np.isfinite(f):
+        return "-"
+    return f"{f:+.{digits}f}" if signed else f"{f:.{digits}f}"
+
+
+def _pct(v: Any) -> str:
+    try:
+        return f"{100 * float(v):.2f}%"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
+    """An HTML table; the first ``left`` columns left-aligned; cells are escaped unless already markup."""
+    def cell(tag: str, i: int, v: Any) -> str:
+        cls = ' class="l"' if i < left else ""
+        text = v[1] if isinstance(v, tuple) and v and v[0] == "html" else _esc(v)
+        return f"<{tag}{cls}>{text}</{tag}>"
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class _Page:
+    """Collects HTML parts; every figure is a div drawn by the plotly.js inlined once in the head."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.figures = 0
+
+    def add(self, markup: str) -> None:
+        self.parts.append(markup)
+
+    def fig(self, fig) -> str:
+        self.figures += 1
+        return fig.to_html(full_html=False, include_plotlyjs=False, auto_play=False,
+                           config={"displaylogo": False, "responsive": True})
+
+    def render(self, title: str) -> str:
+        from plotly.offline import get_plotlyjs
+
+        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                f'<meta name="generator" content="{GENERATOR}"><title>{_esc(title)}</title>'
+                f"<style>{CSS}</style><script>{get_plotlyjs()}</script></head><body>"
+                + "\n".join(self.parts) + "</body></html>\n")
+
+
+def _as_models(models: LoadedModel | Sequence[LoadedModel]) -> list[LoadedModel]:
+    ms = [models] if isinstance(models, LoadedModel) else list(models)
+    if not 1 <= len(ms) <= 2 or not all(isinstance(m, LoadedModel) for m in ms):
+        raise ConfigError("a report shows one model or a (baseline, STD-CL) pair")
+    return ms
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        index = out / "index.html"
+        if not (index.is_file() and f'content="{GENERATOR}"' in index.read_text(errors="replace")[:2000]):
+            raise ConfigError(f"{out}: a non-empty folder that is not a report; choose another --out")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` folder onto ``out`` (an old report there is removed after the swap)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "report")
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+
+
+def _attribution_rows(embs: list[Embeddings], n: int) -> list[int]:
+    """Rows worth explaining, at most one per class: for a pair, samples the second model fixes first;
+    for one model, its mistakes first; then correct samples of twin classes, then the rest."""
+    if n <= 0 or not len(embs[0]):
+        return []
+    e = embs[0]
+    meta = e.class_meta or []
+    twin = np.array([k < len(meta) and meta[k].get("twin") is not None for k in range(len(e.class_names))])
+    if len(embs) == 2:
+        first = ~embs[0].correct & embs[1].correct
+    else:
+        first = ~e.correct
+    priority = np.where(first, 0, np.where(twin[e.labels], 1, 2))
+    order = np.lexsort((np.arange(len(e)), priority))
+    rows, seen = [], set()
+    for r in order:
+        if int(e.labels[r]) not in seen:
+            rows.append(int(r))
+            seen.add(int(e.labels[r]))
+        if len(rows) == n:
+            break
+    return rows
+
+
+def _attributions(model: LoadedModel, emb: Embeddings, data: AnalysisData, rows: list[int]) -> list[dict[str, Any]]:
+    from analysis.attributions import class_centroids, sample_attributions
+
+    centroids = ({b: class_centroids(emb, b) for b in ("spatial", "temporal")} if emb.st_source == "head" else None)
+    out = []
+    for r in rows:
+        x = np.asarray(data.dataset[int(emb.indices[r])][0], dtype=np.float32)
+        a = sample_attributions(model, x, centroids, class_index=int(emb.labels[r]))
+        spatial = a.get("spatial")
+        if spatial is not None and spatial.get("contributions") is not None:
+            joints, joint_label = np.asarray(spatial["contributions"]), "share of cos(s, class centroid)"
+        else:
+            joints, joint_label = np.asarray(a["grad_cam_frames"]).mean(0), "mean Grad-CAM"
+        temporal = a.get("temporal")
+        curve = None if temporal is None or temporal.get("contributions") is None else \
+            np.asarray(temporal["contributions"])
+        out.append({"row": r, "x": x, "joints": joints, "joint_label": joint_label, "cam": a["grad_cam_frames"],
+                    "curve": curve, "cosine": {b: (a.get(b) or {}).get("cosine") for b in ("spatial", "temporal")},
+                    "prediction": a["prediction"], "probability": float(a["probabilities"][a["prediction"]])})
+    return out
+
+
+def analyse(models: Sequence[LoadedModel], data: AnalysisData, indices: np.ndarray | None, method: str, seed: int,
+            device: str | None, batch_size: int, cache: str | os.PathLike | None, use_cache: bool,
+            attribution_samples: int, projection_params: dict[str, Any]) -> dict[str, Any]:
+    """Everything the report shows (embeddings, projections, metrics, confusion, attributions)."""
+    from analysis.confusion import confusion, confusion_change
+    from analysis.metrics import compare_metrics, space_metrics, twin_separation
+    from analysis.projections import project_embeddings
+
+    embs = [extract_embeddings(m, data, indices, batch_size=batch_size, device=device, use_cache=use_cache,
+                               cache_root=cache) for m in models]
+    jobs = [(i, s) for i in range(len(models)) for s in PROJECTION_ORDER]
+    coords: list[dict[str, np.ndarray]] = [{} for _ in models]
+    for i, s in progress(jobs, f"{method} projections"):
+        coords[i][s] = project_embeddings(embs[i], s, method, use_cache=use_cache, cache_root=cache, seed=seed,
+                                          **projection_params)
+    pair = len(models) == 2
+    pooled = tuple(s for s in ("spatial_pooled", "temporal_pooled") if all(s in e.spaces for e in embs))
+    metric_spaces = SPACES + (pooled if pair and any(e.st_source == "head" for e in embs) else ())
+    metrics = [space_metrics(e, spaces=metric_spaces, seed=seed, use_cache=use_cache, cache_root=cache)
+               for e in progress(embs, "metrics")]
+    twins = [twin_separation(e, SPACES) for e in embs]  # [] when the classes have no twins
+    conf = [confusion(e) for e in embs]
+    rows = _attribution_rows(embs, attribution_samples)
+    attributions = [_attributions(m, e, data, rows) for m, e in
+                    progress(list(zip(models, embs)), "attributions")]
+    return {"embs": embs, "coords": coords, "metrics": metrics, "metric_spaces": metric_spaces,
+            "comparison": compare_metrics(metrics[0], metrics[1]) if pair else None, "twins": twins,
+            "confusion": conf, "change": confusion_change(embs[0], embs[1]) if pair else None,
+            "attribution_rows": rows, "attributions": attributions}
+
+
+# ------------------------------------------------------------------------------------------------ HTML
+
+
+def _metric_info() -> dict[str, str]:
+    from analysis.metrics import METRIC_INFO
+
+    return {k: f"{v.description} ({v.better} is better)" for k, v in METRIC_INFO.items()}
+
+
+def _section(key: str) -> str:
+    return f'<h2 id="{key}">{SECTIONS[key]}</h2>'
+
+
+def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], method: str,
+          max_points: int, seed: int) -> str:
+    page = _Page()
+    embs: list[Embeddings] = res["embs"]
+    pair = len(models) == 2
+    shown_pooled = any(e.st_source == "pooled" for e in embs)
+    keys = ["summary", "projections", "metrics"] + (["comparison"] if pair else []) + \
+        (["twins"] if any(res["twins"]) else []) + ["confusion"] + \
+        (["attributions"] if res["attribution_rows"] else []) + (["pooled"] if shown_pooled else [])
+    title = " vs ".join(m.label for m in models)
+    page.add(f"<h1>{_esc(title)}</h1><p class=\"note\">{_esc(data.describe())}; {len(embs[0])} samples analysed"
+             f"{' (stratified subset)' if len(embs[0]) < len(data) else ''}; projections by {_esc(method)} "
+             f"(seed {seed}); generated {datetime.datetime.now().isoformat(timespec='seconds')} by {GENERATOR}."
+             f"</p><nav>" + "".join(f'<a href="#{k}">{SECTIONS[k]}</a>' for k in keys) + "</nav>")
+
+    # summary
+    page.add(_section("summary"))
+    page.add(_table(["model", "kind", "encoder", "STD-CL", "spatial/temporal spaces", "samples", "top-1", "top-5"],
+                    [[m.label, m.kind, m.encoder.name, "yes" if m.stdcl else "no (baseline)",
+                      "trained head" if e.st_source == "head" else "pooled (see below)", len(e),
+                      _pct(c["top1"]), _pct(c["top5"])] for m, e, c in zip(models, embs, res["confusion"])]))
+
+    # projections
+    page.add(_section("projections"))
+    page.add('<p class="note">Each point is a sample, coloured by its true class; spaces side by side. Hover for '
+             "the name, label and prediction.</p>")
+    for m, e, coords in zip(models, embs, res["coords"]):
+        figs = [figures.embedding_scatter(coords[s], e, "label", title=f"{m.label}: {s}", max_points=max_points,
+                                          seed=seed, height=460) for s in PROJECTION_ORDER]
+        for f in figs[:-1]:
+            f.update_layout(showlegend=False)
+        page.add('<div class="grid g3">' + "".join(f"<div>{page.fig(f)}</div>" for f in figs) + "</div>")
+
+    # metrics
+    info = _metric_info()
+    page.add(_section("metrics"))
+    for m, mm in zip(models, res["metrics"]):
+        names = list(dict.fromkeys(k for v in mm.values() for k in v["overall"]))
+        page.add(f"<h3>{_esc(m.label)}</h3>")
+        page.add(_table(["space"] + names, [[s] + [_num(v["overall"].get(k)) for k in names] for s, v in mm.items()]))
+    if info:
+        page.add('<p class="note">' + "<br>".join(f"<b>{_esc(k)}</b>: {_esc(v)}" for k, v in info.items()) + "</p>")
+    sims = []
+    for m, mm in zip(models, res["metrics"]):
+        for s in ("spatial", "temporal"):
+            sim = mm.get(s, {}).get("centroid_similarity")
+            if sim is not None:
+                sims.append(figures.similarity_matrix_figure(np.asarray(sim), embs[0].class_names,
+                                                             f"{m.label}: {s} class-centroid cosine", height=480))
+    if sims:
+        page.add('<div class="grid g2">' + "".join(f"<div>{page.fig(f)}</div>" for f in sims) + "</div>")
+
+    # comparison
+    if pair:
+        a, b = models
+        page.add(_section("comparison"))
+        page.add(f'<p class="note">{_esc(a.label)} (A) against {_esc(b.label)} (B) on the same '
+                 f"{len(embs[0])} samples. Spaces suffixed <i>_pooled</i> are the parameter-free pooled embeddings "
+                 f"of both encoders (definition below): they compare the encoders on equal terms.</p>")
+        rows = res["comparison"]
+
+        def better(r):
+            w = r.get("better")
+            cls = "good" if w == "b" else "bad" if w == "a" else ""
+            label = {"a": a.label, "b": b.label}.get(w, w or "-")
+            return ("html", f'<span class="{cls}">{_esc(label)}</span>')
+        page.add(_table(["space", "metric", f"A: {a.label}", f"B: {b.label}", "B - A", "better"],
+                        [[r["space"], r["metric"], _num(r["a"]), _num(r["b"]), _num(r["delta"], signed=True),
+                          better(r)] for r in rows], left=2))
+        page.add(page.fig(figures.metrics_bar(rows, a.label, b.label, title="A vs B per metric and space")))
+        if shown_pooled:
+            page.add(f'<p class="note"><b>Pooled embeddings.</b> {_esc(POOLED_DEFINITION)}</p>')
+
+    # twins
+    if any(res["twins"]):
+        page.add(_section("twins"))
+        page.add('<p class="note">Each twin pair is two classes that differ only spatially (mirrored) or only '
+                 "temporally (reversed, faster, reordered). A spatial twin should separate in the spatial space, "
+                 "a temporal twin in the temporal space.</p>")
+        twin_metrics = list(dict.fromkeys(k for r in res["twins"][0] for sp in r["spaces"].values() for k in sp))
+        twin_figs = []
+        for m, rows in zip(models, res["twins"]):
+            if not rows:
+                continue
+            page.add(f"<h3>{_esc(m.label)}</h3>")
+            header = ["pair", "type"] + [f"{s} {k}" for s in SPACES for k in twin_metrics]
+            page.add(_table(header, [[r["pair"], r["type"]] + [_num(r["spaces"].get(s, {}).get(k))
+                                                             for s in SPACES for k in twin_metrics] for r in rows],
+                            left=2))
+            metric = "knn_accuracy" if "knn_accuracy" in twin_metrics else twin_metrics[0]
+            twin_figs.append(figures.twin_pairs_figure(rows, metric, f"{m.label}: twin-pair {metric}"))
+        page.add(f'<div class="grid g{len(twin_figs)}">' + "".join(f"<div>{page.fig(f)}</div>" for f in twin_figs)
+                 + "</div>")
+
+    # confusion
+    page.add(_section("confusion"))
+    cfigs = [figures.confusion_figure(c["matrix"], c["class_names"], title=f"{m.label} (top-1 {_pct(c['top1'])})")
+             for m, c in zip(models, res["confusion"])]
+    page.add(f'<div class="grid g{len(cfigs)}">' + "".join(f"<div>{page.fig(f)}</div>" for f in cfigs) + "</div>")
+    if pair:
+        ch = res["change"]
+        k = len(ch["class_names"])
+        delta = figures.normalise_rows(res["confusion"][1]["matrix"]) - figures.normalise_rows(
+            res["confusion"][0]["matrix"])
+        page.add(f"<h3>Change from {_esc(models[0].label)} to {_esc(models[1].label)}</h3>")
+        page.add(f'<p class="note">top-1 {_pct(ch["top1"]["a"])} &rarr; {_pct(ch["top1"]["b"])}; '
+                 f'{len(ch["fixed"])} samples fixed, {len(ch["broken"])} broken. Blue cells gained, red lost '
+                 "(row shares).</p>")
+        page.add('<div class="grid g2"><div>' + page.fig(figures.confusion_change_figure(
+            delta, ch["class_names"], "row-normalised B - A")) + "</div><div>" + _table(
+            ["class", "samples", "A", "B", "B - A"],
+            [[r["name"], r["support"], _pct(r["a"]), _pct(r["b"]),
+              "-" if r["delta"] is None else f"{100 * r['delta']:+.2f}"] for r in ch["per_class"][:k]])
+            + "</div></div>")
+
+    # attributions
+    if res["attribution_rows"]:
+        page.add(_section("attributions"))
+        page.add('<p class="note">Per sample: the skeleton with each joint coloured by its exact share of the '
+                 "cosine between the spatial embedding and the true class's centroid (STD-CL head), or by the mean "
+                 "Grad-CAM over frames (baseline); the frames x joints Grad-CAM of the true class; for STD-CL, each "
+                 "feature-map frame's share of the temporal cosine. Press play to animate.</p>")
+        e0 = embs[0]
+        for j, r in enumerate(res["attribution_rows"]):
+            label = e0.class_names[e0.labels[r]]
+            preds = "; ".join(f"{_esc(m.label)}: {_esc(e.class_names[e.predictions[r]])}"
+                              for m, e in zip(models, embs))
+            page.add(f"<h3>{_esc(e0.names[r])}: {_esc(label)}</h3><p class=\"note\">predicted by {preds}</p>")
+            for m, atts in zip(models, res["attributions"]):
+                a = atts[j]
+                cos = ", ".join(f"{b} cosine to the class centroid {_num(v, 3)}" for b, v in a["cosine"].items()
+                                if v is not None)
+                if not np.asarray(a["cam"]).max(initial=0.0) > 0:
+                    cos = (cos + "; " if cos else "") + ("Grad-CAM is zero everywhere for this sample: no channel "
+                                                         "of the last map adds positive evidence for the class")
+                page.add(f"<h4>{_esc(m.label)}</h4>" + (f'<p class="note">{cos}</p>' if cos else ""))
+                figs = [figures.skeleton_figure(a["x"], data.layout, a["joints"], value_label="joint",
+                                                title=a["joint_label"], height=460),
+                        figures.frames_joints_heatmap(a["cam"], data.layout, "Grad-CAM (frames x joints)",
+                                                      value_label="Grad-CAM", height=460)]
+                if a["curve"] is not None:
+                    figs.append(figures.contribution_curve(a["curve"], "share of cos(t, class centroid) per map frame",
+                                                           xlabel="feature-map frame", height=460))
+                page.add(f'<div class="grid g{len(figs)}">' + "".join(f"<div>{page.fig(f)}</div>" for f in figs)
+                         + "</div>")
+
+    if shown_pooled:
+        page.add(_section("pooled"))
+        which = ", ".join(m.label for m, e in zip(models, embs) if e.st_source == "pooled")
+        page.add(f'<p class="note">{_esc(which)} has no STD-CL head: its spatial and temporal spaces are the pooled '
+                 f"embeddings. {_esc(POOLED_DEFINITION)}</p>")
+    return page.render(f"{title}: stdcl report")
+
+
+# ------------------------------------------------------------------------------------------------ PNGs
+
+
+def _png_projections(path: Path, models, res) -> None:
+    import matplotlib.pyplot as plt
+
+    embs = res["embs"]
+    fig, axes = plt.subplots(len(models), 3, figsize=(15, 4.8 * len(models)), squeeze=False)
+    k = len(embs[0].class_names)
+    colors = [figures.color_of(i) for i in range(k)]
+    for i, (m, e) in enumerate(zip(models, embs)):
+        for j, s in enumerate(PROJECTION_ORDER):
+            ax = axes[i, j]
+            c = res["coords"][i][s]
+            ax.scatter(c[:, 0], c[:, 1], c=[colors[k] for k in e.labels], s=6, alpha=0.8, linewidths=0)
+            ax.set_title(f"{m.label}: {s}", fontsize=11)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colors[i], label=n)
+               for i, n in enumerate(embs[0].class_names)]
+    if k <= 30:
+        fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0, 0.85, 1))
+    else:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _png_confusion(path: Path, models, res) -> None:
+    import matplotlib.pyplot as plt
+
+    k = len(res["embs"][0].class_names)
+    size = min(14, max(5, 0.45 * k + 2))
+    fig, axes = plt.subplots(1, len(models), figsize=(size * len(models), size), squeeze=False)
+    for ax, m, c in zip(axes[0], models, res["confusion"]):
+        z = figures.normalise_rows(c["matrix"])
+        im = ax.imshow(z, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"{m.label} (top-1 {_pct(c['top1'])})", fontsize=11)
+        ticks = np.arange(k)
+        ax.set_xticks(ticks, c["class_names"] if k <= 40 else [], rotation=90, fontsize=7)
+        ax.set_yticks(ticks, c["class_names"] if k <= 40 else [], fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        if k <= 20:
+            for (r, q), v in np.ndenumerate(z):
+                if v >= 0.005:
+                    ax.text(q, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if v > 0.5 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _png_twins(path: Path, models, res) -> None:
+    import matplotlib.pyplot as plt
+
+    first = next(r for r in res["twins"] if r)
+    metrics = list(dict.fromkeys(k for r in first for sp in r["spaces"].values() for k in sp))
+    metric = "knn_accuracy" if "knn_accuracy" in metrics else metrics[0]
+    fig, axes = plt.subplots(1, len(models), figsize=(7.5 * len(models), 4.5), squeeze=False, sharey=True)
+    for ax, m, rows in zip(axes[0], models, res["twins"]):
+        pairs = [f"{r['pair']}\n({r['type']})" for r in rows]
+        x = np.arange(len(rows))
+        width = 0.8 / len(SPACES)
+        for i, s in enumerate(SPACES):
+            vals = [float(r["spaces"].get(s, {}).get(metric, np.nan) or np.nan) for r in rows]
+            ax.bar(x + (i - (len(SPACES) - 1) / 2) * width, vals, width, label=s, color=figures.color_of(i))
+        ax.set_xticks(x, pairs, rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{m.label}: twin-pair {metric}", fontsize=11)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(SPACES), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _png_attribution(path: Path, models, res, layout) -> None:
+    import matplotlib.pyplot as plt
+
+    m_i = len(models) - 1  # the STD-CL model of a pair (second) or the only one
+    a = res["attributions"][m_i][0]
+    e = res["embs"][m_i]
+    x = a["x"]
+    t = x.shape[1]
+    valid = np.flatnonzero(np.abs(x).sum((0, 2, 3)) > 0)
+    frame = int(valid[len(valid) // 2]) if valid.size else t // 2
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [1, 1.6]})
+    vals = np.asarray(a["joints"], dtype=np.float64)
+    vmax = float(np.abs(vals).max()) or 1.0
+    signed = bool((vals < 0).any())
+    cmap, vmin = ("RdBu_r", -vmax) if signed else ("viridis", 0.0)
+    for p in range(x.shape[3]):
+        pts = x[:2, frame, :, p].T
+        if not np.abs(pts).sum():
+            continue
+        for c, q in layout.edges:
+            ax0.plot(pts[[c, q], 0], pts[[c, q], 1], color="#888", lw=2, zorder=1)
+        sc = ax0.scatter(pts[:, 0], pts[:, 1], c=vals, cmap=cmap, vmin=vmin, vmax=vmax,
+                         s=30 + 170 * np.abs(vals) / vmax, edgecolors="black", linewidths=0.5, zorder=2)
+    fig.colorbar(sc, ax=ax0, fraction=0.046, pad=0.04, label=a["joint_label"])
+    ax0.set_aspect("equal")
+    ax0.set_title(f"{models[m_i].label}: {e.names[a['row']]} ({e.class_names[e.labels[a['row']]]}), frame {frame}",
+                  fontsize=10)
+    ax0.set_xticks([])
+    ax0.set_yticks([])
+    im = ax1.imshow(np.asarray(a["cam"]).T, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax1.set_yticks(np.arange(layout.num_joints), layout.joints, fontsize=7)
+    ax1.set_xlabel("frame")
+    ax1.set_title("Grad-CAM of the true class (frames x joints)", fontsize=10)
+    fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_pngs(folder: Path, models: list[LoadedModel], res: dict[str, Any], layout) -> list[Path]:
+    """The report's main figures as PNGs (matplotlib, Agg backend); returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    jobs = [("projections.png", lambda p: _png_projections(p, models, res)),
+            ("confusion.png", lambda p: _png_confusion(p, models, res))]
+    if any(res["twins"]):
+        jobs.append(("twins.png", lambda p: _png_twins(p, models, res)))
+    if res["attribution_rows"]:
+        jobs.append(("attribution.png", lambda p: _png_attribution(p, models, res, layout)))
+    written = []
+    for name, draw in progress(jobs, "PNG figures"):
+        draw(folder / name)
+        written.append(folder / name)
+    return written
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+
+
+def write_report(out_dir: str | os.PathLike, models: LoadedModel | Sequence[LoadedModel],
+                 data: AnalysisData | None = None, max_samples: int | None = None, method: str = "umap", *,
+                 split: str = "test", seed: int = 0, device: str | None = None, batch_size: int = 64,
+                 cache: str | os.PathLike | None = None, use_cache: bool = True, attribution_samples: int = 3,
+                 projection_params: dict[str, Any] | None = None, max_points: int = MAX_POINTS) -> Path:
+    """Write the report of ``models`` (one, or a (baseline, STD-CL) pair) on ``data`` (default: the first
+    model's ``split``) to ``out_dir``; ``max_samples`` analyses a stratified subset. Returns ``index.html``."""
+    ms = _as_models(models)
+    out = Path(out_dir).expanduser()
+    _check_out_dir(out)
+    if data is None:
+        data = open_analysis_data(ms[0], split)
+    for m in ms:
+        check_compatible(m, data)
+    if max_samples is not None and max_samples < 1:
+        raise ConfigError(f"max_samples must be at least 1, got {max_samples}")
+    indices = None if max_samples is None or max_samples >= len(data) else \
+        stratified_subset(data.labels, max_samples, seed)
+    res = analyse(ms, data, indices, method, seed, device, batch_size, cache, use_cache, attribution_samples,
+                  dict(projection_params or {}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        (tmp / "index.html").write_text(_html(ms, data, res, method, max_points, seed), encoding="utf-8")
+        write_pngs(tmp, ms, res, data.layout)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the usual folder mode
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out / "index.html"

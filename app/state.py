@@ -1,0 +1,175 @@
+"""What every page shares: the chosen models and data, cached loaders, and error display.
+
+Heavy objects (models, datasets) live in ``st.cache_resource``; embeddings, projections and
+metrics in ``st.cache_data`` keyed by explicit strings (checkpoint digest, data identity,
+sample count): large arrays are never hashed. All computation is in ``analysis`` and ``stdcl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import streamlit as st
+
+from analysis.datasets import AnalysisData, open_analysis_data, stratified_subset
+from analysis.embeddings import Embeddings, extract_embeddings
+from analysis.models import LoadedModel, ModelRef, bundled_models, discover_models, load_model
+from stdcl.errors import StdclError
+
+#: Where the app looks for run directories (``stdcl train --out``) and where fine-tuning writes.
+RUNS_DIR = Path(os.environ.get("STDCL_RUNS", "runs")).expanduser()
+#: Default number of samples analysed per split (a stratified subset above it; the pages say so).
+DEFAULT_MAX_SAMPLES = 2000
+
+
+@contextlib.contextmanager
+def guard() -> Iterator[None]:
+    """Show an expected error (bad file, incompatible checkpoint, missing data) as a message and stop the page."""
+    try:
+        yield
+    except StdclError as e:
+        st.error(str(e))
+        st.stop()
+    except (OSError, ValueError) as e:
+        st.error(f"{type(e).__name__}: {e}")
+        st.stop()
+
+
+# -- cached loaders --------------------------------------------------------------------------------
+
+@st.cache_resource(show_spinner=False)
+def warm_umap() -> threading.Thread:
+    """Compile UMAP's JIT once per server process, in the background so no page waits for it."""
+    from analysis.projections import warm_up_umap
+
+    thread = threading.Thread(target=warm_up_umap, name="umap-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+@st.cache_resource(show_spinner="Loading checkpoint…", max_entries=16)
+def get_model(source: str, which: str = "best") -> LoadedModel:
+    """A checkpoint by path (bundled file, run directory or ``.safetensors``)."""
+    return load_model(source, which)
+
+
+@st.cache_resource(show_spinner="Opening dataset…", max_entries=8)
+def get_data(model_digest: str, data_json: str, _model: LoadedModel) -> AnalysisData:
+    """The split described by ``data_json`` (see :func:`data_choice`) for a model."""
+    spec = json.loads(data_json)
+    return open_analysis_data(_model, spec.get("split", "test"), spec.get("dataset"), spec.get("path"),
+                              spec.get("modality"))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def get_embeddings(model_digest: str, data_json: str, max_samples: int, _model: LoadedModel,
+                   _data: AnalysisData) -> Embeddings:
+    """Embeddings of up to ``max_samples`` samples (stratified, seeded) with a progress bar."""
+    rows = stratified_subset(_data.labels, max_samples) if len(_data) > max_samples else None
+    bar = st.progress(0.0, text=f"Embedding {_model.label}…")
+    try:
+        return extract_embeddings(_model, _data, rows,
+                                  progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                                            text=f"Embedding {_model.label}: {done}/{total}"))
+    finally:
+        bar.empty()
+
+
+@st.cache_data(show_spinner="Projecting…", max_entries=64)
+def get_projection(emb_key: str, space: str, method: str, _emb: Embeddings) -> np.ndarray:
+    from analysis.projections import project_embeddings
+
+    return project_embeddings(_emb, space, method)
+
+
+@st.cache_data(show_spinner="Computing separation metrics…", max_entries=32)
+def get_metrics(emb_key: str, _emb: Embeddings) -> dict[str, Any]:
+    from analysis.metrics import space_metrics
+
+    return space_metrics(_emb)
+
+
+# -- the user's choices ----------------------------------------------------------------------------
+
+@dataclass
+class Selection:
+    """The models and data every analysis page works on."""
+
+    model: LoadedModel  # the main checkpoint ("A")
+    other: LoadedModel | None  # the comparison checkpoint ("B"), e.g. the baseline of the same encoder
+    data: AnalysisData
+    data_json: str
+    max_samples: int
+
+    def embeddings(self, which: str = "A") -> Embeddings | None:
+        m = self.model if which == "A" else self.other
+        if m is None:
+            return None
+        data = self.data if m is self.model else get_data(m.digest, self.data_json, m)
+        return get_embeddings(m.digest, self.data_json, self.max_samples, m, data)
+
+    @property
+    def subsampled(self) -> bool:
+        return len(self.data) > self.max_samples
+
+
+def model_options() -> dict[str, ModelRef]:
+    """Every model the user can pick: bundled, run directories under :data:`RUNS_DIR`, uploads."""
+    refs = {f"bundled: {r.label}": r for r in bundled_models()}
+    if RUNS_DIR.is_dir():
+        with contextlib.suppress(StdclError, OSError):
+            refs.update({f"runs: {r.label}": r for r in discover_models(RUNS_DIR)})
+    for label, path in st.session_state.get("extra_models", {}).items():
+        refs[label] = ModelRef(label, Path(path), "file")
+    return refs
+
+
+def default_pair(refs: dict[str, ModelRef]) -> tuple[str, str | None]:
+    """The STD-CL demo checkpoint and its baseline."""
+    keys = list(refs)
+    a = next((k for k in keys if k.endswith("_stdcl")), keys[0])
+    b = a.replace("_stdcl", "_baseline")
+    return a, (b if b in refs else None)
+
+
+def data_choice() -> dict[str, Any]:
+    """The dataset override (empty: each model's own dataset) and split, as stored by the Models page."""
+    return dict(st.session_state.get("data_choice", {"split": "test"}))
+
+
+def current_selection(require_other: bool = False) -> Selection:
+    """Load what the sidebar / Models page chose (errors become messages); used by every analysis page."""
+    refs = model_options()
+    if not refs:
+        st.error("No checkpoints found: the bundled demo folder `checkpoints/` is empty.")
+        st.stop()
+    a_default, b_default = default_pair(refs)
+    a_key = st.session_state.get("model_a", a_default)
+    b_key = st.session_state.get("model_b", b_default)
+    if a_key not in refs:
+        a_key = a_default
+    with guard():
+        model = get_model(str(refs[a_key].path))
+        other = get_model(str(refs[b_key].path)) if b_key and b_key in refs and b_key != a_key else None
+        spec = data_choice()
+        data_json = json.dumps(spec, sort_keys=True)
+        data = get_data(model.digest, data_json, model)
+        if other is not None:
+            get_data(other.digest, data_json, other)  # same data must fit the comparison model too
+    if require_other and other is None:
+        st.info("Choose a second checkpoint on the **Models and data** page to compare.")
+    return Selection(model, other, data, data_json, int(st.session_state.get("max_samples", DEFAULT_MAX_SAMPLES)))
+
+
+def subset_notice(sel: Selection) -> None:
+    """Say on screen when only a stratified subset of the split is analysed."""
+    if sel.subsampled:
+        st.caption(f"Showing a stratified subset of {sel.max_samples:,} of {len(sel.data):,} samples "
+                   "(change it on the Models and data page).")

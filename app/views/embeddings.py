@@ -1,0 +1,233 @@
+"""Embeddings: the spatial and temporal spaces (and the global one) of the same samples side by side,
+linked: a box / lasso selection or a click in one chart highlights the same samples in every chart.
+
+Projections come from :mod:`analysis.projections` (through ``state.get_projection``), the charts from
+:func:`analysis.figures.embedding_scatter` (each point's row in ``customdata``), selections are read
+back with :func:`analysis.figures.selected_rows` and kept in ``st.session_state["selected_rows"]``
+(rows of model A's embeddings). Model B's rows are lined up with A's by sample name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis import figures
+from analysis.confusion import align
+from analysis.embeddings import POOLED_DEFINITION, SPACES, Embeddings
+from analysis.projections import METHODS
+from app import state
+from app.inspector import show_inspector
+from stdcl.errors import StdclError
+
+METHOD_NAMES = {"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}
+COLOR_NAMES = {"label": "true label", "prediction": "prediction", "correct": "correct / wrong",
+               "twin": "twin pair (synthetic set)"}
+POOLED = ("spatial_pooled", "temporal_pooled")
+SPACE_TITLES = {"global": "global (classifier input)", "spatial": "spatial s", "temporal": "temporal t",
+                "spatial_pooled": "spatial, pooled", "temporal_pooled": "temporal, pooled"}
+MAX_POINTS = 5000  # more points than this: a stratified sample is drawn (the chart says so)
+MAX_LISTED = 500  # rows listed in the table of selected samples
+
+
+def chart_key(which: str, space: str) -> str:
+    """Session key of the chart of ``space`` for model ``which`` (its selection state lives there)."""
+    return f"emb_{which}_{space}"
+
+
+# -- widgets whose values outlive a visit to another page ------------------------------------------
+
+def _persistent(shared_key: str, valid, default) -> str:
+    """Widget key mirroring ``st.session_state[shared_key]`` (which, unlike a widget's own key, is kept
+    while another page is shown); ``valid(value)`` says whether the stored value still applies."""
+    ss = st.session_state
+    if not valid(ss.get(shared_key)):
+        ss[shared_key] = default
+    widget_key = f"_w_{shared_key}"
+    ss[widget_key] = ss[shared_key]
+    return widget_key
+
+
+def _copy_back(shared_key: str) -> None:
+    st.session_state[shared_key] = st.session_state[f"_w_{shared_key}"]
+
+
+def _persistent_widget(kind, label: str, shared_key: str, options: list, default, **kw):
+    """A selectbox-like widget over ``options`` whose value is ``st.session_state[shared_key]``."""
+    key = _persistent(shared_key, lambda v: v in options, default)
+    return kind(label, options, key=key, on_change=_copy_back, args=(shared_key,), **kw)
+
+
+# -- selection ---------------------------------------------------------------------------------------
+
+def _valid_rows(rows, n: int) -> list[int]:
+    """The stored selection without rows that do not exist (e.g. set for other data)."""
+    return sorted({int(r) for r in (rows or []) if 0 <= int(r) < n})
+
+
+def _adopt_selections(charts: dict[str, np.ndarray]) -> None:
+    """Take a new selection from any chart (``charts``: key -> map from that chart's rows to A's rows).
+
+    A chart's selection state survives reruns until its figure changes (the highlight redraws it),
+    so only a selection that differs from what the chart reported last time is adopted; an empty
+    one (the chart redrawn) leaves the stored selection alone (the *Clear* button empties it).
+    """
+    ss = st.session_state
+    for key, to_a in charts.items():
+        rows = figures.selected_rows(ss.get(key))
+        rows = rows[(rows >= 0) & (rows < len(to_a))]
+        seen = rows.tolist()
+        if ss.get(f"_{key}_seen") == seen:
+            continue
+        ss[f"_{key}_seen"] = seen
+        if rows.size:
+            ss["selected_rows"] = sorted(int(r) for r in to_a[rows])
+            if rows.size == 1:
+                ss["inspect_row"] = int(to_a[rows[0]])
+
+
+def _clear_selection() -> None:
+    st.session_state["selected_rows"] = []
+
+
+# -- page --------------------------------------------------------------------------------------------
+
+def _aligned_rows(emb_a: Embeddings, emb_b: Embeddings) -> np.ndarray | None:
+    """B's row of each of A's rows (same samples by name), or None with a message saying why not."""
+    try:
+        return align(emb_a, emb_b)
+    except StdclError as e:
+        st.warning(f"B's samples do not line up with A's ({e}), so B's charts are not linked to A's selection.")
+        return None
+
+
+def _draw_row(which: str, emb: Embeddings, label: str, spaces: list[str], method: str, color_by: str,
+              highlight: list[int] | None) -> None:
+    cols = st.columns(len(spaces))
+    for i, (col, space) in enumerate(zip(cols, spaces)):
+        with col:
+            with state.guard():
+                coords = state.get_projection(emb.key, space, method, emb)
+                fig = figures.embedding_scatter(coords, emb, color_by, highlight, max_points=MAX_POINTS,
+                                                title=f"{which}: {SPACE_TITLES.get(space, space)}", height=470)
+            if i < len(spaces) - 1:
+                fig.update_layout(showlegend=False)  # one legend per row (the colours are shared), more room
+            st.plotly_chart(fig, key=chart_key(which, space), on_select="rerun",
+                            selection_mode=("box", "lasso", "points"))
+    st.caption(f"{which} = {label}: {len(emb):,} samples, accuracy {emb.accuracy:.1%}, "
+               f"spatial / temporal from {'its trained STD-CL head' if emb.st_source == 'head' else 'pooling'}.")
+
+
+def _selection_table(emb: Embeddings, rows: list[int]) -> None:
+    names, preds = emb.class_names, emb.predictions
+    shown = rows[:MAX_LISTED]
+    st.dataframe(pd.DataFrame({"row": shown, "name": [emb.names[r] for r in shown],
+                               "label": [names[emb.labels[r]] for r in shown],
+                               "prediction": [names[preds[r]] for r in shown],
+                               "correct": [bool(preds[r] == emb.labels[r]) for r in shown]}),
+                 hide_index=True, width="stretch", height=min(38 + 35 * len(shown), 320), key="emb_selected_table")
+    if len(rows) > MAX_LISTED:
+        st.caption(f"Listing the first {MAX_LISTED} of {len(rows):,} selected samples.")
+    counts = pd.Series([names[emb.labels[r]] for r in rows]).value_counts()
+    st.caption("Selected per true class: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def _inspect(sel: state.Selection, emb_a: Embeddings, rows: list[int], b_rows: np.ndarray | None) -> None:
+    ss = st.session_state
+    if not rows:
+        st.info("Select samples in any chart (box or lasso tool in the chart's toolbar, or click a point) to "
+                "highlight them everywhere and inspect one.")
+        return
+    if len(rows) == 1:
+        row = rows[0]
+    else:
+        if ss.get("_emb_inspect_pick") not in rows:
+            ss["_emb_inspect_pick"] = ss["inspect_row"] if ss.get("inspect_row") in rows else rows[0]
+        preds = emb_a.predictions
+        row = st.selectbox("Inspect one of the selected samples", rows, key="_emb_inspect_pick",
+                           format_func=lambda r: f"row {r}: {emb_a.names[r]} ({emb_a.class_names[emb_a.labels[r]]}"
+                                                 f"{'' if preds[r] == emb_a.labels[r] else ', predicted ' + emb_a.class_names[preds[r]]})")
+    ss["inspect_row"] = int(row)
+    which = "A"
+    if b_rows is not None:
+        which = st.radio("Inspect it in model", ["A", "B"], key="_emb_inspect_model", horizontal=True,
+                         format_func=lambda w: f"{w}: {(sel.model if w == 'A' else sel.other).label}")
+    ss["inspect_model"] = which
+    show_inspector(sel, int(row) if which == "A" else int(b_rows[row]), which)
+
+
+st.title("Embeddings: spatial and temporal spaces, linked")
+st.markdown(
+    "Each point is one sample, placed by a 2-D projection of one embedding space. **Spatial** (s) summarises "
+    "*which joints* move (features averaged over frames), **temporal** (t) *how* the movement unfolds (averaged "
+    "over joints). Select samples in one chart (box or lasso in the toolbar, or click a point): the same samples "
+    "are highlighted in every chart, so you can see whether samples close in one space are close in the other.")
+
+sel = state.current_selection()
+state.subset_notice(sel)
+with state.guard():
+    emb_a = sel.embeddings("A")
+
+has_twins = bool(emb_a.class_meta) and any(m.get("twin") is not None for m in emb_a.class_meta)
+space_options = list(SPACES) + (list(POOLED) if emb_a.st_source == "head" else [])
+ss = st.session_state
+c1, c2, c3, c4 = st.columns([3, 1.2, 1.6, 1.2])
+key = _persistent("emb_spaces", lambda v: isinstance(v, list) and 0 < len(v) <= 4 and set(v) <= set(space_options),
+                  ["spatial", "temporal"])
+spaces = c1.multiselect("Spaces", space_options, key=key, on_change=_copy_back, args=("emb_spaces",),
+                        max_selections=4, format_func=lambda s: SPACE_TITLES.get(s, s),
+                        help="The pooled spaces (offered for STD-CL checkpoints) are what the head reads before "
+                             "its learned projection; for a baseline they are its spatial / temporal spaces.")
+spaces = [s for s in space_options if s in spaces] or ["spatial", "temporal"]
+method = _persistent_widget(c2.selectbox, "Projection", "projection_method", list(METHODS), "umap",
+                            format_func=lambda m: METHOD_NAMES.get(m, m))
+color_options = [c for c in figures.COLOR_BY if c != "twin" or has_twins]
+color_by = _persistent_widget(c3.selectbox, "Colour by", "emb_color_by", color_options, "label",
+                              format_func=lambda c: COLOR_NAMES.get(c, c))
+compare = False
+if sel.other is not None:
+    c4.write("")
+    compare = c4.toggle("Show B below", value=True, key="emb_compare",
+                        help=f"Draw the same spaces for B ({sel.other.label}) under A's, same colours and selection.")
+
+emb_b = None
+b_rows = None
+if compare:
+    with state.guard():
+        emb_b = sel.embeddings("B")
+    b_rows = _aligned_rows(emb_a, emb_b)
+
+n = len(emb_a)
+charts = {chart_key("A", s): np.arange(n) for s in spaces}
+if b_rows is not None:
+    a_of_b = np.empty(len(b_rows), np.int64)
+    a_of_b[b_rows] = np.arange(len(b_rows))
+    charts.update({chart_key("B", s): a_of_b for s in spaces})
+_adopt_selections(charts)
+selected = _valid_rows(ss.get("selected_rows"), n)
+ss["selected_rows"] = selected
+
+if selected:
+    c1, c2 = st.columns([4, 1])
+    c1.markdown(f"**{len(selected):,} selected** samples are drawn large; the others are dimmed.")
+    c2.button("Clear selection", on_click=_clear_selection, key="emb_clear")
+
+highlight = selected or None
+_draw_row("A", emb_a, sel.model.label, spaces, method, color_by, highlight)
+if emb_b is not None:
+    hl_b = None if b_rows is None or not selected else b_rows[selected].tolist()
+    _draw_row("B", emb_b, sel.other.label, spaces, method, color_by, hl_b)
+
+if any(e is not None and e.st_source == "pooled" for e in (emb_a, emb_b)) or set(spaces) & set(POOLED):
+    with st.expander("What are a baseline's spatial and temporal spaces?", expanded=True):
+        st.markdown("A baseline has no STD-CL head, so its *spatial* and *temporal* embeddings are parameter-free "
+                    "poolings of its encoder's last feature map (the same as the *pooled* spaces of any checkpoint):")
+        st.markdown(POOLED_DEFINITION)
+st.caption(f"{METHOD_NAMES.get(method, method)} keeps neighbourhoods, not distances: compare which samples are "
+           "together, not how far apart clusters are. Cosine geometry (rows L2-normalised) as in the contrastive loss.")
+
+if selected:
+    st.subheader("Selected samples")
+    _selection_table(emb_a, selected)
+_inspect(sel, emb_a, selected, b_rows)

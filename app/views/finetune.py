@@ -1,0 +1,447 @@
+"""Fine-tune: start a short ``stdcl train`` run from a checkpoint, follow it live, compare the result.
+
+The run is a subprocess managed by :class:`stdcl.train.jobs.JobManager`, whose state lives in
+``RUNS_DIR/.jobs``: any session (a reloaded page, another tab) sees the same job, and only one
+runs at a time. The run directory goes to ``RUNS_DIR/finetune-<timestamp>``, where the model
+list finds it once it has saved a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+from stdcl.checkpoint import read_meta
+from stdcl.data.registry import available_datasets
+from stdcl.errors import ConfigError, StdclError
+from stdcl.train.config import (
+    ENCODERS,
+    PROTOCOLS,
+    get_dotted,
+    load_config,
+    parse_override,
+)
+from stdcl.train.jobs import (
+    JobError,
+    JobManager,
+    JobStatus,
+    expected_seconds,
+    gpu_available,
+)
+from stdcl.train.run_dir import checkpoint_of
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Seconds between live updates of a running job.
+POLL_S = 2.0
+OWN, SYNTHETIC, OTHER = "own", "synthetic", "other"
+LOSS_PARTS = ("loss", "ce", "spatial", "temporal")
+
+
+# -- the job folder ---------------------------------------------------------------------------------
+
+def jobs_folder() -> Path:
+    """Where the job record lives: fixed under the runs folder, so every session finds it."""
+    return state.RUNS_DIR / ".jobs"
+
+
+def manager() -> JobManager:
+    return JobManager(jobs_folder())
+
+
+def current_status() -> JobStatus:
+    """The job as seen now (``idle`` when none was ever started here)."""
+    if not (jobs_folder() / "job.json").is_file():
+        return JobStatus()
+    return manager().status()
+
+
+# -- what to run ------------------------------------------------------------------------------------
+
+def _yaml(value: Any) -> str:
+    """A value for a ``key=value`` override (JSON is valid YAML; strings stay strings)."""
+    return json.dumps(value)
+
+
+def start_meta(path: Path) -> dict[str, Any]:
+    """The metadata of a checkpoint file or run directory's best checkpoint (no weights read)."""
+    return read_meta(checkpoint_of(path))
+
+
+def build_plan(weights: Path, meta: dict[str, Any], dataset: str, other_name: str | None, other_path: str | None,
+               stdcl_on: bool, length: str, amount: int, lr: float, batch: int, strict: bool,
+               extra: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``stdcl train`` arguments for the choices, and the config they resolve to (validated here)."""
+    enc = meta.get("encoder") or {}
+    encoder = enc.get("name")
+    if encoder not in ENCODERS:
+        raise ConfigError(f"{weights}: encoder {encoder!r} cannot be fine-tuned here (expected {', '.join(ENCODERS)})")
+    ckpt_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else None
+    modality = meta.get("modality") or get_dotted(ckpt_cfg or {}, "data.modality") or "joint"
+    overrides = [f"data.window={int(enc.get('window') or 64)}"]
+    if enc.get("options"):
+        overrides.append(f"model.options={_yaml(enc['options'])}")
+    if dataset == OWN:
+        if ckpt_cfg is None:
+            raise ConfigError(f"{weights.name} does not record its training data; choose the synthetic set "
+                              "or another dataset")
+        d = ckpt_cfg.get("data") or {}
+        protocol = ckpt_cfg.get("protocol") if ckpt_cfg.get("protocol") in PROTOCOLS else "custom"
+        for key in ("dataset", "path", "train_split", "test_split", "source"):
+            if key in d:
+                overrides.append(f"data.{key}={_yaml(d[key])}")
+    elif dataset == SYNTHETIC:
+        protocol = "synthetic"
+    else:
+        if not other_name:
+            raise ConfigError("choose a dataset")
+        if other_name != "synthetic":
+            if not other_path or not other_path.strip():
+                raise ConfigError(f"give the folder or file of the {other_name} data")
+            p = Path(other_path.strip()).expanduser()
+            if not p.exists():
+                raise ConfigError(f"{p}: no such file or folder")
+            overrides.append(f"data.path={_yaml(str(p.resolve()))}")
+        protocol = other_name if other_name in PROTOCOLS else "custom"
+        overrides.append(f"data.dataset={_yaml(other_name)}")
+    overrides += [f"train.init_from={_yaml(str(weights.resolve()))}", f"optim.lr={float(lr)!r}",
+                  f"train.batch_size={int(batch)}", "schedule.kind=constant", "schedule.warmup_epochs=0",
+                  "train.log_every=5", "train.progress=false"]
+    if length == "steps":
+        overrides.append(f"train.max_steps={int(amount)}")
+    else:
+        overrides.append(f"train.epochs={int(amount)}")
+    if not strict:
+        overrides.append("train.init_strict=false")
+    for line in extra:
+        parse_override(line)  # one-line error for a malformed line
+    overrides += extra
+    device = "cuda" if gpu_available() else "cpu"
+    stdcl_flag = "on" if stdcl_on else "off"
+    cfg = load_config(protocol, encoder=encoder, modality=modality, stdcl=stdcl_flag,
+                      overrides=overrides + [f"device={device}"])
+    args = ["--config", protocol, "--encoder", encoder, "--modality", modality, "--stdcl", stdcl_flag,
+            "--device", device, "--no-progress", *overrides]
+    return args, cfg
+
+
+@st.cache_data(show_spinner="Reading the dataset's size…", max_entries=16)
+def data_sizes(data_json: str) -> dict[str, Any]:
+    """Training items, validation and test samples, classes and layout of a config's data section,
+    counted as the training engine counts them."""
+    from stdcl.train.data import open_split, validation_samples
+    from stdcl.train.splits import training_items
+
+    cfg = {"data": json.loads(data_json)}
+    d = cfg["data"]
+    base = open_split(cfg, d["train_split"], True)
+    val = validation_samples(cfg, base)
+    test = open_split(cfg, d["test_split"], False, repeat=1)
+    return {"train_items": len(training_items(base, val)), "val": len(val), "test": len(test),
+            "classes": int(base.num_classes), "layout": base.layout.name}
+
+
+def planned(cfg: dict[str, Any], sizes: dict[str, Any]) -> tuple[int, float]:
+    """(optimiser steps, epochs they span) of a config, as the engine's sampler batches the data."""
+    from stdcl.train.splits import EpochSampler
+
+    batch = int(cfg["train"]["batch_size"])
+    per_epoch = EpochSampler(sizes["train_items"], batch, drop_last=True).batches_per_epoch()
+    if per_epoch < 1:
+        raise ConfigError(f"the training split has {sizes['train_items']} items, fewer than one batch of {batch}")
+    steps = int(cfg["train"]["epochs"]) * per_epoch
+    if cfg["train"].get("max_steps"):
+        steps = min(steps, int(cfg["train"]["max_steps"]))
+    return steps, steps / per_epoch
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    s = int(round(s))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def new_run_dir() -> Path:
+    base = state.RUNS_DIR / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, i = base, 1
+    while run_dir.exists():
+        i += 1
+        run_dir = base.with_name(f"{base.name}-{i}")
+    return run_dir
+
+
+def child_env() -> dict[str, str]:
+    """The run imports ``stdcl`` from this checkout even when it is not pip-installed."""
+    paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+# -- comparing a finished run ---------------------------------------------------------------------
+
+def init_path(status: JobStatus) -> str | None:
+    """The checkpoint a job started from (its ``train.init_from`` argument)."""
+    for arg in status.command:
+        if arg.startswith("train.init_from="):
+            _, value = parse_override(arg)
+            return str(value)
+    return None
+
+
+def option_key(refs: dict[str, Any], path: str | Path, run: bool = False) -> str | None:
+    """The model-list key of a run directory (``run``) or of the checkpoint file ``path``."""
+    want = Path(path).resolve()
+    for key, ref in refs.items():
+        try:
+            got = Path(ref.path).resolve() if run else checkpoint_of(ref.path).resolve()
+        except (StdclError, OSError):
+            continue
+        if got == want and (ref.kind == "run" or not run):
+            return key
+    return None
+
+
+def compare_with_start(status: JobStatus) -> tuple[str, str] | None:
+    """Make the finished run model A and its starting checkpoint model B (shared session keys)."""
+    refs = state.model_options()
+    new = option_key(refs, status.run_dir or "", run=True)
+    start = init_path(status)
+    if new is None or start is None:
+        return None
+    old = option_key(refs, start)
+    if old is None:  # e.g. an upload of another session: offer it as an extra model
+        old = f"start: {Path(start).stem}"
+        st.session_state["extra_models"] = dict(st.session_state.get("extra_models", {})) | {old: start}
+    st.session_state["model_a"], st.session_state["model_b"] = new, old
+    return new, old
+
+
+# -- the live job panel ---------------------------------------------------------------------------
+
+#: Heading icon per job state (Material icons ship with Streamlit: no emoji font needed).
+STATE_ICON = {"running": ":material/directions_run:", "finished": ":material/check_circle:",
+              "failed": ":material/error:", "cancelled": ":material/stop_circle:"}
+
+
+def show_progress(status: JobStatus) -> None:
+    p = status.progress
+    total = f" of {p.total_steps}" if p.total_steps else ""
+    if status.state == "running":
+        text = f"step {p.step or 0}{total}" + (f", about {fmt_seconds(p.remaining_s)} left"
+                                               if p.remaining_s is not None else "")
+        st.progress(p.fraction or 0.0, text=text if p.step else "starting (imports, data, model)…")
+    if p.step is None:
+        return  # nothing logged yet
+    cols = st.columns(6)
+    cols[0].metric("step", f"{p.step or 0}{total}")
+    cols[1].metric("loss", "–" if "loss" not in p.losses else f"{p.losses['loss']:.3f}")
+    cols[2].metric("train accuracy", pct(p.train_acc))
+    cols[3].metric("val top-1", pct(p.val_top1))
+    cols[4].metric("test top-1", pct(p.test_top1))
+    cols[5].metric("samples/s", "–" if p.samples_per_s is None else f"{p.samples_per_s:.1f}")
+    parts = {k: v for k, v in p.losses.items() if k != "loss"}
+    if parts:
+        st.caption("Latest loss parts: " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items())
+                   + ". `ce` is cross-entropy; `spatial` / `temporal` are the two contrastive terms (STD-CL only).")
+    steps = [r for r in p.records if r.get("kind") == "step"]
+    if steps:
+        df = pd.DataFrame([{k: r[k] for k in ("global_step", *LOSS_PARTS) if k in r} for r in steps])
+        st.line_chart(df.set_index("global_step"), x_label="step", y_label="loss", height=220)
+    epochs = [r for r in p.records if r.get("kind") == "epoch"]
+    if epochs:
+        st.dataframe(pd.DataFrame([{"epoch": r.get("epoch"), "step": r.get("global_step"),
+                                    "train loss": r.get("train_loss"), "train acc": r.get("train_acc"),
+                                    "val top-1": r.get("val_top1"), "test top-1": r.get("test_top1")}
+                                   for r in epochs]), hide_index=True)
+
+
+def job_heading(status: JobStatus) -> None:
+    st.markdown(f"#### {STATE_ICON[status.state]} Job {status.state}: `{Path(status.run_dir or '').name}`")
+
+
+def job_panel(polling: bool) -> None:
+    """The job's progress and outcome; re-run every :data:`POLL_S` seconds while it runs.
+
+    The heading and the Cancel button belong to the whole page (a click then never races a
+    polling run of this fragment); when the job ends, the whole page is re-run.
+    """
+    with state.guard():
+        status = current_status()
+    if polling and status.state != "running":
+        st.rerun()  # the job ended: refresh the whole page (heading, model list, buttons) and stop polling
+    if status.state == "idle":
+        st.info("No fine-tuning job yet: choose the settings above and press **Start**.")
+        return
+    st.caption(f"Run directory `{status.run_dir}` · elapsed {fmt_seconds(status.elapsed)}"
+               + (f" · exit code {status.exit_code}" if status.exit_code is not None else ""))
+    if status.cancelling:
+        st.warning("Cancelling…")
+    show_progress(status)
+    if status.state == "failed":
+        st.error(f"The run failed: {status.error}")
+        st.code(manager().log_tail(40) or "(empty log)", language="text")
+    elif status.state == "cancelled":
+        st.warning("The run was cancelled; its run directory keeps what it saved.")
+        with st.expander("End of its log"):
+            st.code(manager().log_tail(20) or "(empty log)", language="text")
+    elif status.state == "finished":
+        refs = state.model_options()
+        key = option_key(refs, status.run_dir or "", run=True)
+        st.success(f"Finished. It is in the model list as **{key}**." if key else "Finished.")
+        if key and st.button("Compare with its starting point", key="ft_compare", type="primary"):
+            pair = compare_with_start(status)
+            if pair:
+                st.session_state["ft_compared"] = pair
+        if st.session_state.get("ft_compared"):
+            a, b = st.session_state["ft_compared"]
+            st.info(f"Model A is now **{a}**, model B **{b}**: see them side by side on these pages.")
+            c1, c2, c3 = st.columns(3)
+            c1.page_link("views/embeddings.py", label="Embeddings", icon=":material/scatter_plot:")
+            c2.page_link("views/separation.py", label="Separation", icon=":material/straighten:")
+            c3.page_link("views/confusion.py", label="Confusion", icon=":material/grid_on:")
+    if status.state != "running" and st.button("Clear this job", key="ft_clear",
+                                               help="Forget the job (its run directory stays)"):
+        with state.guard():
+            manager().clear()
+        st.session_state.pop("ft_compared", None)
+        st.rerun()
+
+
+def reset_defaults() -> None:
+    """Another checkpoint: its own STD-CL flag, learning rate and batch become the defaults again."""
+    for key in ("ft_stdcl", "ft_lr", "ft_batch"):
+        st.session_state.pop(key, None)
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+st.title("Fine-tune")
+st.caption("Continue training a checkpoint, with or without the STD-CL head, as a background `stdcl train` run. "
+           "The encoder starts from the checkpoint's weights (`train.init_from`); the head, when on, starts fresh "
+           "and is used only during training. Progress comes from the run's `metrics.jsonl`, so you can leave this "
+           "page, reload it or open it in another tab and the job is still here. One job runs at a time.")
+
+refs = state.model_options()
+if not refs:
+    st.error("No checkpoints found to start from.")
+    st.stop()
+keys = list(refs)
+default_a = st.session_state.get("model_a")
+if default_a not in refs:
+    default_a = state.default_pair(refs)[0]
+left, right = st.columns(2)
+with left:
+    ckpt_key = st.selectbox("Start from checkpoint", keys, index=keys.index(default_a), key="ft_checkpoint",
+                            help="Default: model A of the Models and data page.", on_change=reset_defaults)
+    with state.guard():
+        weights = checkpoint_of(refs[ckpt_key].path)
+        meta = start_meta(refs[ckpt_key].path)
+    enc = meta.get("encoder") or {}
+    st.caption(f"{enc.get('name', '?')} encoder, {meta.get('num_classes', enc.get('num_classes', '?'))} classes, "
+               f"{meta.get('dataset') or 'unknown dataset'}, window {enc.get('window', '?')}, "
+               f"{'trained with STD-CL' if meta.get('stdcl') else 'baseline'}.")
+    own_name = meta.get("dataset") or "unknown"
+    dataset = st.radio("Data", [OWN, SYNTHETIC, OTHER], key="ft_dataset", horizontal=True,
+                       format_func={OWN: f"its own ({own_name})", SYNTHETIC: "synthetic set (no set-up)",
+                                    OTHER: "another dataset"}.get)
+    other_name = other_path = None
+    if dataset == OTHER:
+        names = available_datasets()
+        other_name = st.selectbox("Dataset", names, key="ft_other_name")
+        if other_name != "synthetic":
+            other_path = st.text_input("Its folder or file", key="ft_other_path",
+                                       placeholder="e.g. data/ntu or ../shared/data/nw_ucla_ctrgcn")
+    stdcl_on = st.toggle("Train with the STD-CL head", value=bool(meta.get("stdcl")), key="ft_stdcl",
+                         help="Off: cross-entropy only (a baseline fine-tune).")
+with right:
+    recipe = load_config("synthetic", encoder=enc.get("name") if enc.get("name") in ENCODERS else None)
+    own_train = get_dotted(meta.get("config") or {}, "train.batch_size") or recipe["train"]["batch_size"]
+    length = st.radio("Length", ["epochs", "steps"], key="ft_length", horizontal=True,
+                      help="Whole passes over the training split, or a fixed number of optimiser steps.")
+    if length == "epochs":
+        amount = st.number_input("Epochs", min_value=1, max_value=1000, value=1, step=1, key="ft_epochs")
+    else:
+        amount = st.number_input("Steps", min_value=1, max_value=1_000_000, value=100, step=10, key="ft_steps")
+    lr = st.number_input("Learning rate", min_value=0.0, max_value=10.0, value=float(recipe["optim"]["lr"]) / 10,
+                         format="%.6f", step=1e-4, key="ft_lr",
+                         help=f"Constant, no warm-up. Default: a tenth of the {enc.get('name', '')} recipe's "
+                              f"{recipe['optim']['name']} rate {recipe['optim']['lr']:g}.")
+    batch = st.number_input("Batch size", min_value=1, max_value=4096, value=int(own_train), step=8, key="ft_batch")
+with st.expander("Advanced"):
+    strict = not st.checkbox("Skip layers whose shape differs (e.g. a dataset with another class count)",
+                             key="ft_loose", help="train.init_strict=false: the classifier starts fresh.")
+    extra_text = st.text_area("Extra overrides, one `key=value` per line (applied last)", key="ft_overrides",
+                              placeholder="data.source={num_samples: 200}\nstdcl.loss.num_pos=32",
+                              help="Any key of the training config (see `stdcl train --print-config`).")
+extra = [ln.strip() for ln in (extra_text or "").splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+plan_error = None
+args: list[str] = []
+try:
+    args, cfg = build_plan(weights, meta, dataset, other_name, other_path, stdcl_on, length, int(amount), lr,
+                           int(batch), strict, extra)
+    sizes = data_sizes(json.dumps(cfg["data"], sort_keys=True))
+    steps, epochs_spanned = planned(cfg, sizes)
+except StdclError as e:
+    plan_error = str(e)
+except (OSError, ValueError) as e:
+    plan_error = f"{type(e).__name__}: {e}"
+
+if plan_error:
+    st.error(plan_error)
+else:
+    device = cfg["device"]
+    note = (f"{sizes['train_items']:,} training items, {sizes['val']:,} validation and {sizes['test']:,} test "
+            f"samples, {sizes['classes']} classes: {steps:,} steps of {cfg['train']['batch_size']}.")
+    layout = meta.get("layout") or (enc.get("layout") or {}).get("name")
+    if strict and (sizes["classes"] != int(enc.get("num_classes") or sizes["classes"])
+                   or (layout and layout != sizes["layout"])):
+        st.warning(f"The data has {sizes['classes']} classes ({sizes['layout']} skeleton), the checkpoint "
+                   f"{enc.get('num_classes')} ({layout}): tick *Skip layers whose shape differs* under Advanced to "
+                   "start the layers that do not fit afresh.")
+    eta = expected_seconds(cfg["model"]["encoder"], steps * int(cfg["train"]["batch_size"]), 1.0, device,
+                           int(cfg["data"]["window"] or 64), math.ceil(epochs_spanned) * (sizes["val"] + sizes["test"]))
+    if device == "cuda":
+        st.caption(f"Runs on the GPU. {note} Expected time: about {fmt_seconds(eta)}.")
+    else:
+        st.info(f"No GPU found: the run uses the CPU. {note} Expected time: about **{fmt_seconds(eta)}** "
+                "(a rough estimate; the progress below refines it).")
+
+status = current_status()
+if st.button("Start", key="ft_start", type="primary", disabled=plan_error is not None):
+    run_dir = new_run_dir()
+    try:
+        manager().start(args, run_dir, env=child_env())
+        st.toast(f"Started {run_dir.name}")
+    except JobError as e:
+        st.error(f"Not started: {e}")
+    except StdclError as e:
+        st.error(str(e))
+    status = current_status()
+
+st.divider()
+if status.state != "idle":
+    job_heading(status)
+running = status.state == "running"
+if running and st.button("Cancel", key="ft_cancel", help="Stop the run (SIGTERM, then SIGKILL after 10 s)"):
+    with state.guard():
+        manager().cancel()
+    st.rerun()
+st.fragment(run_every=POLL_S if running else None)(job_panel)(running)
+with st.expander("Command of the job"):
+    st.code(" ".join(status.command) if status.command else "stdcl train " + " ".join(args), language="bash")

@@ -1,0 +1,459 @@
+"""Models and data: choose checkpoints A and B and the data every page analyses; bring your own.
+
+Checkpoints: bundled, run directories under a folder the user names, uploaded ``.safetensors``
+(+ ``.json``, optionally ``.head.safetensors``) and official ``.pt`` weights imported with
+``weights_only=True`` (:mod:`analysis.upload`). Data: the model's own split or a named dataset.
+One uploaded sequence is read, transformed and analysed by :mod:`analysis.upload`; this page only
+arranges the results.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis import figures
+from analysis import upload as up
+from analysis import walkthrough as wt
+from analysis.attributions import class_centroids, sample_attributions
+from analysis.cache import file_digest
+from analysis.embeddings import Embeddings
+from analysis.models import LoadedModel, ModelRef, discover_models
+from analysis.projections import METHODS
+from app import state
+from stdcl.data.layouts import available_layouts
+from stdcl.encoders import available as available_encoders
+from stdcl.errors import DataError, StdclError
+
+NONE = "(none)"
+MODALITIES = ("joint", "bone", "joint_motion", "bone_motion")
+#: Dataset choices: label -> (dataset names offered, what the path is; None: no path).
+DATA_KINDS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "the model's own": ((), None),
+    "synthetic (generated)": (("synthetic",), None),
+    "prepared NTU (.npz folder)": (("ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset", "ntu-npz"),
+                                   "folder holding the prepared .npz (or the .npz file)"),
+    "NW-UCLA (json folder)": (("ucla",), "folder holding all_sqe/ (or all_sqe itself)"),
+    "pyskl pickle": (("pyskl",), "annotation .pkl file"),
+    "plain numpy (.npz)": (("numpy",), ".npz file (or a folder with exactly one)"),
+}
+
+
+# -- session helpers ----------------------------------------------------------------------------------
+
+def _upload_dir(kind: str) -> Path:
+    """This session's upload folder (one per browser session) for ``kind`` of file."""
+    token = st.session_state.setdefault("_upload_token", uuid.uuid4().hex)
+    folder = up.session_upload_dir(token) / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _register(label: str, path: Path) -> None:
+    st.session_state["extra_models"] = dict(st.session_state.get("extra_models", {})) | {label: str(path)}
+
+
+def _flash(message: str) -> None:
+    """Show ``message`` after a rerun (so the lists above include what was just added)."""
+    st.session_state["_models_flash"] = message
+    st.rerun()
+
+
+def _sync(widget_key: str, shared: Any, options: list, default: Any) -> None:
+    """Put the shared value into a widget when another page changed it (or the widget is unset)."""
+    seen = st.session_state.get(f"_{widget_key}_seen")
+    if shared in options and (shared != seen or st.session_state.get(widget_key) not in options):
+        st.session_state[widget_key] = shared
+    elif st.session_state.get(widget_key) not in options:
+        st.session_state[widget_key] = default
+
+
+def _publish(widget_key: str, shared_key: str, value: Any) -> None:
+    st.session_state[shared_key] = value
+    st.session_state[f"_{widget_key}_seen"] = st.session_state[widget_key]
+
+
+# -- checkpoints --------------------------------------------------------------------------------------
+
+def _runs_folder() -> None:
+    """The folder searched for run directories; its runs join the model list (a bad path is a message)."""
+    if "models_runs_folder" not in st.session_state:  # widget state is dropped on other pages: keep our own copy
+        st.session_state["models_runs_folder"] = st.session_state.get("_runs_folder", str(state.RUNS_DIR))
+    text = st.text_input("Run directories folder", key="models_runs_folder",
+                         help="Searched (3 levels deep) for `stdcl train` run directories and loose checkpoints.")
+    st.session_state["_runs_folder"] = text
+    folder = Path(text.strip()).expanduser()
+    old = st.session_state.get("_runs_entries", [])
+    extra = {k: v for k, v in st.session_state.get("extra_models", {}).items() if k not in old}
+    if not text.strip():
+        st.caption("No folder given: only the bundled and uploaded checkpoints are listed.")
+        found: list[ModelRef] = []
+    elif not folder.exists() and folder.resolve() == state.RUNS_DIR.resolve():
+        st.caption(f"No run directories yet: {folder} does not exist (fine-tuning, the last page, creates it).")
+        found = []
+    elif not folder.exists():
+        st.error(f"{folder}: no such folder")
+        found = []
+    elif not folder.is_dir():
+        st.error(f"{folder}: not a folder")
+        found = []
+    else:
+        try:
+            found = discover_models(folder)
+        except (StdclError, OSError) as e:
+            st.error(str(e))
+            found = []
+        same = folder.resolve() == state.RUNS_DIR.resolve()
+        st.caption(f"{len(found)} run director{'y' if len(found) == 1 else 'ies'} or checkpoint"
+                   f"{'' if len(found) == 1 else 's'} found in {folder}." + ("" if found else
+                   " Fine-tuning (last page) writes its runs to the default folder."))
+        if not same:
+            prefix = f"runs ({folder.name or folder})"
+            entries = {f"{prefix}: {r.label}": str(r.path) for r in found}
+            extra |= entries
+            st.session_state["_runs_entries"] = list(entries)
+            st.session_state["extra_models"] = extra
+            return
+    st.session_state["_runs_entries"] = []
+    st.session_state["extra_models"] = extra
+
+
+def _upload_checkpoint() -> None:
+    files = st.file_uploader("Upload a checkpoint: the .safetensors, its .json and (STD-CL) its .head.safetensors",
+                             type=["safetensors", "json"], accept_multiple_files=True, key="models_ckpt_files")
+    if not st.button("Add the uploaded checkpoint", key="models_ckpt_add", disabled=not files):
+        return
+    try:
+        for f in files:
+            up.check_upload_size(f.name, f.size)
+        path = up.save_checkpoint_upload(_upload_dir("checkpoints"), {f.name: f.getvalue() for f in files})
+    except StdclError as e:
+        st.error(str(e))
+        return
+    label = f"upload: {path.stem}"
+    _register(label, path)
+    _flash(f"Added **{label}**: choose it as checkpoint A or B above.")
+
+
+def _preset_changed() -> None:
+    preset = up.OFFICIAL_PRESETS.get(st.session_state["models_off_dataset"])
+    if preset:
+        st.session_state["models_off_classes"] = preset["num_classes"]
+        st.session_state["models_off_layout"] = preset["layout"]
+        st.session_state["models_off_window"] = preset["window"]
+        st.session_state["models_off_persons"] = preset["num_person"]
+
+
+def _import_official() -> None:
+    st.caption("Official weights of HCN, 2s-AGCN, CTR-GCN or Hyperformer (`.pt`). They are read with "
+               "`torch.load(weights_only=True)`: tensors only, nothing is unpickled. The imported model is "
+               "saved as a safetensors checkpoint and added to the list.")
+    pt = st.file_uploader("Official weights (.pt)", type=["pt", "pth"], key="models_off_file")
+    c1, c2, c3 = st.columns(3)
+    c1.selectbox("Encoder", available_encoders(), key="models_off_encoder")
+    datasets = [*up.OFFICIAL_PRESETS, NONE]
+    c2.selectbox("Trained on", datasets, key="models_off_dataset", on_change=_preset_changed,
+                 help="Sets classes, layout, window and persons to the benchmark's, and names the classes.")
+    st.session_state.setdefault("models_off_classes", 60)
+    st.session_state.setdefault("models_off_layout", "ntu25")
+    st.session_state.setdefault("models_off_window", 64)
+    st.session_state.setdefault("models_off_persons", 2)
+    c3.number_input("Classes", 1, 10000, key="models_off_classes")
+    c4, c5, c6 = st.columns(3)
+    layouts = available_layouts()
+    if st.session_state["models_off_layout"] not in layouts:
+        st.session_state["models_off_layout"] = layouts[0]
+    c4.selectbox("Layout", layouts, key="models_off_layout")
+    c5.number_input("Window (frames)", 1, 1000, key="models_off_window")
+    c6.number_input("Persons", 1, 4, key="models_off_persons")
+    if not st.button("Import", key="models_off_import", disabled=pt is None):
+        return
+    ss = st.session_state
+    dataset = None if ss["models_off_dataset"] == NONE else ss["models_off_dataset"]
+    try:
+        up.check_upload_size(pt.name, pt.size)
+        folder = _upload_dir("official")
+        saved = up.save_upload(folder, pt.name, pt.getvalue())
+        with st.spinner("Importing…"):
+            path = up.import_official(saved, folder, ss["models_off_encoder"], int(ss["models_off_classes"]),
+                                      ss["models_off_layout"], int(ss["models_off_window"]),
+                                      int(ss["models_off_persons"]), dataset)
+    except StdclError as e:
+        st.error(str(e))
+        return
+    label = f"imported: {path.stem}"
+    _register(label, path)
+    _flash(f"Imported **{label}** ({ss['models_off_encoder']}, a baseline: official weights have no STD-CL head). "
+           "Choose it as checkpoint A or B above.")
+
+
+def _describe(which: str, key: str | None, refs: dict[str, ModelRef]) -> None:
+    """One checkpoint's description and recorded metadata (a broken file is a message)."""
+    if key is None:
+        st.caption(f"No checkpoint {which}: the pages show model A alone.")
+        return
+    try:
+        model = state.get_model(str(refs[key].path))
+    except StdclError as e:
+        st.error(str(e))
+        return
+    meta = model.meta
+    st.markdown(f"**{which}: {model.describe()}**")
+    rec = meta.get("best") or meta.get("metrics") or {}
+    rows = {"kind": model.kind, "dataset": meta.get("dataset") or "not recorded",
+            "modality": meta.get("modality") or "joint", "epochs trained": meta.get("epoch", "not recorded"),
+            "recorded test top-1": f"{rec['test_top1']:.2%}" if isinstance(rec.get("test_top1"), (int, float))
+            else "not recorded",
+            "recorded val top-1": f"{rec['val_top1']:.2%}" if isinstance(rec.get("val_top1"), (int, float))
+            else "not recorded",
+            "STD-CL head": (f"yes (D = {model.head.dim}, r = {model.head.reduction}, {model.head.pooling} pooling)"
+                            if model.head is not None else "no (baseline)"),
+            "file": str(model.path)}
+    st.dataframe(pd.DataFrame({"": list(rows), "value": [str(v) for v in rows.values()]}), hide_index=True)
+
+
+def _checkpoints() -> None:
+    st.header("Checkpoints")
+    st.markdown("**A** is the model every page analyses; **B** (optional) is the one it is compared with, e.g. "
+                "the baseline of the same encoder.")
+    flash = st.session_state.pop("_models_flash", None)
+    if flash:
+        st.success(flash)
+    _runs_folder()
+    refs = state.model_options()
+    if not refs:
+        st.error("No checkpoints found: the bundled demo folder `checkpoints/` is empty.")
+        st.stop()
+    keys = list(refs)
+    a_default, b_default = state.default_pair(refs)
+    _sync("models_a", st.session_state.get("model_a", a_default), keys, a_default)
+    b_keys = [NONE, *keys]
+    b_shared = st.session_state.get("model_b", b_default)
+    _sync("models_b", NONE if b_shared is None else b_shared, b_keys, b_default or NONE)
+    c1, c2 = st.columns(2)
+    c1.selectbox("Checkpoint A (main)", keys, key="models_a")
+    c2.selectbox("Checkpoint B (comparison)", b_keys, key="models_b")
+    _publish("models_a", "model_a", st.session_state["models_a"])
+    b = st.session_state["models_b"]
+    _publish("models_b", "model_b", None if b == NONE else b)
+    if b != NONE and b == st.session_state["models_a"]:
+        st.warning("A and B are the same checkpoint: nothing to compare.")
+    d1, d2 = st.columns(2)
+    with d1:
+        _describe("A", st.session_state["model_a"], refs)
+    with d2:
+        _describe("B", st.session_state["model_b"], refs)
+    with st.expander("Add a checkpoint: upload .safetensors"):
+        _upload_checkpoint()
+    with st.expander("Add a checkpoint: import official .pt weights"):
+        _import_official()
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+def _init_data_widgets() -> None:
+    """First visit: the widgets start from the stored choice."""
+    if "models_data_kind" in st.session_state:
+        return
+    spec = state.data_choice()
+    ds = spec.get("dataset")
+    kind = next((k for k, (names, _p) in DATA_KINDS.items() if ds in names), "the model's own")
+    st.session_state["models_data_kind"] = kind
+    if ds:
+        st.session_state[f"models_ds_{kind}"] = ds
+    st.session_state["models_data_path"] = spec.get("path") or ""
+    st.session_state["models_split"] = spec.get("split", "test")
+    st.session_state["models_modality"] = spec.get("modality") or "the model's own"
+    st.session_state["models_max_samples"] = int(st.session_state.get("max_samples", state.DEFAULT_MAX_SAMPLES))
+
+
+def _data() -> None:
+    st.header("Data")
+    st.markdown("Which split every page analyses. By default each checkpoint's own dataset (recorded in its "
+                "metadata); choose another to see how a model does on different data.")
+    _init_data_widgets()
+    kind = st.radio("Dataset", list(DATA_KINDS), key="models_data_kind", horizontal=True)
+    names, path_help = DATA_KINDS[kind]
+    spec: dict[str, Any] = {}
+    ok = True
+    if names:
+        c1, c2 = st.columns([1, 2])
+        ds = c1.selectbox("Name", names, key=f"models_ds_{kind}") if len(names) > 1 else names[0]
+        spec["dataset"] = ds
+        if path_help is not None:
+            text = c2.text_input("Path", key="models_data_path", help=path_help).strip()
+            p = Path(text).expanduser() if text else None
+            if p is None:
+                st.error(f"{ds}: enter the path of the data ({path_help})")
+                ok = False
+            elif not p.exists():
+                st.error(f"{p}: no such file or folder")
+                ok = False
+            else:
+                spec["path"] = str(p)
+    c1, c2, c3 = st.columns(3)
+    spec["split"] = c1.radio("Split", ["test", "val"], key="models_split", horizontal=True,
+                             help="val: the validation part carved from the training split (as in training).")
+    modality = c2.selectbox("Modality", ["the model's own", *MODALITIES], key="models_modality")
+    if modality != "the model's own":
+        spec["modality"] = modality
+    max_samples = c3.number_input("Max samples analysed", 10, 1_000_000, step=500, key="models_max_samples",
+                                  help="Larger splits are analysed on a stratified, seeded subset of this size.")
+    st.session_state["max_samples"] = int(max_samples)
+    if ok:
+        st.session_state["data_choice"] = spec
+    else:
+        st.caption("The previous data choice stays in use until the path is fixed.")
+
+
+def _check() -> state.Selection:
+    """Load the selection; an incompatible checkpoint / dataset pair is a message (and stops the page)."""
+    st.subheader("Does it fit?")
+    sel = state.current_selection()
+    lines = [f"✅ **A** {sel.model.label} reads **{sel.data.describe()}**."]
+    if sel.other is not None:
+        lines.append(f"✅ **B** {sel.other.label} reads the same data.")
+    st.success("  \n".join(lines))
+    state.subset_notice(sel)
+    return sel
+
+
+# -- one sequence of the user's own --------------------------------------------------------------------
+
+@st.cache_data(show_spinner="Analysing your sequence…", max_entries=16)
+def _analyse(model_digest: str, file_key: str, emb_key: str, _model: LoadedModel, _x: np.ndarray,
+             _emb: Embeddings) -> dict[str, Any]:
+    return up.analyse_sequence(_model, _x, _emb, k=5)
+
+
+@st.cache_data(show_spinner="Computing attention maps…", max_entries=16)
+def _attributions(model_digest: str, file_key: str, emb_key: str, _model: LoadedModel, _x: np.ndarray,
+                  _emb: Embeddings) -> dict[str, Any]:
+    cents = {b: class_centroids(_emb, b) for b in ("spatial", "temporal")} if _model.head is not None else None
+    return sample_attributions(_model, _x, cents)
+
+
+def _neighbour_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([{"sample": r["name"], "class": r["class"], "cosine": round(r["cosine"], 4),
+                          "same as prediction": "✓" if r["same_class"] else ""} for r in records])
+
+
+def _sequence(sel: state.Selection) -> None:
+    st.header("Your own sequence")
+    st.markdown("Upload one sequence: a raw NTU RGB+D **.skeleton**, an NW-UCLA **.json**, or a **.npy** "
+                "array (C, T, V, M) or (T, V, C). It is read as the dataset would read it (NTU: the CTR-GCN "
+                "actor selection and centring), put through the split's evaluation transform and the modality, "
+                "and shown to the model.")
+    c1, c2 = st.columns([3, 2])
+    f = c1.file_uploader("Sequence file", type=["skeleton", "json", "npy"], key="models_seq_file")
+    which = c2.radio("Model", ["A", "B"] if sel.other is not None else ["A"], key="models_seq_model",
+                     format_func=lambda w: f"{w}: {(sel.model if w == 'A' else sel.other).label}", horizontal=True)
+    pre = c2.checkbox("The .npy is already preprocessed (skip the transform)", key="models_seq_pre")
+    if f is None:
+        return
+    model = sel.model if which == "A" else sel.other
+    spec = state.data_choice()
+    path = None
+    try:
+        up.check_upload_size(f.name, f.size)
+        path = up.save_upload(_upload_dir("sequences"), f.name, f.getvalue())
+        seq = up.sequence_input(path, model, spec.get("dataset"), spec.get("modality"), transformed=pre)
+        with state.guard():
+            emb = sel.embeddings(which)
+        file_key = file_digest([path]) + f":{pre}:{spec}"
+        res = _analyse(model.digest, file_key, emb.key, model, seq.x, emb)
+    except DataError as e:  # name the file as the user knows it, not its copy in the upload folder
+        st.error(str(DataError(f.name, e.problem, e.where)) if e.path == str(path) else str(e))
+        return
+    except StdclError as e:
+        st.error(str(e))
+        return
+    names = model.class_names
+    pred = res["prediction"]
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Predicted class", names[pred])
+    m2.metric("Probability", f"{res['probabilities'][pred]:.3f}")
+    if seq.label is not None:
+        m3.metric("True class (from the file name)", names[seq.label],
+                  "correct" if seq.label == pred else "wrong", delta_color="normal" if seq.label == pred else "inverse")
+    st.caption(f"{seq.name}: read as {seq.format}, raw shape {' × '.join(map(str, seq.raw.shape))}, model input "
+               f"{' × '.join(map(str, seq.x.shape))}; transform of {seq.dataset}: {seq.transform}; modality "
+               f"{seq.modality}.")
+    left, right = st.columns([2, 3])
+    with left:
+        st.markdown("**Top-5 prediction**")
+        st.dataframe(pd.DataFrame([{"class": r["name"], "probability": round(r["probability"], 4)}
+                                   for r in res["top"]]), hide_index=True)
+    with right:
+        st.plotly_chart(figures.skeleton_figure(seq.x, model.layout, animate=True, height=380),
+                        key="models_seq_skeleton")
+    _sequence_spaces(res, emb, model)
+    _sequence_attention(model, seq, emb, file_key)
+
+
+def _sequence_spaces(res: dict[str, Any], emb: Embeddings, model: LoadedModel) -> None:
+    st.subheader("Where it falls in the two embedding spaces")
+    src = "the STD-CL head's s and t" if emb.st_source == "head" else "the pooled embeddings (baseline)"
+    st.caption(f"Nearest samples of the analysed split by cosine similarity, in the spatial and temporal spaces "
+               f"({src}). “same as prediction” marks neighbours of the predicted class.")
+    methods = list(METHODS)
+    if st.session_state.get("models_seq_projection") not in methods:  # start from the Embeddings page's choice
+        shared = st.session_state.get("projection_method", "umap")
+        st.session_state["models_seq_projection"] = shared if shared in methods else methods[0]
+    method = st.radio("Projection", methods, key="models_seq_projection", horizontal=True)
+    cols = st.columns(2)
+    for col, space in zip(cols, ("spatial", "temporal")):
+        if space not in res["neighbours"]:
+            continue
+        with col:
+            st.markdown(f"**{space.capitalize()} space**")
+            st.dataframe(_neighbour_table(res["neighbours"][space]), hide_index=True)
+            with state.guard():
+                coords = state.get_projection(emb.key, space, method, emb)
+                xy = up.place_by_neighbours(coords, emb, space, res["spaces"][space], k=10)
+            fig = figures.embedding_scatter(coords, emb, "label", height=420, title=f"{space} ({method})")
+            st.plotly_chart(wt.add_query_marker(fig, xy), key=f"models_seq_proj_{space}")
+    st.caption("The star is placed, not projected: the projection is fitted on the split alone (the same "
+               "picture as on the Embeddings page), and the star sits at the mean position of your sequence's "
+               "10 nearest neighbours in that space, weighted by their cosine similarity.")
+
+
+def _sequence_attention(model: LoadedModel, seq: up.SequenceInput, emb: Embeddings, file_key: str) -> None:
+    st.subheader("Attention maps")
+    with state.guard():
+        att = _attributions(model.digest, file_key, emb.key, model, seq.x, emb)
+    names = model.class_names
+    cls = att["class_index"]
+    st.caption(f"Grad-CAM for the predicted class “{names[cls]}”: which joints at which frames raise its logit "
+               "(scaled to [0, 1]). The Attention page explains each view in detail.")
+    st.plotly_chart(figures.frames_joints_heatmap(att["grad_cam_frames"], model.layout, value_label="Grad-CAM",
+                                                  height=480), key="models_seq_cam")
+    sp, tp = att["spatial"], att["temporal"]
+    if sp is None or sp.get("contributions") is None:
+        st.caption("A baseline has no STD-CL head, so there is no exact per-joint / per-frame decomposition.")
+        return
+    c1, c2 = st.columns(2)
+    if len(sp["contributions"]) == model.layout.num_joints:
+        c1.plotly_chart(figures.joint_bar(sp["contributions"], model.layout, value_label="part of cos(s, c)",
+                                          title="per joint (spatial)"), key="models_seq_joints")
+    frames = seq.x.shape[1]
+    n = len(tp["contributions"])
+    c2.plotly_chart(figures.contribution_curve(tp["contributions"], x=np.linspace(0, frames - 1, n) if n > 1 else None,
+                                               value_label="part of cos(t, c)", xlabel="input frame",
+                                               title="per frame (temporal)"), key="models_seq_frames")
+    st.caption(f"Exact split of cos(s, c) and cos(t, c), c the centroid of the predicted class: the parts add up "
+               f"to {sp['cosine']:.3f} (spatial) and {tp['cosine']:.3f} (temporal).")
+
+
+# -- the page -----------------------------------------------------------------------------------------
+
+st.title("Models and data")
+_checkpoints()
+_data()
+selection = _check()
+_sequence(selection)

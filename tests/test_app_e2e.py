@@ -1,0 +1,238 @@
+"""End to end in a real browser: Playwright drives Debian's Chromium against ``streamlit run app/main.py``.
+
+Every page opens without an exception box and shows its heading; a box selection in the spatial
+projection of the Embeddings page highlights the same samples in the temporal one; a tiny
+fine-tuning run starts, is cancelled, and a reloaded page still shows it cancelled.
+
+Screenshots of each page go to ``$STDCL_ARTIFACTS`` (default: a pytest tmp folder), whole pages
+unless ``STDCL_SCREENSHOT_FULL=0`` (then the 1400 x 1000 window only), e.g. the README's::
+
+    STDCL_ARTIFACTS=docs/screenshots STDCL_SCREENSHOT_FULL=0 python -m pytest -q -n 0 tests/test_app_e2e.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from stdcl.train.jobs import JobManager
+from tests.browser import (
+    CHROMIUM,
+    ROOT,
+    StreamlitServer,
+    exceptions,
+    launch_chromium,
+    screenshot,
+    wait_idle,
+)
+
+if not CHROMIUM.is_file():
+    pytest.skip(f"{CHROMIUM} is absent (install Debian's chromium: apt-get install -y chromium)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+
+APP = ROOT / "app" / "main.py"
+#: (url path, navigation label, page heading, fewest plotly charts): url paths derive from the views' file names.
+PAGES = [
+    ("", "Start: decoupling explained", "Spatial-temporal decoupling, step by step", 3),
+    ("models", "Models and data", "Models and data", 0),
+    ("embeddings", "Embeddings", "Embeddings: spatial and temporal spaces, linked", 2),
+    ("attention", "Attention", "Attention over joints and frames", 2),
+    ("confusion", "Confusion", "Confusion: which classes", 1),
+    ("separation", "Separation", "Separation", 2),
+    ("finetune", "Fine-tune", "Fine-tune", 0),
+]
+SLOW_S = 120.0  # the first visit of a page computes embeddings / projections (cached afterwards)
+#: Tiny fine-tuning settings (the idea of tests/train_helpers.TINY), typed into the Advanced box.
+TINY = ["data.source={num_samples: 200}", "train.batch_size=8", "stdcl.loss.num_pos=2", "stdcl.loss.num_neg=8",
+        "stdcl.head.dim=32", "train.tensorboard=false"]
+
+FULL = os.environ.get("STDCL_SCREENSHOT_FULL", "1") != "0"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    folder = os.environ.get("STDCL_ARTIFACTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    srv = StreamlitServer(APP, {"STDCL_RUNS": str(tmp / "runs"), "STDCL_CACHE": str(tmp / "cache")}, tmp / "server.log")
+    try:
+        srv.wait_healthy()
+        yield srv
+    finally:
+        jobs = tmp / "runs" / ".jobs"
+        if jobs.is_dir():  # a test that failed mid-run must not leave its training process behind
+            JobManager(jobs).cancel()
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = launch_chromium(p)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, server, artifacts, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(SLOW_S * 1000)
+    failed_before = request.session.testsfailed
+    try:
+        yield pg
+    finally:
+        if request.session.testsfailed > failed_before:  # keep what the page showed when the test failed
+            try:
+                screenshot(pg, artifacts, f"failed-{request.node.name}")
+            except Exception:
+                pass
+        context.close()
+
+
+def open_page(page, server, path: str) -> None:
+    page.goto(f"{server.url}/{path}")
+    wait_idle(page, SLOW_S)
+
+
+def heading(page, text: str):
+    return page.locator('[data-testid="stHeading"] h1', has_text=text)
+
+
+def check_clean(page, server, what: str) -> None:
+    errs = exceptions(page)
+    assert not errs, f"{what}: exception on the page:\n{errs[0]}\n--- server log ---\n{server.tail()}"
+
+
+def test_every_page_opens_with_its_content(page, server, artifacts):
+    open_page(page, server, "")
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    for _, label, _, _ in PAGES:
+        assert nav.get_by_text(label, exact=True).count() == 1, f"no navigation link {label!r}"
+    for path, label, title, charts in PAGES:
+        if path:  # through the sidebar for the first pages, by URL for the rest (both are how users arrive)
+            if path in ("models", "embeddings"):
+                nav.get_by_text(label, exact=True).click()
+                page.wait_for_url(re.compile(rf"/{path}$"))
+                wait_idle(page, SLOW_S)
+            else:
+                open_page(page, server, path)
+        heading(page, title).first.wait_for(state="visible")
+        wait_idle(page, SLOW_S)
+        check_clean(page, server, label)
+        assert page.locator(".js-plotly-plot").count() >= charts, f"{label}: fewer than {charts} charts"
+        screenshot(page, artifacts, path or "start", FULL)
+
+
+#: Row ids (customdata[0]) of a chart's points inside a data-space box {x: [lo, hi], y: [lo, hi]}.
+ROWS_IN_RANGE_JS = """(gd, r) => {
+  const rows = [];
+  for (const t of gd._fullData)
+    for (let i = 0; i < t.x.length; i++)
+      if (t.x[i] >= r.x[0] && t.x[i] <= r.x[1] && t.y[i] >= r.y[0] && t.y[i] <= r.y[1]) rows.push(Number(t.customdata[i][0]));
+  return rows.sort((a, b) => a - b);
+}"""
+#: Row ids of a chart's highlighted points (analysis.figures.embedding_scatter draws them at size 10, others 5).
+HIGHLIGHTED_JS = """gd => {
+  const rows = [];
+  for (const t of gd._fullData) {
+    const s = t.marker.size;
+    for (let i = 0; i < t.x.length; i++) if ((typeof s === 'number' ? s : s[i]) >= 10) rows.push(Number(t.customdata[i][0]));
+  }
+  return rows.sort((a, b) => a - b);
+}"""
+
+
+def test_embeddings_box_selection_is_linked(page, server, artifacts):
+    open_page(page, server, "embeddings")
+    charts = page.locator(".js-plotly-plot")
+    spatial, temporal = charts.filter(has_text="A: spatial s"), charts.filter(has_text="A: temporal t")
+    assert spatial.count() == 1 and temporal.count() == 1
+    n_points = spatial.evaluate("gd => gd._fullData.reduce((n, t) => n + t.x.length, 0)")
+    assert temporal.evaluate(HIGHLIGHTED_JS) == []  # nothing highlighted yet
+    # box select: the modebar's Box Select tool (the charts start in lasso mode), then a mouse drag
+    spatial.scroll_into_view_if_needed()
+    spatial.hover()
+    spatial.locator('.modebar-btn[data-title="Box Select"]').click()
+    assert spatial.evaluate("gd => gd._fullLayout.dragmode") == "select"
+    spatial.evaluate("gd => gd.on('plotly_selected', e => { window.__stdclRange = e && e.range; })")
+    area = spatial.locator(".nsewdrag").first.bounding_box()
+    x0, y0 = area["x"] + 0.15 * area["width"], area["y"] + 0.15 * area["height"]
+    x1, y1 = area["x"] + 0.65 * area["width"], area["y"] + 0.65 * area["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+    page.wait_for_function("() => !!window.__stdclRange", timeout=10_000)
+    box = page.evaluate("() => window.__stdclRange")  # the data-space box plotly selected
+    expected = spatial.evaluate(ROWS_IN_RANGE_JS, box)  # spatial points inside it, before the rerun
+    assert 0 < len(expected) < n_points, (box, len(expected))
+
+    count = page.get_by_text(re.compile(r"[\d,]+ selected"))
+    count.first.wait_for()
+    wait_idle(page, SLOW_S)
+    check_clean(page, server, "embeddings after a selection")
+    n = int(re.search(r"([\d,]+) selected", count.first.inner_text()).group(1).replace(",", ""))
+    assert n == len(expected)
+    # the temporal chart highlights exactly the samples boxed in the spatial one (and so does the spatial one)
+    assert temporal.evaluate(HIGHLIGHTED_JS) == expected
+    assert spatial.evaluate(HIGHLIGHTED_JS) == expected
+    b_temporal = charts.filter(has_text="B: temporal t")
+    if b_temporal.count():  # model B drawn below: the same samples (by name) are highlighted there too
+        assert len(b_temporal.evaluate(HIGHLIGHTED_JS)) == n
+    screenshot(page, artifacts, "embeddings-selection", FULL)
+
+
+def test_finetune_start_cancel_and_reload(page, server, artifacts):
+    open_page(page, server, "finetune")
+    heading(page, "Fine-tune").wait_for()
+    page.get_by_text("No fine-tuning job yet").wait_for()
+    # a tiny run: a fixed number of steps, tiny data and head (the Advanced box)
+    page.locator('[data-testid="stRadio"]').filter(has_text="Length").get_by_text("steps", exact=True).click()
+    wait_idle(page)
+    steps = page.locator('[data-testid="stNumberInput"]').filter(has_text="Steps").locator("input")
+    steps.fill("500")
+    steps.press("Enter")
+    wait_idle(page)
+    page.get_by_text("Advanced", exact=True).click()
+    box = page.locator('[data-testid="stTextArea"] textarea')
+    box.fill("\n".join(TINY))
+    box.press("Control+Enter")
+    wait_idle(page)
+    # the plan follows the settings (waiting for it is waiting for the rerun they caused)
+    page.get_by_text("130 training items, 13 validation and 57 test samples, 13 classes: 500 steps of 8").first.wait_for()
+    wait_idle(page)
+    check_clean(page, server, "fine-tune settings")
+
+    page.get_by_role("button", name="Start", exact=True).click()
+    running = page.locator("h4", has_text="Job running:")
+    running.wait_for()
+    page.get_by_role("button", name="Start", exact=True).click()  # a second start is refused with a message
+    page.get_by_text("Not started: a training job is already running").wait_for()
+    screenshot(page, artifacts, "finetune-running", FULL)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    page.locator("h4", has_text="Job cancelled:").wait_for()
+    wait_idle(page)
+    check_clean(page, server, "fine-tune after cancel")
+
+    page.reload()  # the job lives in files: a reloaded page (a new session) reattaches to it
+    wait_idle(page, SLOW_S)
+    page.locator("h4", has_text="Job cancelled:").wait_for()
+    assert page.locator("h4", has_text="Job running:").count() == 0
+    check_clean(page, server, "fine-tune after reload")
+    screenshot(page, artifacts, "finetune-cancelled", FULL)

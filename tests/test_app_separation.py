@@ -1,0 +1,152 @@
+"""The Separation page on the bundled demo (AppTest): metric tables equal analysis.metrics, twin table,
+baseline-vs-STD-CL comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from analysis.datasets import open_analysis_data, stratified_subset  # noqa: E402
+from analysis.embeddings import SPACES, extract_embeddings  # noqa: E402
+from analysis.metrics import METRIC_INFO, compare_metrics, space_metrics, twin_separation  # noqa: E402
+from analysis.models import bundled_models, load_model  # noqa: E402
+
+APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
+MAX_SAMPLES = 130  # a stratified subset of the 858 test samples keeps the file fast
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STDCL_CACHE", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("STDCL_RUNS", str(tmp_path_factory.mktemp("runs")))
+        # this page draws no projection: skip the app's background UMAP JIT warm-up (CPU the test needs)
+        mp.setattr("analysis.projections.warm_up_umap", lambda: 0.0)
+        yield
+
+
+@pytest.fixture(scope="module")
+def reference(env):
+    """Embeddings of A (STD-CL demo) and B (its baseline) on the page's samples, and their metrics
+    computed here without the cache."""
+    refs = {r.label: r for r in bundled_models()}
+    out, data = {}, None
+    for which, label in (("A", "synthetic_hcn_stdcl"), ("B", "synthetic_hcn_baseline")):
+        model = load_model(refs[label].path)
+        if data is None:  # both checkpoints read the same synthetic test split
+            data = open_analysis_data(model, "test")
+        emb = extract_embeddings(model, data, stratified_subset(data.labels, MAX_SAMPLES))
+        out[which] = (model, emb, space_metrics(emb, use_cache=False))
+    return out
+
+
+def _app(**state) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["max_samples"] = MAX_SAMPLES
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    at.switch_page("views/separation.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _table(at: AppTest, column: str) -> pd.DataFrame:
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(found) == 1, f"{len(found)} tables with a column {column!r}"
+    return found[0]
+
+
+def _close(got, want) -> None:
+    np.testing.assert_allclose(np.asarray(got, dtype=float), np.asarray([np.nan if v is None else v for v in want],
+                                                                        dtype=float), rtol=1e-9, atol=1e-12)
+
+
+def _check_overall_and_per_class(at: AppTest, metrics: dict, class_names: list[str]) -> None:
+    overall = _table(at, "what it measures")
+    assert list(overall.columns[:3]) == list(SPACES)
+    assert list(overall.index) == list(METRIC_INFO)
+    for s in SPACES:
+        _close(overall[s], [metrics[s]["overall"][m] for m in METRIC_INFO])
+    assert list(overall["better"]) == [i.better for i in METRIC_INFO.values()]
+    per_class = _table(at, "centroid_margin")
+    assert list(per_class.index) == class_names
+    space = at.selectbox(key="sep_space").value
+    for col in ("knn_accuracy", "silhouette", "centroid_margin", "alignment"):
+        _close(per_class[col], metrics[space]["per_class"][col])
+    assert list(per_class["n"]) == metrics[space]["per_class"]["n"]
+
+
+def test_metric_tables_equal_analysis_metrics(reference):
+    model_a, emb_a, met_a = reference["A"]
+    model_b, emb_b, met_b = reference["B"]
+    at = _app()
+    assert any("never on the 2-D coordinates" in m.value for m in at.markdown)
+    _check_overall_and_per_class(at, met_a, emb_a.class_names)
+    # per class: a bar chart; per pair: the centroid-similarity and pair-separation heatmaps
+    assert len(at.get("vega_lite_chart")) == 1
+    assert len(at.get("plotly_chart")) == 5  # 2 pair heatmaps, the A-vs-B bars, 2 twin bar charts
+
+    # another space for the per-class table
+    at.selectbox(key="sep_space").set_value("temporal").run()
+    assert not at.exception
+    _check_overall_and_per_class(at, met_a, emb_a.class_names)
+
+    # baseline vs STD-CL: every compare_metrics row, both models named
+    cmp = _table(at, "B − A")
+    rows = compare_metrics(met_a, met_b)
+    assert f"A: {model_a.label}" in cmp.columns and f"B: {model_b.label}" in cmp.columns
+    assert list(zip(cmp["space"], cmp["metric"])) == [(r["space"], r["metric"]) for r in rows]
+    _close(cmp[f"A: {model_a.label}"], [r["a"] for r in rows])
+    _close(cmp[f"B: {model_b.label}"], [r["b"] for r in rows])
+    who = {"a": f"A: {model_a.label}", "b": f"B: {model_b.label}", "=": "equal", None: "–"}
+    assert list(cmp["better"]) == [who[r["better"]] for r in rows]
+    assert {"A: synthetic_hcn_stdcl", "B: synthetic_hcn_baseline"} <= set(cmp["better"])
+
+    # twin pairs: 6 rows, 3 spatial and 3 temporal, values of twin_separation for both models
+    twins = _table(at, "type")
+    assert len(twins) == 6
+    assert sorted(twins["type"]) == ["spatial"] * 3 + ["temporal"] * 3
+    for which, emb in (("A", emb_a), ("B", emb_b)):
+        ref = twin_separation(emb, SPACES)
+        assert list(twins["pair"]) == [r["pair"] for r in ref]
+        for s in SPACES:
+            _close(twins[f"{which} {s}"], [r["spaces"][s]["knn_accuracy"] for r in ref])
+    at.selectbox(key="sep_twin_metric").set_value("centroid_cosine").run()
+    assert not at.exception
+    ref = twin_separation(emb_b, SPACES)
+    _close(_table(at, "type")["B spatial"], [r["spaces"]["spatial"]["centroid_cosine"] for r in ref])
+
+    # the pooled spaces compared on equal terms
+    at.checkbox(key="sep_pooled").check().run()
+    assert not at.exception
+    pooled = _table(at, "B − A")
+    assert set(pooled["space"]) == set(SPACES) | {"spatial_pooled", "temporal_pooled"}
+    want = space_metrics(emb_b, spaces=("spatial_pooled",), use_cache=False)["spatial_pooled"]["overall"]["fisher"]
+    got = pooled[(pooled["space"] == "spatial_pooled") & (pooled["metric"] == "fisher")][f"B: {model_b.label}"]
+    _close(got, [want])
+
+    # model B's own tables
+    at.radio(key="sep_model").set_value("B").run()
+    assert not at.exception
+    _check_overall_and_per_class(at, met_b, emb_b.class_names)
+    assert any("is a baseline (no STD-CL head)" in c.value for c in at.caption)
+
+
+def test_single_checkpoint_has_no_comparison(reference):
+    _, emb_a, met_a = reference["A"]
+    at = _app(model_b=None)
+    _check_overall_and_per_class(at, met_a, emb_a.class_names)
+    assert not [d for d in at.dataframe if "B − A" in d.value.columns]
+    assert any("Choose a second checkpoint" in i.value for i in at.info)
+    twins = _table(at, "type")
+    assert len(twins) == 6 and not any(c.startswith("B ") for c in twins.columns)

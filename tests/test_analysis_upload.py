@@ -10,30 +10,26 @@ import pytest
 import torch
 
 from analysis import upload as up
-from analysis.datasets import open_analysis_data, stratified_subset
-from analysis.embeddings import extract_embeddings
-from analysis.models import LoadedModel, bundled_models, load_model
+from analysis.datasets import open_analysis_data
+from analysis.models import LoadedModel, load_model
 from stdcl.data.base import SkeletonDataset
 from stdcl.data.classes import UCLA_CLASSES, ntu_classes
 from stdcl.data.ntu_prepare import prepare_ntu
 from stdcl.data.registry import open_dataset
 from stdcl.encoders import build_encoder
 from stdcl.errors import DataError
+from tests.app_helpers import bundled_model, module_env, subset_embeddings
 from tests.ntu_skeleton_synth import synth_files, write_files
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STDCL_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.setenv("STDCL_UPLOADS", str(tmp_path_factory.mktemp("uploads")))
-        yield
+    yield from module_env(tmp_path_factory, ("cache", "uploads"))
 
 
 @pytest.fixture(scope="module")
 def model(env) -> LoadedModel:
-    return load_model(next(r for r in bundled_models() if r.label == "synthetic_hcn_stdcl"))
+    return bundled_model("A")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +39,7 @@ def data(model):
 
 @pytest.fixture(scope="module")
 def emb(model, data):
-    return extract_embeddings(model, data, stratified_subset(data.labels, 100))
+    return subset_embeddings(model, data, 100)
 
 
 def _one_line(exc: pytest.ExceptionInfo, path: Path) -> str:

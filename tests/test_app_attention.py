@@ -2,88 +2,49 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from analysis.attributions import class_centroids, grad_cam, sample_attributions  # noqa: E402
-from analysis.datasets import open_analysis_data, stratified_subset  # noqa: E402
-from analysis.embeddings import extract_embeddings  # noqa: E402
-from analysis.models import bundled_models, load_model  # noqa: E402
+from tests.app_helpers import arr, figures, module_env, open_app, reference  # noqa: E402
 
-APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
-MAX_SAMPLES = 130  # a stratified subset of the 858 test samples keeps the file fast
 ROW = 7
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STDCL_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.setenv("STDCL_RUNS", str(tmp_path_factory.mktemp("runs")))
-        # this page draws no projection: skip the app's background UMAP JIT warm-up (CPU the test needs)
-        mp.setattr("analysis.projections.warm_up_umap", lambda: 0.0)
-        yield
+    yield from module_env(tmp_path_factory, umap_warm_up=False)  # this page draws no projection
 
 
 @pytest.fixture(scope="module")
-def reference(env):
+def demo(env):
     """The STD-CL demo model, its data and the embeddings the page analyses (same subset)."""
-    ref = next(r for r in bundled_models() if r.label == "synthetic_hcn_stdcl")
-    model = load_model(ref.path)
-    data = open_analysis_data(model, "test")
-    emb = extract_embeddings(model, data, stratified_subset(data.labels, MAX_SAMPLES))
-    return model, data, emb
+    return reference("A")
 
 
 def _app() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.session_state["max_samples"] = MAX_SAMPLES
-    at.session_state["inspect_row"] = ROW
-    at.run()
-    at.switch_page("views/attention.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _figures(at: AppTest) -> dict[str, dict]:
-    return {el.proto.id: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
-
-
-def _arr(v) -> np.ndarray:
-    """A plotly JSON array: a list, or a typed array ``{"dtype", "bdata"[, "shape"]}`` (plotly >= 6)."""
-    if isinstance(v, dict) and "bdata" in v:
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        shape = v.get("shape")
-        return a.reshape([int(n) for n in str(shape).split(",")] if shape else -1).astype(float)
-    return np.asarray(v, dtype=float)
+    return open_app("attention", inspect_row=ROW)
 
 
 def _figure_with(at: AppTest, trace_type: str) -> dict:
-    figs = [f for f in _figures(at).values() if any(d["type"] == trace_type for d in f["data"])]
+    figs = [f for f in figures(at) if any(d["type"] == trace_type for d in f["data"])]
     assert figs, f"no {trace_type} chart"
     return figs[0]
 
 
 def _frame_curve(at: AppTest) -> dict:
-    figs = [f for f in _figures(at).values()
+    figs = [f for f in figures(at)
             if f["layout"].get("xaxis", {}).get("title", {}).get("text") == "input frame"
             and f["layout"].get("yaxis", {}).get("title", {}).get("text") == "part of cos(t, c)"]
     assert len(figs) == 1
     return figs[0]
 
 
-def test_decomposition_sum_check_heatmap_and_curve(reference):
-    model, data, emb = reference
+def test_decomposition_sum_check_heatmap_and_curve(demo):
+    model, data, emb = demo
     at = _app()
     # the page opened the inspected row, with its class and sample pickers on it
     assert at.selectbox(key="att_row").value == ROW
@@ -106,9 +67,9 @@ def test_decomposition_sum_check_heatmap_and_curve(reference):
 
     heat = _figure_with(at, "heatmap")
     cam_pred = grad_cam(model, x[None])  # predicted class by default
-    np.testing.assert_allclose(_arr(heat["data"][0]["z"]).T, cam_pred["frames"][0], atol=1e-5)
+    np.testing.assert_allclose(arr(heat["data"][0]["z"]).T, cam_pred["frames"][0], atol=1e-5)
     curve = _frame_curve(at)
-    np.testing.assert_allclose(_arr(curve["data"][0]["y"]), ref["temporal"]["contributions"], atol=1e-6)
+    np.testing.assert_allclose(arr(curve["data"][0]["y"]), ref["temporal"]["contributions"], atol=1e-6)
     skel = _figure_with(at, "scatter3d")
     assert len(skel["frames"]) == x.shape[1]  # animated: one plotly frame per input frame (32 <= MAX_FRAMES)
     assert any("mean" in i.value and "pooling" in i.value for i in at.info)  # bundled head: mean pooling
@@ -126,7 +87,7 @@ def test_decomposition_sum_check_heatmap_and_curve(reference):
     at.selectbox(key="att_other_class").set_value(other).run()
     assert not at.exception
     heat = _figure_with(at, "heatmap")
-    np.testing.assert_allclose(_arr(heat["data"][0]["z"]).T,
+    np.testing.assert_allclose(arr(heat["data"][0]["z"]).T,
                                grad_cam(model, x[None], other)["frames"][0], atol=1e-5)
     # the decomposition still refers to the sample's own class
     assert [m.value for m in at.markdown if m.value.startswith("**Check (")] == checks
@@ -138,7 +99,7 @@ def test_decomposition_sum_check_heatmap_and_curve(reference):
     assert at.session_state["inspect_row"] == int(new_row)
 
 
-def test_baseline_shows_no_head_note_and_grad_cam_only(reference):
+def test_baseline_shows_no_head_note_and_grad_cam_only(demo):
     at = _app()
     at.radio(key="att_model").set_value("B").run()
     assert not at.exception
@@ -146,12 +107,12 @@ def test_baseline_shows_no_head_note_and_grad_cam_only(reference):
     assert any("no STD-CL head" in w.value for w in at.warning)
     assert not [m.value for m in at.markdown if m.value.startswith("**Check (")]
     assert not any(s.value.startswith("Per-joint") for s in at.subheader)
-    types = {d["type"] for f in _figures(at).values() for d in f["data"]}
+    types = {d["type"] for f in figures(at) for d in f["data"]}
     assert "heatmap" in types and "scatter3d" in types
     assert at.selectbox(key="att_row").value == ROW  # the same sample under the other model
 
 
-def test_attention_weights_and_relation_maps_when_present(reference, monkeypatch):
+def test_attention_weights_and_relation_maps_when_present(demo, monkeypatch):
     """The bundled head pools by the mean and HCN has no relation maps: feed the page attributions that
     have both (as an attention-pooling head on a graph encoder gives) and check it draws exactly them."""
     import streamlit as st
@@ -173,15 +134,15 @@ def test_attention_weights_and_relation_maps_when_present(reference, monkeypatch
     assert not any("mean pooling" in i.value or "no joint-relation maps" in i.value for i in at.info)
 
     def titled(title: str) -> dict:
-        figs = [f for f in _figures(at).values() if f["layout"].get("title", {}).get("text") == title]
+        figs = [f for f in figures(at) if f["layout"].get("title", {}).get("text") == title]
         assert len(figs) == 1, title
         return figs[0]
 
-    np.testing.assert_allclose(_arr(titled("spatial branch")["data"][0]["y"]), att["spatial"][0], atol=1e-12)
-    np.testing.assert_allclose(_arr(titled("temporal branch")["data"][0]["y"]), att["temporal"][0], atol=1e-12)
-    np.testing.assert_allclose(_arr(titled("block 1 of 3")["data"][0]["z"]), rel[0], atol=1e-12)
+    np.testing.assert_allclose(arr(titled("spatial branch")["data"][0]["y"]), att["spatial"][0], atol=1e-12)
+    np.testing.assert_allclose(arr(titled("temporal branch")["data"][0]["y"]), att["temporal"][0], atol=1e-12)
+    np.testing.assert_allclose(arr(titled("block 1 of 3")["data"][0]["z"]), rel[0], atol=1e-12)
     at.radio(key="att_person").set_value(1).run()
     at.slider(key="att_layer").set_value(3).run()
     assert not at.exception
-    np.testing.assert_allclose(_arr(titled("spatial branch")["data"][0]["y"]), att["spatial"][1], atol=1e-12)
-    np.testing.assert_allclose(_arr(titled("block 3 of 3")["data"][0]["z"]), rel[2], atol=1e-12)
+    np.testing.assert_allclose(arr(titled("spatial branch")["data"][0]["y"]), att["spatial"][1], atol=1e-12)
+    np.testing.assert_allclose(arr(titled("block 3 of 3")["data"][0]["z"]), rel[2], atol=1e-12)

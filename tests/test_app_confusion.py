@@ -5,90 +5,42 @@ A click on a cell is simulated as the browser reports it (streamlit 1.67): plotl
 selection for heatmap cells, so the page lays an invisible marker on each cell whose ``customdata``
 is ``[true, predicted, count, share]``; a click selects that marker and Streamlit receives
 ``{"selection": {"points": [{"curve_number", "point_index", "x", "y", "customdata": {"0": t, "1": p,
-...}}], ...}}``. :func:`_click` sends that JSON in the next run's widget states (the path the browser
-takes, through Streamlit's deserialiser); the public ``at.session_state[<chart key>] = payload`` route
-is used for the heatmap-style payload (``x`` / ``y`` class names only).
+...}}], ...}}``. :func:`_click` sends that JSON in the next run's widget states
+(:func:`tests.app_helpers.send_selection`: the path the browser takes, through Streamlit's
+deserialiser); the public ``at.session_state[<chart key>] = payload`` route is used for the
+heatmap-style payload (``x`` / ``y`` class names only).
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 from scipy.special import softmax
 
 pytest.importorskip("streamlit")
-from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
 from analysis.confusion import confusion, most_confused
-from analysis.datasets import open_analysis_data, stratified_subset
-from analysis.embeddings import extract_embeddings
-from analysis.models import bundled_models, load_model
 from analysis.neighbours import nearest_neighbours
 from app.inspector import NEIGHBOUR_COLUMNS
+from tests.app_helpers import arr, chart, module_env, open_app, reference_pair, rerun, send_selection, tables
 
-APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
-MAX_SAMPLES = 130
 CELL_COLUMNS = ["row", "name", "index", "confidence"]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STDCL_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.setenv("STDCL_RUNS", str(tmp_path_factory.mktemp("runs")))
-        yield
+    yield from module_env(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def ref(env):
-    refs = {r.label: r for r in bundled_models()}
-    out = {}
-    for which, label in (("A", "synthetic_hcn_stdcl"), ("B", "synthetic_hcn_baseline")):
-        model = load_model(refs[label].path)
-        data = open_analysis_data(model, "test")
-        out[which] = extract_embeddings(model, data, stratified_subset(data.labels, MAX_SAMPLES))
-    return out
+    return {which: r.emb for which, r in reference_pair().items()}
 
 
 @pytest.fixture(scope="module")
 def app(env):
-    at = AppTest.from_file(str(APP), default_timeout=180)
-    at.session_state["max_samples"] = MAX_SAMPLES
-    at.session_state["projection_method"] = "pca"
-    at.run()
-    at.switch_page("views/confusion.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _rerun(at: AppTest, **state) -> AppTest:
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _arr(v) -> np.ndarray:
-    """A plotly JSON array: a list, or a typed array ``{"dtype", "bdata"[, "shape"]}`` (plotly >= 6)."""
-    if isinstance(v, dict) and "bdata" in v:
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).astype(float)
-        shape = v.get("shape")
-        return a.reshape([int(n) for n in str(shape).split(",")]) if shape else a
-    return np.asarray(v, dtype=float)
-
-
-def _chart(at: AppTest, key: str) -> tuple[dict, object]:
-    el = next(el for el in at.get("plotly_chart") if el.key == key)
-    return json.loads(el.proto.spec), el
+    return open_app("confusion")
 
 
 def _heatmap(spec: dict) -> dict:
@@ -96,23 +48,18 @@ def _heatmap(spec: dict) -> dict:
 
 
 def _cell_table(at: AppTest):
-    return next(d.value for d in at.dataframe if list(d.value.columns) == CELL_COLUMNS)
+    return tables(at, *CELL_COLUMNS)[0]
 
 
 def _click(at: AppTest, key: str, t: int, p: int) -> AppTest:
     """Send a click on cell (true ``t``, predicted ``p``) of chart ``key`` as the browser reports it."""
-    spec, el = _chart(at, key)
+    spec, _ = chart(at, key)
     cells = next(d for d in spec["data"] if d["type"] == "scatter")
-    cd = _arr(cells["customdata"]).reshape(-1, 4)
+    cd = arr(cells["customdata"]).reshape(-1, 4)
     i = int(np.flatnonzero((cd[:, 0] == t) & (cd[:, 1] == p))[0])
     point = {"curve_number": spec["data"].index(cells), "point_number": i, "point_index": i, "x": cells["x"][i],
              "y": cells["y"][i], "customdata": {str(j): float(v) for j, v in enumerate(cd[i])}}
-    payload = {"selection": {"points": [point], "point_indices": [i], "box": [], "lasso": []}}
-    states = at._tree.get_widget_states()
-    states.widgets.append(WidgetState(id=el.proto.id, string_value=json.dumps(payload)))
-    at._run(states)
-    assert not at.exception, at.exception
-    return at
+    return send_selection(at, key, [point])
 
 
 def _expected_cell(emb, t: int, p: int) -> list[str]:
@@ -126,21 +73,21 @@ def _expected_cell(emb, t: int, p: int) -> list[str]:
 def test_matrix_counts_and_shares_equal_the_analysis(app, ref):
     emb = ref["A"]
     want = confusion(emb)["matrix"]
-    at = _rerun(app, conf_normalise=False)
-    spec, _ = _chart(at, "confusion_A")
+    at = rerun(app, conf_normalise=False)
+    spec, _ = chart(at, "confusion_A")
     hm = _heatmap(spec)
-    np.testing.assert_array_equal(_arr(hm["z"]).reshape(want.shape), want)
+    np.testing.assert_array_equal(arr(hm["z"]).reshape(want.shape), want)
     assert hm["x"] == emb.class_names and hm["y"] == emb.class_names
     # independent count: labels vs argmax of the logits
     pred = emb.logits.argmax(1)
     for t, p in [(0, 0), (0, 4), (8, 9), (12, 12)]:
         assert want[t, p] == np.sum((emb.labels == t) & (pred == p))
     # every cell carries a clickable marker with its (true, predicted, count)
-    cells = _arr(next(d for d in spec["data"] if d["type"] == "scatter")["customdata"]).reshape(-1, 4)
+    cells = arr(next(d for d in spec["data"] if d["type"] == "scatter")["customdata"]).reshape(-1, 4)
     assert len(cells) == want.size
     np.testing.assert_array_equal(cells[:, 2], want[cells[:, 0].astype(int), cells[:, 1].astype(int)])
-    at = _rerun(at, conf_normalise=True)
-    z = _arr(_heatmap(_chart(at, "confusion_A")[0])["z"]).reshape(want.shape)
+    at = rerun(at, conf_normalise=True)
+    z = arr(_heatmap(chart(at, "confusion_A")[0])["z"]).reshape(want.shape)
     np.testing.assert_allclose(z, want / want.sum(1, keepdims=True), rtol=1e-12)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["top-1 accuracy"] == f"{np.mean(pred == emb.labels):.1%}"
@@ -151,7 +98,7 @@ def test_clicked_cell_lists_exactly_its_samples_and_opens_the_inspector(app, ref
     emb = ref["A"]
     pair = most_confused(emb, 1)[0]
     t, p = pair["true"], pair["predicted"]
-    at = _rerun(app)
+    at = rerun(app)
     at.selectbox(key="conf_true").set_value(2)
     at.selectbox(key="conf_pred").set_value(2).run()  # start from another cell
     at = _click(at, "confusion_A", t, p)
@@ -159,10 +106,10 @@ def test_clicked_cell_lists_exactly_its_samples_and_opens_the_inspector(app, ref
     table = _cell_table(at)
     assert table["name"].tolist() == _expected_cell(emb, t, p) and len(table) >= 1
     assert [emb.names[r] for r in table["row"]] == table["name"].tolist()
-    shape = next(s for s in _chart(at, "confusion_A")[0]["layout"]["shapes"] if s.get("name") == "chosen-cell")
+    shape = next(s for s in chart(at, "confusion_A")[0]["layout"]["shapes"] if s.get("name") == "chosen-cell")
     assert (shape["x0"] + 0.5, shape["y0"] + 0.5) == (p, t)  # the clicked cell is outlined
     # the chart redraws (outline moved) and reports no selection: the chosen cell stays
-    at = _rerun(at)
+    at = rerun(at)
     assert (at.session_state["conf_true"], at.session_state["conf_pred"]) == (t, p)
 
     # open the first sample in the inspector
@@ -173,7 +120,7 @@ def test_clicked_cell_lists_exactly_its_samples_and_opens_the_inspector(app, ref
     names = emb.class_names
     assert any(m.value.startswith(f"**Label:** {names[t]}  \n**Prediction:** {names[p]} ❌")
                for m in at.markdown)
-    nb_tables = [d.value for d in at.dataframe if list(d.value.columns) == NEIGHBOUR_COLUMNS]
+    nb_tables = tables(at, *NEIGHBOUR_COLUMNS)
     assert len(nb_tables) == 3
     for space, nb_table in zip(("global", "spatial", "temporal"), nb_tables):
         assert nb_table["name"].iloc[0] == emb.names[nearest_neighbours(emb, row, space, 5).rows[0]]
@@ -183,12 +130,12 @@ def test_clicked_cell_lists_exactly_its_samples_and_opens_the_inspector(app, ref
 def test_diagonal_cell_from_a_heatmap_style_payload(app, ref):
     """A payload with only the cell's class names (what a heatmap point carries) selects that cell."""
     emb = ref["A"]
-    at = _rerun(app)
+    at = rerun(app)
     k = 5
     at.session_state["confusion_A"] = {"selection": {"points": [{"curve_number": 0, "x": emb.class_names[k],
                                                                  "y": emb.class_names[k], "z": 1.0}],
                                                      "point_indices": [], "box": [], "lasso": []}}
-    at = _rerun(at)
+    at = rerun(at)
     assert (at.session_state["conf_true"], at.session_state["conf_pred"]) == (k, k)
     assert _cell_table(at)["name"].tolist() == _expected_cell(emb, k, k)
     del at.session_state["confusion_A"]
@@ -196,7 +143,7 @@ def test_diagonal_cell_from_a_heatmap_style_payload(app, ref):
 
 def test_pairs_per_class_accuracy_and_the_change_from_b_to_a(app, ref):
     a, b = ref["A"], ref["B"]
-    at = _rerun(app)
+    at = rerun(app)
     frames = {tuple(d.value.columns): d.value for d in at.dataframe}
     pairs = frames[("true", "predicted as", "count", "share of the class", "examples")]
     want = most_confused(a, 10)
@@ -216,8 +163,7 @@ def test_pairs_per_class_accuracy_and_the_change_from_b_to_a(app, ref):
     assert set(listing.loc[listing["change"] == "broken", "sample"]) == {a.names[i] for i in np.flatnonzero(~ok_a & ok_b)}
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["samples fixed by A"] == str(int(np.sum(ok_a & ~ok_b)))
-    helped_hurt = [d.value for d in at.dataframe if list(d.value.columns) == ["class", "samples", "accuracy B",
-                                                                              "accuracy A", "change"]]
+    helped_hurt = tables(at, "class", "samples", "accuracy B", "accuracy A", "change")
     assert len(helped_hurt) == 2
     for table, sign in zip(helped_hurt, (1, -1)):
         for _, r in table.iterrows():
@@ -225,18 +171,18 @@ def test_pairs_per_class_accuracy_and_the_change_from_b_to_a(app, ref):
             acc_a, acc_b = np.mean(pred_a[a.labels == k] == k), np.mean(pred_b[b.labels == k] == k)
             assert r["accuracy A"] == pytest.approx(acc_a) and r["accuracy B"] == pytest.approx(acc_b)
             assert np.sign(r["change"]) == sign and r["change"] == pytest.approx(acc_a - acc_b)
-    spec, _ = _chart(at, "conf_change")
-    delta = _arr(_heatmap(spec)["z"]).reshape(len(a.class_names), -1)
+    spec, _ = chart(at, "conf_change")
+    delta = arr(_heatmap(spec)["z"]).reshape(len(a.class_names), -1)
     ma, mb = confusion(a)["matrix"], confusion(b)["matrix"]
     np.testing.assert_allclose(delta, ma / ma.sum(1, keepdims=True) - mb / mb.sum(1, keepdims=True), atol=1e-12)
 
 
 def test_model_b_matrix(app, ref):
-    at = _rerun(app, conf_normalise=False)
+    at = rerun(app, conf_normalise=False)
     at.radio(key="conf_model").set_value("B").run()
     assert not at.exception
-    spec, _ = _chart(at, "confusion_B")
+    spec, _ = chart(at, "confusion_B")
     want = confusion(ref["B"])["matrix"]
-    np.testing.assert_array_equal(_arr(_heatmap(spec)["z"]).reshape(want.shape), want)
+    np.testing.assert_array_equal(arr(_heatmap(spec)["z"]).reshape(want.shape), want)
     at.radio(key="conf_model").set_value("A")
-    _rerun(at, conf_normalise=True)
+    rerun(at, conf_normalise=True)

@@ -13,83 +13,38 @@ off), hands the page the plain dict; :func:`test_selection_through_session_state
 
 from __future__ import annotations
 
-import base64
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("streamlit")
-from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
 from analysis.confusion import align
-from analysis.datasets import open_analysis_data, stratified_subset
-from analysis.embeddings import POOLED_DEFINITION, extract_embeddings
-from analysis.models import bundled_models, load_model
+from analysis.embeddings import POOLED_DEFINITION
 from analysis.neighbours import nearest_neighbours, top_classes
 from analysis.projections import project
 from app.inspector import NEIGHBOUR_COLUMNS
+from tests.app_helpers import arr, charts, module_env, open_app, reference_pair, rerun, send_selection, tables
 
-APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
-MAX_SAMPLES = 130  # a stratified subset of the 858 test samples keeps the file fast
 SPACES = ("global", "spatial", "temporal")
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STDCL_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.setenv("STDCL_RUNS", str(tmp_path_factory.mktemp("runs")))
-        yield
+    yield from module_env(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def ref(env):
     """The embeddings the page analyses, computed independently: A = STD-CL demo, B = its baseline."""
-    refs = {r.label: r for r in bundled_models()}
-    out = {}
-    for which, label in (("A", "synthetic_hcn_stdcl"), ("B", "synthetic_hcn_baseline")):
-        model = load_model(refs[label].path)
-        data = open_analysis_data(model, "test")
-        out[which] = extract_embeddings(model, data, stratified_subset(data.labels, MAX_SAMPLES))
-    out["b_rows"] = align(out["A"], out["B"])
-    return out
+    out = {which: r.emb for which, r in reference_pair().items()}
+    return {**out, "b_rows": align(out["A"], out["B"])}
 
 
 @pytest.fixture(scope="module")
 def app(env):
-    """One AppTest on the Embeddings page (the start page runs once), PCA projections for speed."""
-    at = AppTest.from_file(str(APP), default_timeout=180)
-    at.session_state["max_samples"] = MAX_SAMPLES
-    at.session_state["projection_method"] = "pca"
-    at.run()
-    at.switch_page("views/embeddings.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _rerun(at: AppTest, **state) -> AppTest:
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _arr(v) -> np.ndarray:
-    """A plotly JSON array: a list, or a typed array ``{"dtype", "bdata"[, "shape"]}`` (plotly >= 6)."""
-    if isinstance(v, dict) and "bdata" in v:
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).astype(float)
-    return np.asarray(v, dtype=float)
-
-
-def _charts(at: AppTest) -> dict[str, dict]:
-    return {el.key: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
+    """One AppTest on the Embeddings page, PCA projections for speed."""
+    return open_app("embeddings")
 
 
 def _points(spec: dict) -> list[dict]:
@@ -98,10 +53,10 @@ def _points(spec: dict) -> list[dict]:
     for ci, tr in enumerate(spec["data"]):
         if "customdata" not in tr:
             continue
-        rows = _arr(tr["customdata"]).reshape(-1).astype(int)
-        xs, ys = _arr(tr["x"]), _arr(tr["y"])
+        rows = arr(tr["customdata"]).reshape(-1).astype(int)
+        xs, ys = arr(tr["x"]), arr(tr["y"])
         size = tr["marker"]["size"]
-        sizes = np.full(len(rows), float(size)) if np.isscalar(size) else _arr(size)
+        sizes = np.full(len(rows), float(size)) if np.isscalar(size) else arr(size)
         out += [{"curve": ci, "index": i, "x": float(xs[i]), "y": float(ys[i]), "row": int(rows[i]),
                  "size": float(sizes[i])} for i in range(len(rows))]
     return out
@@ -114,32 +69,24 @@ def _highlighted(spec: dict) -> set[int]:
 
 
 def _send_selection(at: AppTest, key: str, points: list[dict], box: list | None = None) -> AppTest:
-    """Run the app with a selection event on chart ``key``, as the browser reports it (see module doc)."""
-    chart = next(el for el in at.get("plotly_chart") if el.key == key)
-    payload = {"selection": {
-        "points": [{"curve_number": p["curve"], "point_number": p["index"], "point_index": p["index"],
-                    "x": p["x"], "y": p["y"], "customdata": {"0": p["row"]}} for p in points],
-        "point_indices": [p["index"] for p in points], "box": box or [], "lasso": []}}
-    states = at._tree.get_widget_states()  # what AppTest would send for the other widgets
-    states.widgets.append(WidgetState(id=chart.proto.id, string_value=json.dumps(payload)))
-    at._run(states)
-    assert not at.exception, at.exception
-    return at
+    """Run the app with a selection of ``points`` (from :func:`_points`) on chart ``key`` (see module doc)."""
+    return send_selection(at, key, [{"curve_number": p["curve"], "point_number": p["index"], "point_index": p["index"],
+                                     "x": p["x"], "y": p["y"], "customdata": {"0": p["row"]}} for p in points], box)
 
 
 def _neighbour_tables(at: AppTest) -> list:
-    return [d.value for d in at.dataframe if list(d.value.columns) == NEIGHBOUR_COLUMNS]
+    return tables(at, *NEIGHBOUR_COLUMNS)
 
 
 def test_page_draws_each_space_of_a_and_b_with_every_row(app, ref):
-    at = _rerun(app, selected_rows=[], emb_spaces=["spatial", "temporal"])
-    charts = _charts(at)
-    emb_keys = sorted(k for k in charts if k.startswith("emb_"))
+    at = rerun(app, selected_rows=[], emb_spaces=["spatial", "temporal"])
+    drawn = charts(at)
+    emb_keys = sorted(k for k in drawn if k.startswith("emb_"))
     assert emb_keys == ["emb_A_spatial", "emb_A_temporal", "emb_B_spatial", "emb_B_temporal"]
     for key in emb_keys:
         which, space = key.split("_")[1:]
         emb = ref[which]
-        pts = _points(charts[key])
+        pts = _points(drawn[key])
         assert sorted(p["row"] for p in pts) == list(range(len(emb)))  # every sample once, row ids intact
         # the coordinates are the PCA of that model's space (PCA is unique up to the sign of each axis)
         want = project(emb.space(space), "pca")
@@ -148,7 +95,7 @@ def test_page_draws_each_space_of_a_and_b_with_every_row(app, ref):
             got[p["row"]] = p["x"], p["y"]
         for d in range(2):
             assert np.allclose(got[:, d], want[:, d], atol=1e-4) or np.allclose(got[:, d], -want[:, d], atol=1e-4)
-    assert not any(_highlighted(charts[k]) for k in emb_keys)
+    assert not any(_highlighted(drawn[k]) for k in emb_keys)
     # the baseline (B) is shown: the page says what its spatial / temporal spaces are
     assert any(POOLED_DEFINITION in m.value for m in at.markdown)
     assert "Select samples in any chart" in " ".join(i.value for i in at.info)
@@ -156,11 +103,11 @@ def test_page_draws_each_space_of_a_and_b_with_every_row(app, ref):
 
 def test_stored_selection_is_highlighted_in_every_chart(app, ref):
     chosen = [0, 3, 57, 129]
-    at = _rerun(app, selected_rows=chosen)
-    charts = _charts(at)
+    at = rerun(app, selected_rows=chosen)
+    drawn = charts(at)
     for space in ("spatial", "temporal"):
-        assert _highlighted(charts[f"emb_A_{space}"]) == set(chosen)
-        assert _highlighted(charts[f"emb_B_{space}"]) == set(ref["b_rows"][chosen].tolist())
+        assert _highlighted(drawn[f"emb_A_{space}"]) == set(chosen)
+        assert _highlighted(drawn[f"emb_B_{space}"]) == set(ref["b_rows"][chosen].tolist())
     # rows of B are lined up by name: the highlighted samples are the same samples
     assert {ref["B"].names[r] for r in ref["b_rows"][chosen]} == {ref["A"].names[r] for r in chosen}
     assert any(m.value.startswith(f"**{len(chosen)} selected**") for m in at.markdown)
@@ -171,12 +118,12 @@ def test_stored_selection_is_highlighted_in_every_chart(app, ref):
     at.button(key="emb_clear").click().run()
     assert not at.exception
     assert at.session_state["selected_rows"] == []
-    assert not any(_highlighted(s) for k, s in _charts(at).items() if k.startswith("emb_"))
+    assert not any(_highlighted(s) for k, s in charts(at).items() if k.startswith("emb_"))
 
 
 def test_box_selection_on_spatial_chart_highlights_the_same_rows_everywhere(app, ref):
-    at = _rerun(app, selected_rows=[])
-    pts = _points(_charts(at)["emb_A_spatial"])
+    at = rerun(app, selected_rows=[])
+    pts = _points(charts(at)["emb_A_spatial"])
     xs, ys = np.array([p["x"] for p in pts]), np.array([p["y"] for p in pts])
     x0, x1, y0, y1 = np.quantile(xs, 0.2), np.quantile(xs, 0.7), np.quantile(ys, 0.2), np.quantile(ys, 0.8)
     inside = [p for p in pts if x0 <= p["x"] <= x1 and y0 <= p["y"] <= y1]
@@ -184,39 +131,39 @@ def test_box_selection_on_spatial_chart_highlights_the_same_rows_everywhere(app,
     want = sorted(p["row"] for p in inside)
     at = _send_selection(at, "emb_A_spatial", inside, box=[{"xref": "x", "yref": "y", "x": [x0, x1], "y": [y0, y1]}])
     assert at.session_state["selected_rows"] == want
-    charts = _charts(at)
-    assert _highlighted(charts["emb_A_spatial"]) == set(want)
-    assert _highlighted(charts["emb_A_temporal"]) == set(want)
-    assert _highlighted(charts["emb_B_temporal"]) == set(ref["b_rows"][want].tolist())
+    drawn = charts(at)
+    assert _highlighted(drawn["emb_A_spatial"]) == set(want)
+    assert _highlighted(drawn["emb_A_temporal"]) == set(want)
+    assert _highlighted(drawn["emb_B_temporal"]) == set(ref["b_rows"][want].tolist())
     # the chart redraws with the highlight and reports an empty selection: the stored one stays
-    at = _rerun(at)
+    at = rerun(at)
     assert at.session_state["selected_rows"] == want
-    assert _highlighted(_charts(at)["emb_A_temporal"]) == set(want)
+    assert _highlighted(charts(at)["emb_A_temporal"]) == set(want)
 
     # a click on one point of B's temporal chart selects that sample (B's row mapped back to A's)
-    b_pts = _points(_charts(at)["emb_B_temporal"])
+    b_pts = _points(charts(at)["emb_B_temporal"])
     point = next(p for p in b_pts if p["row"] == int(ref["b_rows"][42]))
     at = _send_selection(at, "emb_B_temporal", [point])
     assert at.session_state["selected_rows"] == [42] and at.session_state["inspect_row"] == 42
-    assert _highlighted(_charts(at)["emb_A_spatial"]) == {42}
+    assert _highlighted(charts(at)["emb_A_spatial"]) == {42}
 
 
 def test_selection_through_session_state(app, ref):
     """The public route: a dict payload under the chart's key (AppTest skips the runtime's write check)."""
-    at = _rerun(app, selected_rows=[])
-    pts = [p for p in _points(_charts(at)["emb_A_temporal"]) if p["row"] in (5, 77)]
+    at = rerun(app, selected_rows=[])
+    pts = [p for p in _points(charts(at)["emb_A_temporal"]) if p["row"] in (5, 77)]
     at.session_state["emb_A_temporal"] = {"selection": {
         "points": [{"curve_number": p["curve"], "point_index": p["index"], "customdata": {"0": p["row"]}}
                    for p in pts], "point_indices": [p["index"] for p in pts], "box": [], "lasso": []}}
-    at = _rerun(at)
+    at = rerun(at)
     assert at.session_state["selected_rows"] == [5, 77]
-    assert _highlighted(_charts(at)["emb_A_spatial"]) == {5, 77}
+    assert _highlighted(charts(at)["emb_A_spatial"]) == {5, 77}
 
 
 def test_inspector_shows_label_prediction_and_nearest_neighbours(app, ref):
     row = 17
     emb = ref["A"]
-    at = _rerun(app, selected_rows=[row])
+    at = rerun(app, selected_rows=[row])
     assert at.session_state["inspect_row"] == row
     names = emb.class_names
     label, pred = names[emb.labels[row]], names[emb.predictions[row]]
@@ -233,11 +180,11 @@ def test_inspector_shows_label_prediction_and_nearest_neighbours(app, ref):
         assert table["name"].iloc[0] == emb.names[nb.rows[0]]
         assert table["class"].iloc[0] == names[emb.labels[nb.rows[0]]]
         np.testing.assert_allclose(table["cosine"], np.round(nb.sims, 4), atol=1e-9)
-    skeleton = _charts(at)["inspector_A_skeleton"]
+    skeleton = charts(at)["inspector_A_skeleton"]
     assert len(skeleton["frames"]) == 32 and skeleton["layout"]["sliders"]  # animated, one frame per step
 
     # inspect the same sample in B: its row in B, B's neighbours
-    at = _rerun(at, selected_rows=[row, 90])
+    at = rerun(at, selected_rows=[row, 90])
     at.selectbox(key="_emb_inspect_pick").set_value(row)
     at.radio(key="_emb_inspect_model").set_value("B").run()
     assert not at.exception and at.session_state["inspect_model"] == "B"
@@ -250,30 +197,30 @@ def test_inspector_shows_label_prediction_and_nearest_neighbours(app, ref):
 
 
 def test_spaces_colouring_and_compare_toggle(app, ref):
-    at = _rerun(app, selected_rows=[], emb_spaces=["global", "spatial_pooled", "temporal_pooled"],
+    at = rerun(app, selected_rows=[], emb_spaces=["global", "spatial_pooled", "temporal_pooled"],
                 emb_color_by="correct")
-    keys = sorted(k for k in _charts(at) if k.startswith("emb_"))
+    keys = sorted(k for k in charts(at) if k.startswith("emb_"))
     assert keys == sorted(f"emb_{w}_{s}" for w in "AB" for s in ("global", "spatial_pooled", "temporal_pooled"))
-    spec = _charts(at)["emb_A_global"]
+    spec = charts(at)["emb_A_global"]
     wrong = {p["row"] for p in _points(spec) if spec["data"][p["curve"]]["name"] == "wrong"}
     assert wrong == set(np.flatnonzero(~ref["A"].correct).tolist())
     assert "twin pair (synthetic set)" in at.selectbox(key="_w_emb_color_by").options
     assert "spatial, pooled" in at.multiselect(key="_w_emb_spaces").options  # A is an STD-CL checkpoint
     at.toggle(key="emb_compare").set_value(False).run()
     assert not at.exception
-    assert sorted(k for k in _charts(at) if k.startswith("emb_")) == [
+    assert sorted(k for k in charts(at) if k.startswith("emb_")) == [
         "emb_A_global", "emb_A_spatial_pooled", "emb_A_temporal_pooled"]
     at.toggle(key="emb_compare").set_value(True)
-    _rerun(at, emb_spaces=["spatial", "temporal"], emb_color_by="label")
+    rerun(at, emb_spaces=["spatial", "temporal"], emb_color_by="label")
 
 
 def test_umap_projection_is_the_default_method(app, ref):
     """UMAP (seeded) on one space: the chart's coordinates are analysis.projections' UMAP of that space."""
-    at = _rerun(app, selected_rows=[], projection_method="umap", emb_spaces=["spatial"], emb_compare=False)
+    at = rerun(app, selected_rows=[], projection_method="umap", emb_spaces=["spatial"], emb_compare=False)
     assert at.selectbox(key="_w_projection_method").value == "umap"
-    pts = _points(_charts(at)["emb_A_spatial"])
+    pts = _points(charts(at)["emb_A_spatial"])
     got = np.zeros((len(ref["A"]), 2))
     for p in pts:
         got[p["row"]] = p["x"], p["y"]
     np.testing.assert_allclose(got, project(ref["A"].space("spatial"), "umap"), atol=1e-4)
-    _rerun(at, projection_method="pca", emb_spaces=["spatial", "temporal"], emb_compare=True)
+    rerun(at, projection_method="pca", emb_spaces=["spatial", "temporal"], emb_compare=True)

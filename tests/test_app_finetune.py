@@ -16,10 +16,9 @@ from app import state
 from stdcl.checkpoint import read_meta
 from stdcl.data.registry import open_source
 from stdcl.train.jobs import JobManager
+from tests.app_helpers import open_app, point_env
 from tests.train_helpers import TINY
 
-APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
-PAGE = "views/finetune.py"
 #: The tiny-run settings of the training tests, less the window (the run keeps the checkpoint's 32 frames).
 TINY_OVERRIDES = "\n".join(o for o in TINY if not o.startswith("data.window="))
 START = BUNDLED_DIR / "synthetic_hcn_stdcl.safetensors"
@@ -27,22 +26,13 @@ START = BUNDLED_DIR / "synthetic_hcn_stdcl.safetensors"
 
 @pytest.fixture
 def runs(tmp_path, monkeypatch) -> Path:
-    """An empty runs folder for the app (state.RUNS_DIR is read at import, so patch the attribute too)."""
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("STDCL_RUNS", str(folder))
-    monkeypatch.setenv("STDCL_CACHE", str(tmp_path / "cache"))
+    """An empty runs folder for the app; no page here projects (no UMAP warm-up)."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the training subprocess: one thread on a shared machine
-    monkeypatch.setattr(state, "RUNS_DIR", folder)
-    monkeypatch.setattr(state, "warm_umap", lambda: None)  # no page here projects: skip the UMAP JIT warm-up
-    return folder
+    return point_env(monkeypatch, {"runs": tmp_path / "runs", "cache": tmp_path / "cache"}, umap_warm_up=False)["runs"]
 
 
 def open_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page(PAGE)  # straight to the page (the Start page's walkthrough is not needed here)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app("finetune")  # straight to the page (the Start page's walkthrough is not needed here)
 
 
 def headings(at: AppTest) -> list[str]:

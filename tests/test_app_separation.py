@@ -3,61 +3,28 @@ baseline-vs-STD-CL comparison."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from analysis.datasets import open_analysis_data, stratified_subset  # noqa: E402
-from analysis.embeddings import SPACES, extract_embeddings  # noqa: E402
+from analysis.embeddings import SPACES  # noqa: E402
 from analysis.metrics import METRIC_INFO, compare_metrics, space_metrics, twin_separation  # noqa: E402
-from analysis.models import bundled_models, load_model  # noqa: E402
-
-APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
-MAX_SAMPLES = 130  # a stratified subset of the 858 test samples keeps the file fast
+from tests.app_helpers import module_env, open_app, reference_pair  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STDCL_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.setenv("STDCL_RUNS", str(tmp_path_factory.mktemp("runs")))
-        # this page draws no projection: skip the app's background UMAP JIT warm-up (CPU the test needs)
-        mp.setattr("analysis.projections.warm_up_umap", lambda: 0.0)
-        yield
+    yield from module_env(tmp_path_factory, umap_warm_up=False)  # this page draws no projection
 
 
 @pytest.fixture(scope="module")
 def reference(env):
     """Embeddings of A (STD-CL demo) and B (its baseline) on the page's samples, and their metrics
     computed here without the cache."""
-    refs = {r.label: r for r in bundled_models()}
-    out, data = {}, None
-    for which, label in (("A", "synthetic_hcn_stdcl"), ("B", "synthetic_hcn_baseline")):
-        model = load_model(refs[label].path)
-        if data is None:  # both checkpoints read the same synthetic test split
-            data = open_analysis_data(model, "test")
-        emb = extract_embeddings(model, data, stratified_subset(data.labels, MAX_SAMPLES))
-        out[which] = (model, emb, space_metrics(emb, use_cache=False))
-    return out
-
-
-def _app(**state) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.session_state["max_samples"] = MAX_SAMPLES
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.run()
-    at.switch_page("views/separation.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return {w: (r.model, r.emb, space_metrics(r.emb, use_cache=False)) for w, r in reference_pair().items()}
 
 
 def _table(at: AppTest, column: str) -> pd.DataFrame:
@@ -89,7 +56,7 @@ def _check_overall_and_per_class(at: AppTest, metrics: dict, class_names: list[s
 def test_metric_tables_equal_analysis_metrics(reference):
     model_a, emb_a, met_a = reference["A"]
     model_b, emb_b, met_b = reference["B"]
-    at = _app()
+    at = open_app("separation")
     assert any("never on the 2-D coordinates" in m.value for m in at.markdown)
     _check_overall_and_per_class(at, met_a, emb_a.class_names)
     # per class: a bar chart; per pair: the centroid-similarity and pair-separation heatmaps
@@ -144,7 +111,7 @@ def test_metric_tables_equal_analysis_metrics(reference):
 
 def test_single_checkpoint_has_no_comparison(reference):
     _, emb_a, met_a = reference["A"]
-    at = _app(model_b=None)
+    at = open_app("separation", model_b=None)
     _check_overall_and_per_class(at, met_a, emb_a.class_names)
     assert not [d for d in at.dataframe if "B − A" in d.value.columns]
     assert any("Choose a second checkpoint" in i.value for i in at.info)

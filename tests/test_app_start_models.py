@@ -5,73 +5,41 @@ from __future__ import annotations
 import io
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from analysis import walkthrough as wt  # noqa: E402
-from analysis.datasets import open_analysis_data, stratified_subset  # noqa: E402
-from analysis.embeddings import POOLED_DEFINITION, embed_batch, extract_embeddings  # noqa: E402
-from analysis.models import bundled_models, load_model  # noqa: E402
+from analysis.embeddings import POOLED_DEFINITION, embed_batch  # noqa: E402
 from stdcl.encoders import build_encoder  # noqa: E402
+from tests.app_helpers import module_env, open_app, reference, tables  # noqa: E402
 
-APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
-MAX_SAMPLES = 130
 STDCL, BASELINE = "bundled: synthetic_hcn_stdcl", "bundled: synthetic_hcn_baseline"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    torch.set_num_threads(1)
-    runs = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STDCL_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.setenv("STDCL_RUNS", str(runs))
-        mp.setenv("STDCL_UPLOADS", str(tmp_path_factory.mktemp("uploads")))
-        yield runs
+    yield from module_env(tmp_path_factory, ("cache", "runs", "uploads"))
 
 
 @pytest.fixture(scope="module")
-def reference(env):
+def demo(env):
     """The STD-CL demo model, its data and the embeddings the pages analyse (same subset)."""
-    model = load_model(next(r for r in bundled_models() if r.label == "synthetic_hcn_stdcl"))
-    data = open_analysis_data(model, "test")
-    emb = extract_embeddings(model, data, stratified_subset(data.labels, MAX_SAMPLES))
-    return model, data, emb
-
-
-def _app(page: str | None = None, **state) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=180)
-    at.session_state["max_samples"] = MAX_SAMPLES
-    at.session_state["projection_method"] = "pca"
-    for k, v in state.items():
-        at.session_state[k] = v
-    if page is not None:
-        at.switch_page(f"views/{page}.py")  # straight there: no run of the default page first
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return reference("A")
 
 
 def _texts(elements) -> list[str]:
     return [e.value for e in elements]
 
 
-def _tables(at: AppTest, *columns: str) -> list:
-    """The page's dataframes with exactly these columns, in page order."""
-    return [d.value for d in at.dataframe if list(d.value.columns) == list(columns)]
-
-
 # -- Start ------------------------------------------------------------------------------------------------
 
-def test_start_walks_one_sample_through_the_method(reference):
-    model, _, emb = reference
-    at = _app()  # the default page
+def test_start_walks_one_sample_through_the_method(demo):
+    model, _, emb = demo
+    at = open_app()  # the default page
     assert _texts(at.title) == ["Spatial-temporal decoupling, step by step"]
     heads = _texts(at.subheader)
     assert len(heads) == 6 and heads[0].startswith("1 · The input") and heads[5].startswith("6 · Why two spaces")
@@ -81,7 +49,7 @@ def test_start_walks_one_sample_through_the_method(reference):
     assert len(at.get("plotly_chart")) == 6  # skeleton, activity, per joint, per frame, strips, class similarity
     row = int(np.flatnonzero(emb.labels == 0)[0])  # first sample of the first class
     assert at.session_state["start_row"] == row
-    partners = _tables(at, "sample", "class", "cosine", "predicted")
+    partners = tables(at, "sample", "class", "cosine", "predicted")
     assert len(partners) == 4  # positives and negatives, spatial then temporal
     for i, space in enumerate(("spatial", "temporal")):
         ref = wt.contrast_partners(emb, row, space, k=5)
@@ -91,16 +59,16 @@ def test_start_walks_one_sample_through_the_method(reference):
         assert (pos["class"] == emb.class_names[0]).all() and (neg["class"] != emb.class_names[0]).all()
         assert pos["cosine"].is_monotonic_increasing and neg["cosine"].is_monotonic_decreasing
     ref = wt.twin_contrast(emb, row)
-    (twin,) = _tables(at, "space", "to own class", "to wave right hand", "margin (own − twin)")
+    (twin,) = tables(at, "space", "to own class", "to wave right hand", "margin (own − twin)")
     assert twin["space"].tolist() == ["spatial", "temporal"]
     margins = [ref["spaces"][s]["margin"] for s in ("spatial", "temporal")]
     np.testing.assert_allclose(twin["margin (own − twin)"], margins, atol=1e-4)
     assert any("are **spatial twins**" in m for m in _texts(at.markdown))
 
 
-def test_start_temporal_twin_and_a_baseline(reference):
-    _, _, emb = reference
-    at = _app()
+def test_start_temporal_twin_and_a_baseline(demo):
+    _, _, emb = demo
+    at = open_app()
     at.selectbox(key="start_class").set_value(6).run()  # sit down, temporal twin of stand up
     assert not at.exception
     row = at.session_state["start_row"]
@@ -111,7 +79,7 @@ def test_start_temporal_twin_and_a_baseline(reference):
     assert at.session_state["start_class"] == 6 and at.session_state["start_row"] == row
     assert emb.labels[row] == 6
     ref = wt.twin_contrast(emb, row)
-    (twin,) = _tables(at, "space", "to own class", "to stand up", "margin (own − twin)")
+    (twin,) = tables(at, "space", "to own class", "to stand up", "margin (own − twin)")
     np.testing.assert_allclose(twin["to stand up"], [ref["spaces"][s]["twin"] for s in ("spatial", "temporal")],
                                atol=1e-4)
     best = max(ref["spaces"], key=lambda s: ref["spaces"][s]["margin"])
@@ -126,17 +94,17 @@ def test_start_temporal_twin_and_a_baseline(reference):
 
 # -- Models and data --------------------------------------------------------------------------------------
 
-def test_models_page_shows_and_switches_checkpoints(reference):
-    at = _app("models")
+def test_models_page_shows_and_switches_checkpoints(demo):
+    at = open_app("models")
     assert _texts(at.header) == ["Checkpoints", "Data", "Your own sequence"]
     assert at.session_state["model_a"] == STDCL and at.session_state["model_b"] == BASELINE
     desc = [m for m in _texts(at.markdown) if m.startswith("**A: ") or m.startswith("**B: ")]
     assert desc == ["**A: synthetic_hcn_stdcl: hcn, STD-CL, synthetic, 13 classes, window 32**",
                     "**B: synthetic_hcn_baseline: hcn, baseline, synthetic, 13 classes, window 32**"]
-    meta, meta_b = _tables(at, "", "value")
+    meta, meta_b = tables(at, "", "value")
     facts = dict(zip(meta.iloc[:, 0], meta["value"]))
     assert facts["dataset"] == "synthetic" and facts["epochs trained"] == "11"
-    assert facts["recorded test top-1"] == f"{reference[0].meta['best']['test_top1']:.2%}"
+    assert facts["recorded test top-1"] == f"{demo.model.meta['best']['test_top1']:.2%}"
     assert dict(zip(meta_b.iloc[:, 0], meta_b["value"]))["STD-CL head"] == "no (baseline)"
     assert any("synthetic test (joint, 858 samples, 13 classes)" in s for s in _texts(at.success))
 
@@ -154,13 +122,13 @@ def test_models_page_shows_and_switches_checkpoints(reference):
     assert POOLED_DEFINITION in _texts(at.info)
 
 
-def test_runs_folder_is_validated_and_searched(reference, tmp_path):
-    at = _app("models")
+def test_runs_folder_is_validated_and_searched(demo, tmp_path):
+    at = open_app("models")
     missing = tmp_path / "nope"
     at.text_input(key="models_runs_folder").set_value(str(missing)).run()
     assert not at.exception
     assert f"{missing}: no such folder" in _texts(at.error)
-    src = reference[0].path
+    src = demo.model.path
     run = tmp_path / "myruns" / "r1"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("data: {}\n")
@@ -181,8 +149,8 @@ def test_runs_folder_is_validated_and_searched(reference, tmp_path):
     assert at.selectbox(key="models_a").value == "runs (myruns): r1"
 
 
-def test_data_choice_paths_and_incompatible_data_are_messages(reference, tmp_path):
-    at = _app("models")
+def test_data_choice_paths_and_incompatible_data_are_messages(demo, tmp_path):
+    at = open_app("models")
     at.radio(key="models_data_kind").set_value("prepared NTU (.npz folder)").run()
     assert not at.exception
     assert any(e.startswith("ntu60-xsub: enter the path") for e in _texts(at.error))
@@ -206,9 +174,9 @@ def test_data_choice_paths_and_incompatible_data_are_messages(reference, tmp_pat
     assert at.session_state["data_choice"] == {"dataset": "synthetic", "split": "test"}
 
 
-def test_upload_one_sequence(reference):
-    model, data, emb = reference
-    at = _app("models")
+def test_upload_one_sequence(demo):
+    model, data, emb = demo
+    at = open_app("models")
     i = int(emb.indices[20])
     buf = io.BytesIO()
     np.save(buf, data.dataset.raw(i))
@@ -219,9 +187,9 @@ def test_upload_one_sequence(reference):
     pred = int(out["logits"].argmax())
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Predicted class"] == model.class_names[pred]
-    (top,) = _tables(at, "class", "probability")
+    (top,) = tables(at, "class", "probability")
     assert top["class"].iloc[0] == model.class_names[pred] and top["probability"].is_monotonic_decreasing
-    near, _ = _tables(at, "sample", "class", "cosine", "same as prediction")
+    near, _ = tables(at, "sample", "class", "cosine", "same as prediction")
     assert near["sample"].iloc[0] == emb.names[20]  # its own copy in the split
     assert near["cosine"].iloc[0] == pytest.approx(1.0, abs=1e-4)
     assert len([c for c in at.get("plotly_chart") if "models_seq" in c.proto.id]) >= 5
@@ -230,9 +198,9 @@ def test_upload_one_sequence(reference):
     assert "bad.npy: not a .npy file (no NumPy header)" in _texts(at.error)
 
 
-def test_upload_checkpoint_and_import_official(reference, tmp_path):
-    src = reference[0].path
-    at = _app("models")
+def test_upload_checkpoint_and_import_official(demo, tmp_path):
+    src = demo.model.path
+    at = open_app("models")
     files = [(f"mine{s}", src.with_name(src.stem + s).read_bytes(), "application/octet-stream")
              for s in (".safetensors", ".json", ".head.safetensors")]
     at.file_uploader(key="models_ckpt_files").set_value(files).run()

@@ -16,6 +16,7 @@ from analysis.attributions import class_centroids, sample_attributions
 from analysis.embeddings import Embeddings
 from analysis.models import LoadedModel
 from app import state
+from app.widgets import class_and_sample, present_classes, publish_widget, sync_widget
 
 BRANCHES = ("spatial", "temporal")
 
@@ -42,57 +43,28 @@ def _skeleton(key: str, frame: int, value_label: str, _x: np.ndarray, _layout: A
                                    value_label=value_label, height=480)
 
 
-# -- widgets kept in step with the session keys other pages set --------------------------------------
-
-def _sync(widget_key: str, shared_key: str, options: list, default: Any) -> None:
-    """Put the shared value into a widget when another page changed it (or the widget was reset)."""
-    shared = st.session_state.get(shared_key)
-    seen = st.session_state.get(f"_{widget_key}_seen")
-    if shared in options and (shared != seen or st.session_state.get(widget_key) not in options):
-        st.session_state[widget_key] = shared
-    elif st.session_state.get(widget_key) not in options:
-        st.session_state[widget_key] = default
-
-
-def _publish(widget_key: str, shared_key: str) -> None:
-    st.session_state[shared_key] = st.session_state[widget_key]
-    st.session_state[f"_{widget_key}_seen"] = st.session_state[widget_key]
-
+# -- pickers (kept in step with the session keys other pages set) -------------------------------------
 
 def _pick_model(sel: state.Selection) -> str:
     options = ["A", "B"] if sel.other is not None else ["A"]
     names = {"A": f"A: {sel.model.label}", "B": f"B: {sel.other.label}" if sel.other is not None else "B"}
     if st.session_state.get("inspect_model") == "B" and sel.other is None:
         st.caption("No second checkpoint is chosen (Models and data page), so model A is shown.")
-    _sync("att_model", "inspect_model", options, "A")
+    sync_widget("att_model", st.session_state.get("inspect_model"), options, "A")
     st.radio("Model", options, key="att_model", format_func=names.get, horizontal=True)
-    _publish("att_model", "inspect_model")
+    publish_widget("att_model", "inspect_model", st.session_state["att_model"])
     return st.session_state["att_model"]
 
 
 def _pick_row(emb: Embeddings) -> int:
     """Class + instance pickers over the embeddings' rows, starting from ``inspect_row`` when set."""
-    n = len(emb)
-    names = emb.class_names
-    preds = emb.predictions
-    present = [k for k in range(len(names)) if np.any(emb.labels == k)]
     shared = st.session_state.get("inspect_row")
     seen = st.session_state.get("_att_row_seen")
-    if isinstance(shared, (int, np.integer)) and 0 <= int(shared) < n and (
-            int(shared) != seen or st.session_state.get("att_class") not in present):
+    if isinstance(shared, (int, np.integer)) and 0 <= int(shared) < len(emb) and (
+            int(shared) != seen or st.session_state.get("att_class") not in present_classes(emb)):
         st.session_state["att_class"] = int(emb.labels[int(shared)])
         st.session_state["att_row"] = int(shared)
-    elif st.session_state.get("att_class") not in present:
-        st.session_state["att_class"] = present[0]
-    c1, c2 = st.columns([1, 2])
-    cls = c1.selectbox("True class", present, key="att_class", format_func=lambda k: f"{k}: {names[k]}")
-    rows = [int(r) for r in np.flatnonzero(emb.labels == cls)]
-    if st.session_state.get("att_row") not in rows:
-        st.session_state["att_row"] = rows[0]
-    c2.selectbox("Sample", rows, key="att_row",
-                 format_func=lambda r: f"row {r}: {emb.names[r]} (predicted {names[preds[r]]}"
-                                       f"{' ✓' if preds[r] == emb.labels[r] else ' ✗'})")
-    row = int(st.session_state["att_row"])
+    _, row = class_and_sample(emb, "att_class", "att_row", "True class", row_numbers=True)
     st.session_state["inspect_row"] = row
     st.session_state["_att_row_seen"] = row
     return row

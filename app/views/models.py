@@ -26,6 +26,7 @@ from analysis.embeddings import Embeddings
 from analysis.models import LoadedModel, ModelRef, discover_models
 from analysis.projections import METHODS
 from app import state
+from app.widgets import publish_widget, sync_widget
 from stdcl.data.layouts import available_layouts
 from stdcl.encoders import available as available_encoders
 from stdcl.errors import DataError, StdclError
@@ -62,20 +63,6 @@ def _flash(message: str) -> None:
     """Show ``message`` after a rerun (so the lists above include what was just added)."""
     st.session_state["_models_flash"] = message
     st.rerun()
-
-
-def _sync(widget_key: str, shared: Any, options: list, default: Any) -> None:
-    """Put the shared value into a widget when another page changed it (or the widget is unset)."""
-    seen = st.session_state.get(f"_{widget_key}_seen")
-    if shared in options and (shared != seen or st.session_state.get(widget_key) not in options):
-        st.session_state[widget_key] = shared
-    elif st.session_state.get(widget_key) not in options:
-        st.session_state[widget_key] = default
-
-
-def _publish(widget_key: str, shared_key: str, value: Any) -> None:
-    st.session_state[shared_key] = value
-    st.session_state[f"_{widget_key}_seen"] = st.session_state[widget_key]
 
 
 # -- checkpoints --------------------------------------------------------------------------------------
@@ -231,16 +218,16 @@ def _checkpoints() -> None:
         st.stop()
     keys = list(refs)
     a_default, b_default = state.default_pair(refs)
-    _sync("models_a", st.session_state.get("model_a", a_default), keys, a_default)
+    sync_widget("models_a", st.session_state.get("model_a", a_default), keys, a_default)
     b_keys = [NONE, *keys]
     b_shared = st.session_state.get("model_b", b_default)
-    _sync("models_b", NONE if b_shared is None else b_shared, b_keys, b_default or NONE)
+    sync_widget("models_b", NONE if b_shared is None else b_shared, b_keys, b_default or NONE)
     c1, c2 = st.columns(2)
     c1.selectbox("Checkpoint A (main)", keys, key="models_a")
     c2.selectbox("Checkpoint B (comparison)", b_keys, key="models_b")
-    _publish("models_a", "model_a", st.session_state["models_a"])
+    publish_widget("models_a", "model_a", st.session_state["models_a"])
     b = st.session_state["models_b"]
-    _publish("models_b", "model_b", None if b == NONE else b)
+    publish_widget("models_b", "model_b", None if b == NONE else b)
     if b != NONE and b == st.session_state["models_a"]:
         st.warning("A and B are the same checkpoint: nothing to compare.")
     d1, d2 = st.columns(2)

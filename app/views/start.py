@@ -18,6 +18,7 @@ from analysis import walkthrough as wt
 from analysis.embeddings import POOLED_DEFINITION, Embeddings
 from analysis.models import LoadedModel
 from app import state
+from app.widgets import class_and_sample, present_classes
 
 SPACES = ("spatial", "temporal")
 
@@ -57,23 +58,12 @@ def _model_key(refs: dict) -> tuple[str, str]:
 
 
 def _pick_row(emb: Embeddings) -> int:
-    names, preds = emb.class_names, emb.predictions
-    present = [k for k in range(len(names)) if np.any(emb.labels == k)]
     kept = st.session_state.get("_start_kept", (None, None))  # widget state is dropped on other pages
-    if "start_class" not in st.session_state and kept[0] in present:
+    if "start_class" not in st.session_state and kept[0] in present_classes(emb):
         st.session_state["start_class"], st.session_state["start_row"] = kept
-    if st.session_state.get("start_class") not in present:
-        st.session_state["start_class"] = present[0]
-    c1, c2 = st.columns([1, 2])
-    cls = c1.selectbox("Class", present, key="start_class", format_func=lambda k: f"{k}: {names[k]}")
-    rows = [int(r) for r in np.flatnonzero(emb.labels == cls)]
-    if st.session_state.get("start_row") not in rows:
-        st.session_state["start_row"] = rows[0]
-    c2.selectbox("Sample", rows, key="start_row",
-                 format_func=lambda r: f"{emb.names[r]} (predicted {names[preds[r]]}"
-                                       f"{' ✓' if preds[r] == emb.labels[r] else ' ✗'})")
-    st.session_state["_start_kept"] = (int(cls), int(st.session_state["start_row"]))
-    return int(st.session_state["start_row"])
+    cls, row = class_and_sample(emb, "start_class", "start_row")
+    st.session_state["_start_kept"] = (cls, row)
+    return row
 
 
 # -- sections -----------------------------------------------------------------------------------------

@@ -41,56 +41,60 @@ def _projection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def _command(asub: argparse._SubParsersAction, name: str, help: str, examples: str, func,
+             pair: bool = False, projection: bool = False) -> argparse.ArgumentParser:
+    """One ``stdcl analyze`` subcommand: its checkpoint(s) and data options (:func:`_common`), the
+    projection options when it projects, and ``func`` to run; the caller adds its own options."""
     from stdcl.cli import subparser
 
+    p = subparser(asub, name, help, examples)
+    _common(p, pair=pair)
+    if projection:
+        _projection_options(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     analyze = sub.add_parser("analyze", help="embeddings, projections, separation metrics and HTML reports",
                              description="Analyse checkpoints: embeddings, projections, metrics, reports.")
     asub = analyze.add_subparsers(dest="analyze_command", metavar="SUBCOMMAND", required=True)
 
-    p = subparser(asub, "embed", "extract the embeddings (global, spatial, temporal, pooled) and logits of a split",
-                  "  stdcl analyze embed bundled:synthetic_hcn_stdcl --out emb.npz\n"
-                  "  stdcl analyze embed runs/ctr-j --split val --max-samples 2000 --out emb.npz\n"
-                  "  stdcl analyze embed model.safetensors --data-path /data/ntu --device cuda\n"
-                  "writes a .npz with one (N, d) array per space, logits, labels, predictions, names, indices, "
-                  "class_names")
-    _common(p)
+    p = _command(asub, "embed", "extract the embeddings (global, spatial, temporal, pooled) and logits of a split",
+                 "  stdcl analyze embed bundled:synthetic_hcn_stdcl --out emb.npz\n"
+                 "  stdcl analyze embed runs/ctr-j --split val --max-samples 2000 --out emb.npz\n"
+                 "  stdcl analyze embed model.safetensors --data-path /data/ntu --device cuda\n"
+                 "writes a .npz with one (N, d) array per space, logits, labels, predictions, names, indices, "
+                 "class_names", _embed)
     p.add_argument("--out", type=Path, default=None, help="output .npz (default: only fill the cache)")
-    p.set_defaults(func=_embed)
 
-    p = subparser(asub, "project", "2-D projections (UMAP, PCA, t-SNE) of embedding spaces, as CSV or npz",
-                  "  stdcl analyze project bundled:synthetic_hcn_stdcl --out coords.csv\n"
-                  "  stdcl analyze project runs/ctr-j --spaces spatial temporal --method pca --out coords.npz\n"
-                  "  stdcl analyze project runs/ctr-j --method tsne --perplexity 50 --max-samples 5000 --out c.csv")
-    _common(p)
-    _projection_options(p)
+    p = _command(asub, "project", "2-D projections (UMAP, PCA, t-SNE) of embedding spaces, as CSV or npz",
+                 "  stdcl analyze project bundled:synthetic_hcn_stdcl --out coords.csv\n"
+                 "  stdcl analyze project runs/ctr-j --spaces spatial temporal --method pca --out coords.npz\n"
+                 "  stdcl analyze project runs/ctr-j --method tsne --perplexity 50 --max-samples 5000 --out c.csv",
+                 _project, projection=True)
     p.add_argument("--spaces", nargs="+", default=["global", "spatial", "temporal"],
                    help="spaces to project: global spatial temporal spatial_pooled temporal_pooled "
                         "(default the first three)")
     p.add_argument("--out", type=Path, required=True, help="output .csv (one row per sample) or .npz")
-    p.set_defaults(func=_project)
 
-    p = subparser(asub, "metrics", "separation metrics per embedding space; with two checkpoints, their comparison",
-                  "  stdcl analyze metrics bundled:synthetic_hcn_stdcl\n"
-                  "  stdcl analyze metrics bundled:synthetic_hcn_baseline bundled:synthetic_hcn_stdcl "
-                  "--out metrics.json\n"
-                  "  stdcl analyze metrics runs/base runs/stdcl --max-samples 5000 --k 10")
-    _common(p, pair=True)
+    p = _command(asub, "metrics", "separation metrics per embedding space; with two checkpoints, their comparison",
+                 "  stdcl analyze metrics bundled:synthetic_hcn_stdcl\n"
+                 "  stdcl analyze metrics bundled:synthetic_hcn_baseline bundled:synthetic_hcn_stdcl "
+                 "--out metrics.json\n"
+                 "  stdcl analyze metrics runs/base runs/stdcl --max-samples 5000 --k 10", _metrics, pair=True)
     p.add_argument("--k", type=int, default=5, help="neighbours of the k-NN metrics (default 5)")
     p.add_argument("--metric-samples", type=int, default=5000,
                    help="samples the pairwise metrics use at most (default 5000)")
     p.add_argument("--out", type=Path, default=None, help="also write everything as JSON")
-    p.set_defaults(func=_metrics)
 
-    p = subparser(asub, "report", "a self-contained HTML report (+ PNGs) of one checkpoint or a baseline/STD-CL pair",
-                  "  stdcl analyze report bundled:synthetic_hcn_baseline bundled:synthetic_hcn_stdcl --out report/\n"
-                  "  stdcl analyze report runs/ctr-j --out report/ --method pca --max-samples 2000\n"
-                  "  stdcl analyze report runs/base runs/stdcl --out report/ --attribution-samples 5")
-    _common(p, pair=True)
-    _projection_options(p)
+    p = _command(asub, "report", "a self-contained HTML report (+ PNGs) of one checkpoint or a baseline/STD-CL pair",
+                 "  stdcl analyze report bundled:synthetic_hcn_baseline bundled:synthetic_hcn_stdcl --out report/\n"
+                 "  stdcl analyze report runs/ctr-j --out report/ --method pca --max-samples 2000\n"
+                 "  stdcl analyze report runs/base runs/stdcl --out report/ --attribution-samples 5",
+                 _report, pair=True, projection=True)
     p.add_argument("--attribution-samples", type=int, default=3, help="samples with attribution examples (default 3)")
     p.add_argument("--out", type=Path, required=True, help="report folder (index.html and PNGs; replaced if a report)")
-    p.set_defaults(func=_report)
 
 
 def _data_options(args: argparse.Namespace) -> dict:

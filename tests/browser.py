@@ -82,7 +82,7 @@ def launch_chromium(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
 
-def wait_idle(page: Any, timeout: float = 60.0) -> None:
+def wait_idle(page: Any, timeout: float = 180.0) -> None:
     """Wait until the app has finished running (a script run or a fragment), never a fixed sleep."""
     page.wait_for_function(IDLE_JS, timeout=timeout * 1000, polling=100)
 

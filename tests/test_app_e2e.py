@@ -178,7 +178,7 @@ def test_embeddings_box_selection_is_linked(page, server, artifacts):
     page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
     page.mouse.move(x1, y1, steps=5)
     page.mouse.up()
-    page.wait_for_function("() => !!window.__stdclRange", timeout=10_000)
+    page.wait_for_function("() => !!window.__stdclRange", timeout=SLOW_S * 1000)
     box = page.evaluate("() => window.__stdclRange")  # the data-space box plotly selected
     expected = spatial.evaluate(ROWS_IN_RANGE_JS, box)  # spatial points inside it, before the rerun
     assert 0 < len(expected) < n_points, (box, len(expected))

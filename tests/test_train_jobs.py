@@ -201,3 +201,20 @@ def test_expected_seconds():
     with pytest.raises(ConfigError, match="device"):
         expected_seconds("hcn", 10, 1, "tpu", 32)
     assert gpu_available() == torch.cuda.is_available()
+
+
+def test_planned_steps_and_data_sizes_match_the_engine():
+    from stdcl.train.config import load_config
+    from stdcl.train.jobs import data_sizes, planned_steps
+
+    cfg = load_config("synthetic", encoder="hcn", overrides=["data.source={num_samples: 200}", "train.batch_size=8",
+                                                             "train.epochs=3"])
+    sizes = data_sizes(cfg["data"])
+    assert sizes["classes"] == 13 and sizes["layout"] == "ntu25"
+    assert sizes["train_items"] + sizes["val"] + sizes["test"] == 200
+    steps, spanned = planned_steps(cfg, sizes["train_items"])
+    assert steps == 3 * (sizes["train_items"] // 8) and spanned == 3
+    cfg["train"]["max_steps"] = 5
+    assert planned_steps(cfg, sizes["train_items"]) == (5, 5 / (sizes["train_items"] // 8))
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        planned_steps(cfg, 7)

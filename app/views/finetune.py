@@ -29,6 +29,8 @@ from stdcl.train.config import (
     load_config,
     parse_override,
 )
+from stdcl.train.jobs import data_sizes as jobs_data_sizes
+from stdcl.train.jobs import planned_steps
 from stdcl.train.jobs import (
     JobError,
     JobManager,
@@ -134,32 +136,8 @@ def build_plan(weights: Path, meta: dict[str, Any], dataset: str, other_name: st
 
 @st.cache_data(show_spinner="Reading the dataset's size…", max_entries=16)
 def data_sizes(data_json: str) -> dict[str, Any]:
-    """Training items, validation and test samples, classes and layout of a config's data section,
-    counted as the training engine counts them."""
-    from stdcl.train.data import open_split, validation_samples
-    from stdcl.train.splits import training_items
-
-    cfg = {"data": json.loads(data_json)}
-    d = cfg["data"]
-    base = open_split(cfg, d["train_split"], True)
-    val = validation_samples(cfg, base)
-    test = open_split(cfg, d["test_split"], False, repeat=1)
-    return {"train_items": len(training_items(base, val)), "val": len(val), "test": len(test),
-            "classes": int(base.num_classes), "layout": base.layout.name}
-
-
-def planned(cfg: dict[str, Any], sizes: dict[str, Any]) -> tuple[int, float]:
-    """(optimiser steps, epochs they span) of a config, as the engine's sampler batches the data."""
-    from stdcl.train.splits import EpochSampler
-
-    batch = int(cfg["train"]["batch_size"])
-    per_epoch = EpochSampler(sizes["train_items"], batch, drop_last=True).batches_per_epoch()
-    if per_epoch < 1:
-        raise ConfigError(f"the training split has {sizes['train_items']} items, fewer than one batch of {batch}")
-    steps = int(cfg["train"]["epochs"]) * per_epoch
-    if cfg["train"].get("max_steps"):
-        steps = min(steps, int(cfg["train"]["max_steps"]))
-    return steps, steps / per_epoch
+    """Cached :func:`stdcl.train.jobs.data_sizes` of a config's data section."""
+    return jobs_data_sizes(json.loads(data_json))
 
 
 def fmt_seconds(s: float | None) -> str:
@@ -396,7 +374,7 @@ try:
     args, cfg = build_plan(weights, meta, dataset, other_name, other_path, stdcl_on, length, int(amount), lr,
                            int(batch), strict, extra)
     sizes = data_sizes(json.dumps(cfg["data"], sort_keys=True))
-    steps, epochs_spanned = planned(cfg, sizes)
+    steps, epochs_spanned = planned_steps(cfg, sizes["train_items"])
 except StdclError as e:
     plan_error = str(e)
 except (OSError, ValueError) as e:

@@ -435,3 +435,32 @@ def gpu_available() -> bool:
 
 __all__ = ["CPU_SECONDS_PER_SAMPLE_W32", "GPU_SPEEDUP", "JobError", "JobManager", "JobStatus", "Progress", "STATES",
            "expected_seconds", "gpu_available", "read_progress"]
+
+
+# -- planning a run (what the Fine-tune page shows before Start) ----------------------------------
+def data_sizes(data: dict[str, Any]) -> dict[str, Any]:
+    """Training items, validation and test samples, classes and layout of a config's ``data`` section,
+    counted as the training engine counts them."""
+    from stdcl.train.data import open_split, validation_samples
+    from stdcl.train.splits import training_items
+
+    cfg = {"data": data}
+    base = open_split(cfg, data["train_split"], True)
+    val = validation_samples(cfg, base)
+    test = open_split(cfg, data["test_split"], False, repeat=1)
+    return {"train_items": len(training_items(base, val)), "val": len(val), "test": len(test),
+            "classes": int(base.num_classes), "layout": base.layout.name}
+
+
+def planned_steps(cfg: dict[str, Any], train_items: int) -> tuple[int, float]:
+    """(optimiser steps, epochs they span) of a config, as the engine's sampler batches ``train_items``."""
+    from stdcl.train.splits import EpochSampler
+
+    batch = int(cfg["train"]["batch_size"])
+    per_epoch = EpochSampler(train_items, batch, drop_last=True).batches_per_epoch()
+    if per_epoch < 1:
+        raise ConfigError(f"the training split has {train_items} items, fewer than one batch of {batch}")
+    steps = int(cfg["train"]["epochs"]) * per_epoch
+    if cfg["train"].get("max_steps"):
+        steps = min(steps, int(cfg["train"]["max_steps"]))
+    return steps, steps / per_epoch

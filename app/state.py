@@ -131,10 +131,14 @@ def model_options() -> dict[str, ModelRef]:
     return refs
 
 
+#: The default demo pair: HCN is the fastest encoder on a CPU (first paint in seconds).
+DEFAULT_MODEL = "bundled: synthetic_hcn_stdcl"
+
+
 def default_pair(refs: dict[str, ModelRef]) -> tuple[str, str | None]:
-    """The STD-CL demo checkpoint and its baseline."""
+    """The STD-CL demo checkpoint (HCN when bundled) and its baseline."""
     keys = list(refs)
-    a = next((k for k in keys if k.endswith("_stdcl")), keys[0])
+    a = DEFAULT_MODEL if DEFAULT_MODEL in refs else next((k for k in keys if k.endswith("_stdcl")), keys[0])
     b = a.replace("_stdcl", "_baseline")
     return a, (b if b in refs else None)
 

@@ -155,6 +155,25 @@ def selected_rows(event: Any) -> np.ndarray:
     return np.unique(np.asarray(rows, dtype=np.int64))
 
 
+def selected_cell(event: Any, class_names: Sequence[str]) -> tuple[int, int] | None:
+    """``(true, predicted)`` of the first selected cell of a clickable :func:`confusion_figure`: the
+    marker's ``customdata`` (list, or dict keyed ``"0"``, ``"1"``), else the point's ``x`` / ``y`` names."""
+    if event is None:
+        return None
+    names = list(class_names)
+    sel = event.get("selection", event) if isinstance(event, Mapping) else getattr(event, "selection", None)
+    points = (sel.get("points") if isinstance(sel, Mapping) else None) or []
+    for pt in points:
+        cd = pt.get("customdata") if isinstance(pt, Mapping) else None
+        if isinstance(cd, Mapping) and "0" in cd and "1" in cd:
+            return int(cd["0"]), int(cd["1"])
+        if isinstance(cd, (list, tuple)) and len(cd) >= 2:
+            return int(cd[0]), int(cd[1])
+        if isinstance(pt, Mapping) and pt.get("y") in names and pt.get("x") in names:
+            return names.index(pt["y"]), names.index(pt["x"])
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- skeletons
 
 
@@ -333,8 +352,14 @@ def normalise_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], normalise: bool = True, title: str = "",
-                     height: int | None = None) -> go.Figure:
-    """Confusion matrix (rows: true class, columns: predicted), row-normalised by default; counts on hover."""
+                     height: int | None = None, clickable: bool = False,
+                     marked: tuple[int, int] | None = None) -> go.Figure:
+    """Confusion matrix (rows: true class, columns: predicted), row-normalised by default; counts on hover.
+
+    ``clickable``: an invisible marker on every cell centre (``customdata`` ``[true, predicted, count,
+    share]``): plotly.js reports no selection for heatmap cells, a marker's click is reported (read it
+    back with :func:`selected_cell`). ``marked``: outline cell ``(true, predicted)``.
+    """
     counts = np.asarray(matrix)
     k = len(class_names)
     if counts.shape != (k, k):
@@ -351,7 +376,29 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], normalise: 
     fig.update_layout(title=title or None, height=height or max(360, 22 * k + 160),
                       xaxis=dict(title="predicted", tickangle=-45), yaxis=dict(title="true", autorange="reversed"),
                       margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    if clickable:
+        _clickable_cells(fig, counts, list(class_names))
+    if marked is not None:
+        t, p = marked  # category positions: column = predicted, row = true
+        fig.add_shape(type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, xref="x", yref="y",
+                      line={"color": "#d62728", "width": 2.5}, name="chosen-cell")
     return fig
+
+
+def _clickable_cells(fig: go.Figure, counts: np.ndarray, class_names: list[str]) -> None:
+    """An invisible marker per cell centre; ``hoverdistance=-1``: the cell under the pointer answers anywhere in it."""
+    k = len(class_names)
+    t, p = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    t, p = t.ravel(), p.ravel()
+    share = normalise_rows(counts)[t, p]
+    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector={"type": "heatmap"})
+    fig.add_trace(go.Scatter(
+        x=[class_names[j] for j in p], y=[class_names[i] for i in t], mode="markers", name="cells",
+        marker={"size": 8, "opacity": 0.0, "symbol": "square"}, showlegend=False,
+        customdata=np.stack([t, p, counts[t, p], share], 1),
+        hovertemplate="true %{y}<br>predicted %{x}<br>count %{customdata[2]}<br>share of the row "
+                      "%{customdata[3]:.3f}<br><i>click to list these samples</i><extra></extra>"))
+    fig.update_layout(hoverdistance=-1, dragmode=False)
 
 
 def confusion_change_figure(delta: np.ndarray, class_names: Sequence[str], title: str = "",

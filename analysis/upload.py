@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -75,12 +76,36 @@ def safe_name(name: str) -> str:
     return cleaned
 
 
-def session_upload_dir(token: str) -> Path:
-    """The upload folder of one app session: ``$STDCL_UPLOADS/<token>`` (default under the temp folder)."""
+UPLOAD_TTL_S = 3 * 86400  # a session's uploads are removed after this long without use
+
+
+def session_upload_dir(token: str, ttl_s: float = UPLOAD_TTL_S) -> Path:
+    """The upload folder of one app session: ``$STDCL_UPLOADS/<token>`` (default under the temp folder).
+
+    Each call marks the folder as used now and removes other sessions' folders unused for ``ttl_s``
+    seconds (``$STDCL_UPLOADS_TTL_S`` overrides), so uploads do not pile up.
+    """
     root = Path(os.environ.get("STDCL_UPLOADS") or Path(tempfile.gettempdir()) / "stdcl-uploads")
     folder = root / safe_name(token)
     folder.mkdir(parents=True, exist_ok=True)
+    os.utime(folder)
+    ttl = float(os.environ.get("STDCL_UPLOADS_TTL_S") or ttl_s)
+    prune_uploads(root, ttl, keep=folder)
     return folder
+
+
+def prune_uploads(root: str | os.PathLike, ttl_s: float, keep: Path | None = None) -> list[Path]:
+    """Remove the session folders under ``root`` last used more than ``ttl_s`` seconds ago; returns them."""
+    cutoff = time.time() - ttl_s
+    removed = []
+    for sub in Path(root).iterdir():
+        try:
+            if sub.is_dir() and sub != keep and sub.stat().st_mtime < cutoff:
+                shutil.rmtree(sub, ignore_errors=True)
+                removed.append(sub)
+        except OSError:  # another app process removed it first
+            continue
+    return removed
 
 
 def save_upload(folder: str | os.PathLike, name: str, data: bytes) -> Path:

@@ -198,6 +198,26 @@ def test_confusion_figure_values():
     assert delta.data[0].zmid == 0 and delta.data[0].zmax == pytest.approx(0.05)
 
 
+def test_clickable_confusion_cells_round_trip():
+    m = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 5]])
+    names = ["a", "b", "c"]
+    fig = F.confusion_figure(m, names, clickable=True, marked=(1, 0))
+    cells = fig.data[1]
+    assert cells.type == "scatter" and cells.marker.opacity == 0 and len(cells.x) == 9
+    cd = np.asarray(cells.customdata)
+    for (t, p, count, share), x, y in zip(cd, cells.x, cells.y):
+        assert (names[int(t)], names[int(p)]) == (y, x) and count == m[int(t), int(p)]
+        assert share == pytest.approx(m[int(t), int(p)] / m[int(t)].sum())
+    (rect,) = fig.layout.shapes
+    assert (rect.x0, rect.x1, rect.y0, rect.y1) == (-0.5, 0.5, 0.5, 1.5)  # column 0 (predicted), row 1 (true)
+    # a click comes back as a list, a dict keyed "0"/"1" (Streamlit), or only x / y names
+    assert F.selected_cell({"selection": {"points": [{"customdata": list(cd[5])}]}}, names) == (1, 2)
+    assert F.selected_cell({"points": [{"customdata": {"0": 2, "1": 0, "2": 0}}]}, names) == (2, 0)
+    assert F.selected_cell({"points": [{"x": "c", "y": "a"}]}, names) == (0, 2)
+    assert F.selected_cell({"points": []}, names) is None and F.selected_cell(None, names) is None
+    assert F.confusion_figure(m, names).layout.shapes == () and len(F.confusion_figure(m, names).data) == 1
+
+
 def test_heatmaps_bars_and_curves():
     vals = np.random.default_rng(3).normal(size=(30, 25))
     hm = F.frames_joints_heatmap(vals, NTU25, "cam")

@@ -237,6 +237,20 @@ def test_size_limit_and_names(tmp_path):
     assert folder.is_dir() and folder.parent == Path(__import__("os").environ["STDCL_UPLOADS"])
 
 
+def test_stale_session_uploads_are_pruned(tmp_path, monkeypatch):
+    import os
+    monkeypatch.setenv("STDCL_UPLOADS", str(tmp_path))
+    old, recent = tmp_path / "old", tmp_path / "recent"
+    for d, age in ((old, 4 * 86400), (recent, 3600)):
+        (d / "sequences").mkdir(parents=True)
+        (d / "sequences" / "a.npy").write_bytes(b"x")
+        os.utime(d, (os.path.getatime(d) - age, os.path.getmtime(d) - age))
+    mine = up.session_upload_dir("mine")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "recent"]
+    monkeypatch.setenv("STDCL_UPLOADS_TTL_S", "60")  # the variable shortens the lifetime
+    assert up.session_upload_dir("mine") == mine and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
 def test_checkpoint_upload_is_stored_checked_and_loadable(tmp_path, model):
     src = model.path
     files = {f"my{suffix}": src.with_name(src.stem + suffix).read_bytes()

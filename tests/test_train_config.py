@@ -204,3 +204,12 @@ def test_state_round_trip_without_pickle(tmp_path):
     tensors: dict = {}
     tree = split_tensors({1: torch.zeros(2), "x": [torch.ones(1)]}, "s", tensors)
     assert set(tensors) == {"s.0", "s.1.0"} and join_tensors(tree, tensors)[1].shape == (2,)
+
+
+def test_relative_paths_are_stored_absolute(tmp_path, monkeypatch):
+    """A run directory is analysed from any working directory: its config holds absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("ucla", overrides=["data.path=data/ucla", "train.init_from=../w.safetensors"])
+    assert cfg["data"]["path"] == str(tmp_path / "data" / "ucla")
+    assert cfg["train"]["init_from"] == str(tmp_path.parent / "w.safetensors")
+    assert load_config("synthetic")["data"]["path"] is None  # generated in memory: nothing to resolve

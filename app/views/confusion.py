@@ -2,19 +2,15 @@
 inspector); the most-confused pairs; per-class accuracy; what changes between checkpoints A and B.
 
 Every number comes from :mod:`analysis.confusion`; the matrix is
-:func:`analysis.figures.confusion_figure`. Plotly reports no selection for heatmap cells, so the
-page lays an invisible marker on every cell (its ``customdata`` is ``[true, predicted]``) that a
-click selects.
+:func:`analysis.figures.confusion_figure` with ``clickable=True`` (plotly reports no selection for
+heatmap cells: an invisible marker on every cell is what a click selects).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from analysis import figures
@@ -33,58 +29,10 @@ def chart_key(which: str) -> str:
     return f"confusion_{which}"
 
 
-def clickable_cells(fig: go.Figure, matrix: np.ndarray, class_names: list[str]) -> go.Figure:
-    """Add an invisible, clickable marker at every cell centre of a confusion heatmap.
-
-    Heatmap cells emit no selection in plotly.js (so none reaches Streamlit); a marker per cell does.
-    ``hoverdistance=-1`` makes the nearest centre (the cell under the pointer) answer anywhere in it.
-    """
-    k = len(class_names)
-    t, p = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
-    t, p = t.ravel(), p.ravel()
-    counts = np.asarray(matrix)[t, p]
-    share = figures.normalise_rows(matrix)[t, p]
-    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector={"type": "heatmap"})
-    fig.add_trace(go.Scatter(
-        x=[class_names[j] for j in p], y=[class_names[i] for i in t], mode="markers", name="cells",
-        marker={"size": 8, "opacity": 0.0, "symbol": "square"}, showlegend=False,
-        customdata=np.stack([t, p, counts, share], 1),
-        hovertemplate="true %{y}<br>predicted %{x}<br>count %{customdata[2]}<br>share of the row "
-                      "%{customdata[3]:.3f}<br><i>click to list these samples</i><extra></extra>"))
-    fig.update_layout(hoverdistance=-1, dragmode=False)
-    return fig
-
-
-def mark_cell(fig: go.Figure, cell: tuple[int, int]) -> go.Figure:
-    """Outline cell ``(true, predicted)`` (category positions: column ``predicted``, row ``true``)."""
-    t, p = cell
-    fig.add_shape(type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, xref="x", yref="y",
-                  line={"color": "#d62728", "width": 2.5}, name="chosen-cell")
-    return fig
-
-
-def cell_from_event(event: Any, class_names: list[str]) -> tuple[int, int] | None:
-    """``(true, predicted)`` of the first selected cell: the marker's ``customdata`` (list, or dict keyed
-    ``"0"``, ``"1"``), else the point's ``x`` (predicted) / ``y`` (true) class names."""
-    if event is None:
-        return None
-    sel = event.get("selection", event) if isinstance(event, Mapping) else getattr(event, "selection", None)
-    points = (sel.get("points") if isinstance(sel, Mapping) else None) or []
-    for pt in points:
-        cd = pt.get("customdata") if isinstance(pt, Mapping) else None
-        if isinstance(cd, Mapping) and "0" in cd and "1" in cd:
-            return int(cd["0"]), int(cd["1"])
-        if isinstance(cd, (list, tuple)) and len(cd) >= 2:
-            return int(cd[0]), int(cd[1])
-        if isinstance(pt, Mapping) and pt.get("y") in class_names and pt.get("x") in class_names:
-            return class_names.index(pt["y"]), class_names.index(pt["x"])
-    return None
-
-
 def _adopt_click(key: str, class_names: list[str]) -> None:
     """A new click on the matrix moves the cell pickers to that cell (a stale one leaves them alone)."""
     ss = st.session_state
-    cell = cell_from_event(ss.get(key), class_names)
+    cell = figures.selected_cell(ss.get(key), class_names)
     seen = None if cell is None else list(cell)
     if ss.get(f"_{key}_seen") == seen:
         return
@@ -253,8 +201,8 @@ with right:  # first: the pickers decide which cell the matrix outlines
     st.subheader("Samples of a cell")
     cell, inspect = _cell_panel(emb, default)
 with left:
-    fig = clickable_cells(figures.confusion_figure(conf["matrix"], names, normalise), conf["matrix"], names)
-    st.plotly_chart(mark_cell(fig, cell), key=key, on_select="rerun", selection_mode=("points",))
+    fig = figures.confusion_figure(conf["matrix"], names, normalise, clickable=True, marked=cell)
+    st.plotly_chart(fig, key=key, on_select="rerun", selection_mode=("points",))
     st.caption("Numbers are " + ("shares of each true class (rows sum to 1)" if normalise else "sample counts")
                + "; hover a cell for its count. The outlined cell is the one listed on the right.")
 if inspect is not None:

@@ -134,7 +134,7 @@ class CTRGraphConv(GraphUnit):
         ``alpha`` and ``A_k`` are folded into conv4's weight and bias, so each ``M_k`` is a
         single batched matmul (no passes over the large ``(N, C_out, V, V)`` tensors).
         """
-        n, c, v = x.shape[0], x.shape[1], x.shape[-1]
+        n, v = x.shape[0], x.shape[-1]
         k, r = self.num_subset, self.convs[0].rel_channels
         w12, b12 = cat_conv([cv for m in self.convs for cv in (m.conv1, m.conv2)])
         q = pointwise(x.mean(2), w12, b12).view(n, k, 2, r, v)  # conv1/conv2 of the time-averaged input

@@ -137,6 +137,28 @@ def anchor_keys(seed: int, step: int, salt: int, indices: torch.Tensor) -> torch
     return _mix(indices.to(torch.long) ^ base)
 
 
+def _lowest_positives(sd: torch.Tensor, labels: torch.Tensor, bank_labels: torch.Tensor, filled: torch.Tensor,
+                      p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``P`` lowest similarities among each anchor's filled same-class bank entries and their columns.
+
+    Reads only the anchor's own class's columns (bank entries grouped by label with one stable
+    sort) instead of masking whole ``(B, S)`` rows: a positive is ~1/C of the bank. Missing
+    positives come back as ``+inf``, as from a masked top-k.
+    """
+    s = sd.shape[1]
+    key = torch.where(filled, bank_labels.to(torch.long), torch.iinfo(torch.long).min)
+    order = key.argsort(stable=True)
+    ordered = key[order]
+    start = torch.searchsorted(ordered, labels.to(torch.long))
+    count = torch.searchsorted(ordered, labels.to(torch.long), right=True) - start
+    width = max(int(count.max()) if count.numel() else 0, p)
+    offs = torch.arange(width, device=sd.device).view(1, -1)
+    cols = order[(start.view(-1, 1) + offs).clamp_max(s - 1)]
+    vals = torch.where(offs < count.view(-1, 1), sd.gather(1, cols), _INF)
+    lo, j = vals.topk(p, dim=1, largest=False)
+    return lo, cols.gather(1, j)
+
+
 def hard_mined_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: torch.Tensor,
                        bank_labels: torch.Tensor, bank_filled: torch.Tensor, num_pos: int = 128,
                        num_neg: int = 512, tau: float = 0.8, random_neg: torch.Tensor | None = None,
@@ -168,9 +190,8 @@ def hard_mined_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: 
         labels = labels.to(sd.device).view(-1, 1)
         bank_labels = bank_labels.to(sd.device).view(1, -1)
         filled = bank_filled.to(sd.device).view(1, -1).bool()
-        pos = (labels == bank_labels) & filled
         neg = (labels != bank_labels) & filled
-        lo, pos_idx = torch.where(pos, sd, _INF).topk(p, dim=1, largest=False)  # the P lowest positives
+        lo, pos_idx = _lowest_positives(sd, labels.view(-1), bank_labels.view(-1), filled.view(-1), p)
         hi, hard_idx = torch.where(neg, sd, -_INF).topk(k, dim=1)  # the K highest negatives
         valid = (lo != _INF).all(1) & (hi != -_INF).all(1)  # >= P positives and >= K negatives filled
         if random_neg is None:

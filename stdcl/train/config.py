@@ -224,6 +224,10 @@ def load_config(config: str | os.PathLike = "synthetic", encoder: str | None = N
                           "use --encoder NAME instead")
     cfg["protocol"] = protocol
     cfg["config_file"] = str(user_path) if user_path else None
+    for keys in (("data", "path"), ("train", "init_from")):  # a run is analysed from anywhere: absolute paths
+        section, key = keys
+        if isinstance(cfg[section].get(key), str) and cfg[section][key]:
+            cfg[section][key] = os.path.abspath(os.path.expanduser(cfg[section][key]))
     check_keys(cfg, schema())
     validate(cfg)
     return cfg

@@ -24,6 +24,9 @@ EPILOG = """examples:
   stdcl train --config ucla --encoder ctrgcn --modality bone --stdcl on --out runs/x data.path=...
   stdcl eval runs/x --split test
   stdcl ensemble runs/j runs/b runs/jm runs/bm
+  stdcl experiment plan experiments/ucla-ctrgcn-reference.yaml
+  stdcl experiment run experiments/ucla-ctrgcn-reference.yaml --workers 2
+  stdcl experiment table experiments/ucla-ctrgcn-reference.yaml
   stdcl analyze embed bundled:synthetic_hcn_stdcl --out emb.npz
   stdcl analyze metrics bundled:synthetic_hcn_baseline bundled:synthetic_hcn_stdcl --out metrics.json
   stdcl analyze report bundled:synthetic_hcn_baseline bundled:synthetic_hcn_stdcl --out report/
@@ -33,7 +36,7 @@ run `stdcl COMMAND --help` for the options and examples of each command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stdcl.cli import analyze, bench, data, encoders, train
+    from stdcl.cli import analyze, bench, data, encoders, experiment, train
 
     parser = argparse.ArgumentParser(
         prog="stdcl", description="STD-CL: spatial-temporal decoupling contrastive learning for skeletons.",
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (data, encoders, train, analyze, bench):
+    for module in (data, encoders, train, experiment, analyze, bench):
         module.register(sub)
     return parser
 

@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except StdclError as e:
         print(f"stdcl: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `stdcl ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         logging.getLogger("stdcl").warning("interrupted")
         return 130

@@ -106,8 +106,11 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"{r.cell.name:<{width}}  {r.status:<8}  {done:>6}  {format_seconds(r.expected_s):>9}  {r.message}")
     workers = max(1, args.workers)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    unknown = sum(r.expected_s is None and r.status not in ("finished", "changed") for r in rows)
+    if unknown:
+        summary += f" ({unknown} without an estimate)"
     print(f"{summary}; expected {format_seconds(total)} of compute, about {format_seconds(total / workers)} with "
-          f"{workers} at once on {args.device} ({'; '.join(sorted(sources)) or 'nothing left'})")
+          f"{workers} at once on {args.device} ({'; '.join(sorted(sources)) or ('no estimate' if unknown else 'nothing left')})")
     return 0
 
 

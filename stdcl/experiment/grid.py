@@ -40,8 +40,9 @@ from stdcl.errors import ConfigError, DataError
 
 #: Axes that are command-line choices of ``stdcl train`` rather than config keys.
 CHOICE_AXES = ("config", "encoder", "modality", "stdcl")
-#: Config keys that change how a run executes, not what it computes: left out of the digest.
-EXECUTION_KEYS = ("device", "config_file", "data.num_workers", "train.progress", "train.tensorboard",
+#: Config keys that change how a run executes or where its data lives, not what it computes: left out of
+#: the digest (so a grid moved to another machine with the data elsewhere still matches its runs).
+EXECUTION_KEYS = ("device", "config_file", "data.path", "data.num_workers", "train.progress", "train.tensorboard",
                   "train.log_every", "train.checkpoint_every_steps", "train.eval_batch_size")
 #: Override keys whose relative paths are read relative to the grid file.
 PATH_KEYS = ("data.path", "train.init_from")
@@ -160,9 +161,17 @@ def _overrides(raw: Any, where: str, path: Path) -> list[tuple[str, Any]]:
 
 
 def _relative_to(path: Path, key: str, value: Any) -> Any:
-    if key in PATH_KEYS and isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
-        return str((path.parent / value).resolve())
-    return value
+    """Path values: ``$VAR`` / ``${VAR}`` expanded (an unset variable is an error), then made absolute
+    relative to the grid file."""
+    if key not in PATH_KEYS or not isinstance(value, str) or not value:
+        return value
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if unset:
+        raise DataError(path, f"{key}: {value!r} uses ${unset[0]}, which is not set (export {unset[0]}=...)")
+    if not os.path.isabs(expanded):
+        return str((path.parent / expanded).resolve())
+    return expanded
 
 
 def _config_arg(path: Path, value: Any) -> str:

@@ -79,10 +79,11 @@ def _read_json(path: Path) -> Any:
 
 
 def _run_digest(run_dir: Path) -> str | None:
-    from stdcl.train.config import read_yaml
+    """The digest of a run's ``config.yaml``, keys added to ``base.yaml`` since it ran taking their defaults."""
+    from stdcl.train.config import deep_merge, read_yaml, schema
 
     try:
-        return config_digest(read_yaml(run_dir / "config.yaml"))
+        return config_digest(deep_merge(schema(), read_yaml(run_dir / "config.yaml")))
     except (StdclError, OSError):
         return None
 
@@ -168,10 +169,10 @@ def plan(grid: Grid, root: Path, device: str = "cpu") -> list[RunStatus]:
             try:
                 sizes[key] = data_sizes(cfg["data"])
             except (StdclError, OSError) as e:
-                sizes[key] = None
-                st.message = st.message or f"data not readable here: {e}"
+                sizes[key] = {"error": str(e)}
         sz = sizes[key]
-        if sz is None:
+        if "error" in sz:
+            st.message = st.message or f"no estimate: data not readable here ({sz['error']})"
             continue
         try:
             steps, epochs = planned_steps(cfg, sz["train_items"])
@@ -189,8 +190,9 @@ def plan(grid: Grid, root: Path, device: str = "cpu") -> list[RunStatus]:
         else:
             st.expected_s = left * expected_seconds(enc, sz["train_items"], epochs, device=device,
                                                     window=int(cfg["data"]["window"] or 64),
-                                                    num_eval_samples=eval_n // max(math.ceil(epochs), 1))
-            st.estimate_source = "cost table (NTU-sized input)"
+                                                    num_eval_samples=eval_n // max(math.ceil(epochs), 1),
+                                                    joints_persons=max(sz["joints"] * sz["persons"], 1))
+            st.estimate_source = "cost table, scaled by window and joints x persons"
     return statuses
 
 

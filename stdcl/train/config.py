@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 import re
 from importlib import resources
@@ -250,7 +251,7 @@ def validate(cfg: dict[str, Any]) -> None:
         v = get_dotted(cfg, key)
         if v is None and optional:
             return
-        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+        ok = isinstance(v, int) if integer else isinstance(v, (int, float)) and math.isfinite(v)
         if isinstance(v, bool) or not ok or (lo is not None and v < lo):
             kind = "an integer" if integer else "a number"
             rng = f" >= {lo}" if lo is not None else ""
@@ -277,6 +278,9 @@ def validate(cfg: dict[str, Any]) -> None:
     num("schedule.warmup_epochs", 0)
     num("schedule.gamma", 0)
     num("schedule.min_lr", 0)
+    num("stdcl.loss.weight", 0)
+    num("stdcl.loss.start_epoch", 0)
+    num("stdcl.loss.ramp_epochs", 0)
     vf = cfg["data"]["val_fraction"]
     if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
         raise ConfigError(f"config key data.val_fraction must be in [0, 1), got {vf!r}")

@@ -41,7 +41,7 @@ from stdcl.train import distributed as D
 from stdcl.train.config import dump_config
 from stdcl.train.data import TrainData, build_train_data
 from stdcl.train.evaluate import accuracy_metrics, autocast, autocast_dtype, predict
-from stdcl.train.optim import Schedule, build_optimizer
+from stdcl.train.optim import Schedule, build_optimizer, contrastive_factor
 from stdcl.train.run_dir import BEST, CONFIG, LAST, METRICS, SUMMARY, MetricsLog, prepare_new
 from stdcl.train.splits import EpochSampler
 from stdcl.train.state import load_state, rng_state, save_state, set_rng_state
@@ -251,7 +251,7 @@ class Trainer:
             self._init_from(enc, init)
         st = cfg["stdcl"]
         if st["enabled"]:
-            loss_opts = dict(st["loss"])
+            loss_opts = {k: v for k, v in st["loss"].items() if k not in ("start_epoch", "ramp_epochs")}
             loss_opts.setdefault("seed", int(cfg["seed"]))
             model = build_stdcl_model(enc, d.window, dict(st["head"]), loss_opts,
                                       slot_labels=torch.as_tensor(d.train.labels), num_classes=d.num_classes)
@@ -560,11 +560,15 @@ class Trainer:
         values: dict[str, Any] = {}
         con = out.get("contrastive")
         if con is not None:
-            term = con["loss"]
+            loss_cfg = self.cfg["stdcl"]["loss"]
+            factor = contrastive_factor(self.epoch + self.batch_in_epoch / max(self.steps_per_epoch, 1),
+                                        float(loss_cfg.get("start_epoch") or 0), float(loss_cfg.get("ramp_epochs") or 0))
+            term = con["loss"] * factor  # before start_epoch the banks fill, the term adds 0 (graph kept for DDP)
             if self.dist.enabled:
                 term = term * self._contrastive_scale(con, y.shape[0])
             total = total + term
             values.update({k: v for k, v in con.items() if k != "loss"})
+            values["contrastive_factor"] = factor
         if nan_at is not None and self.global_step + 1 == int(nan_at):
             total = total * float("nan")
         check = torch.stack([total.detach().float(), ce.detach().float(),

@@ -41,7 +41,7 @@ STATES = ("idle", "running", "finished", "failed", "cancelled")
 RECORD, LOG, LOCK = "job.json", "job.log", "job.lock"
 
 #: Keys of a metrics record that are not loss terms.
-_NOT_LOSS = {"kind", "epoch", "global_step", "lr", "acc", "samples_per_s", "time_s"}
+_NOT_LOSS = {"kind", "epoch", "global_step", "lr", "acc", "samples_per_s", "time_s", "contrastive_factor"}
 
 # Popen objects of the jobs this process started, by pid (reaped by a waiting thread).
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -407,20 +407,22 @@ STARTUP_S = {"cpu": 10.0, "cuda": 20.0}
 
 
 def expected_seconds(encoder: str, num_train_samples: int, epochs: float, device: str = "cpu",
-                     window: int = 32, num_eval_samples: int = 0) -> float:
+                     window: int = 32, num_eval_samples: int = 0, joints_persons: int = 50) -> float:
     """A rough wall-clock estimate of a training run, for an "expected time" notice.
 
     ``start-up + epochs x (train samples + EVAL_COST x eval samples) x seconds per sample``,
-    the per-sample cost scaled linearly with ``window`` and divided by :data:`GPU_SPEEDUP` on
-    ``cuda``. ``num_eval_samples``: validation + test samples evaluated each epoch.
+    the per-sample cost scaled linearly with ``window`` and with joints x persons (the table's
+    input is NTU's 25 x 2 = 50) and divided by :data:`GPU_SPEEDUP` on ``cuda``.
+    ``num_eval_samples``: validation + test samples evaluated each epoch.
     """
     if encoder not in CPU_SECONDS_PER_SAMPLE_W32:
         raise ConfigError(f"unknown encoder {encoder!r}; expected one of {', '.join(CPU_SECONDS_PER_SAMPLE_W32)}")
     if device not in STARTUP_S:
         raise ConfigError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if num_train_samples < 0 or num_eval_samples < 0 or epochs < 0 or window <= 0:
-        raise ConfigError("expected_seconds needs non-negative sample counts and epochs and a positive window")
-    per_sample = CPU_SECONDS_PER_SAMPLE_W32[encoder] * window / 32
+    if num_train_samples < 0 or num_eval_samples < 0 or epochs < 0 or window <= 0 or joints_persons <= 0:
+        raise ConfigError("expected_seconds needs non-negative sample counts and epochs, a positive window and "
+                          "a positive joints x persons")
+    per_sample = CPU_SECONDS_PER_SAMPLE_W32[encoder] * window / 32 * joints_persons / 50
     if device == "cuda":
         per_sample /= GPU_SPEEDUP
     return STARTUP_S[device] + epochs * (num_train_samples + EVAL_COST * num_eval_samples) * per_sample
@@ -448,8 +450,10 @@ def data_sizes(data: dict[str, Any]) -> dict[str, Any]:
     base = open_split(cfg, data["train_split"], True)
     val = validation_samples(cfg, base)
     test = open_split(cfg, data["test_split"], False, repeat=1)
+    shape = base.raw(0).shape if len(base) else (0, 0, 0, 0)  # (C, T, V, M)
     return {"train_items": len(training_items(base, val)), "val": len(val), "test": len(test),
-            "classes": int(base.num_classes), "layout": base.layout.name}
+            "classes": int(base.num_classes), "layout": base.layout.name, "joints": int(shape[-2]),
+            "persons": int(shape[-1])}
 
 
 def planned_steps(cfg: dict[str, Any], train_items: int) -> tuple[int, float]:

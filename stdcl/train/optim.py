@@ -88,3 +88,13 @@ def build_optimizer(model: torch.nn.Module, cfg: dict[str, Any]) -> torch.optim.
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=wd)
     raise ConfigError(f"unknown optimiser {name!r}; choose sgd, adam or adamw")
+
+
+def contrastive_factor(epoch: float, start_epoch: float = 0.0, ramp_epochs: float = 0.0) -> float:
+    """The share of the STD-CL loss weight in use at (fractional, 0-based) ``epoch``: 0 before
+    ``start_epoch``, then rising linearly to 1 over ``ramp_epochs`` (at once when 0)."""
+    if epoch < start_epoch:
+        return 0.0
+    if ramp_epochs <= 0:
+        return 1.0
+    return min(1.0, (epoch - start_epoch) / ramp_epochs)

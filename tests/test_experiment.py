@@ -172,6 +172,28 @@ def test_rerunning_skips_finished_and_retries_failed(finished, tmp_path):
     assert cell_status(load_grid(fixed).cell("stdcl-on_seed-2"), d / "runs").status == "finished"
 
 
+def test_deleted_run_directories_count_as_recorded_and_are_not_rerun(finished, tmp_path):
+    import shutil
+
+    g, d, _, _ = finished
+    results = tmp_path / "results"
+    shutil.copytree(d / "results", results)
+    empty = tmp_path / "runs"  # run directories deleted: only the committed records remain
+    st = {s.cell.name: s for s in plan(g, empty, results=results)}
+    assert {n for n, s in st.items() if s.status == "recorded"} == {"stdcl-off_seed-1", "stdcl-off_seed-2",
+                                                                     "stdcl-on_seed-1"}
+    assert st["stdcl-on_seed-1"].expected_s == 0.0 and st["stdcl-on_seed-2"].status == "new"
+    assert cell_status(g.cell("stdcl-on_seed-1"), empty).status == "new"  # without records: nothing known
+    # a changed config makes the record stale: the cell is new again
+    text = g.path.read_text().replace("train.epochs=2", "train.epochs=3")
+    changed = tmp_path / "tiny.yaml"
+    changed.write_text(text)
+    assert {s.status for s in plan(load_grid(changed), empty, results=results)} == {"new"}
+    out = run_grid(g, empty, results, RunOptions(workers=1), only=["stdcl-off_seed-1"], report=lambda s: None,
+                   show_progress=False)
+    assert out == [] and not (empty / "stdcl-off_seed-1").exists()
+
+
 def _wait_for(predicate, timeout: float = 240.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

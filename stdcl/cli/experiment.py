@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="save the resume state every STEPS steps (default 200; 0: only at epoch ends)")
     p.add_argument("--data-workers", type=int, default=None, help="data-loading workers per run (data.num_workers)")
     p.add_argument("--only", nargs="+", default=None, metavar="CELL", help="run only these cells")
-    p.add_argument("--rerun", action="store_true", help="delete the runs of --only cells first and start them again")
+    p.add_argument("--rerun", action="store_true", help="delete the runs (and records) of --only cells first and start them again")
     p.add_argument("--executor", default="local", choices=["local", "slurm"])
     g = p.add_argument_group("SLURM (--executor slurm, through submitit)")
     g.add_argument("--partition", default=None)
@@ -89,7 +89,7 @@ def _plan(args: argparse.Namespace) -> int:
     from stdcl.experiment.status import format_seconds, plan
 
     grid, root, results = _paths(args)
-    rows = plan(grid, root, device=args.device)
+    rows = plan(grid, root, device=args.device, results=results)
     width = max([len(r.cell.name) for r in rows] + [4])
     print(f"{grid.name}: {len(rows)} runs in {root} (records: {results})")
     if grid.description:
@@ -106,7 +106,7 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"{r.cell.name:<{width}}  {r.status:<8}  {done:>6}  {format_seconds(r.expected_s):>9}  {r.message}")
     workers = max(1, args.workers)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    unknown = sum(r.expected_s is None and r.status not in ("finished", "changed") for r in rows)
+    unknown = sum(r.expected_s is None and r.status not in ("finished", "recorded", "changed") for r in rows)
     if unknown:
         summary += f" ({unknown} without an estimate)"
     print(f"{summary}; expected {format_seconds(total)} of compute, about {format_seconds(total / workers)} with "
@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.only:
             raise ConfigError("--rerun needs --only CELL ... (it deletes those runs)")
         for name in args.only:
-            remove_run(root, grid.cell(name))
+            remove_run(root, grid.cell(name), results)
     if args.executor == "slurm":
         return _run_slurm(args, grid, root, results)
     gpus = tuple(g.strip() for g in args.gpus.split(",") if g.strip()) if args.gpus else ()
@@ -144,7 +144,7 @@ def _run_slurm(args: argparse.Namespace, grid, root: Path, results: Path) -> int
     from stdcl.experiment.status import plan
 
     write_missing_records(grid, root, results)
-    todo = [r.cell.name for r in plan(grid, root) if r.status in ("new", "partial", "failed")
+    todo = [r.cell.name for r in plan(grid, root, results=results) if r.status in ("new", "partial", "failed")
             and (args.only is None or r.cell.name in args.only)]
     opts = SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_task=args.gpus_per_task,
                         cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,

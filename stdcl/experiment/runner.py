@@ -133,9 +133,9 @@ def run_cell(grid: Grid, cell: Cell, root: Path, results: Path, opts: RunOptions
     from stdcl.train.state import STATE_JSON
 
     digest = config_digest(cell.resolved_config())
-    st = cell_status(cell, root, digest)
-    if st.status == "finished":
-        return Outcome(cell.name, True, 0, "already finished")
+    st = cell_status(cell, root, digest, results)
+    if st.status in ("finished", "recorded"):
+        return Outcome(cell.name, True, 0, "already " + st.status)
     if st.status in ("running", "changed"):
         return Outcome(cell.name, False, None, f"{st.status}: {st.message}")
     run_dir = st.run_dir
@@ -215,8 +215,8 @@ def run_grid(grid: Grid, root: Path, results: Path, opts: RunOptions, only: list
         raise ConfigError(f"{grid.path}: no cell named {', '.join(sorted(unknown))}")
     todo = []
     for c in cells:
-        st = cell_status(c, root, config_digest(c.resolved_config()))
-        if st.status == "finished":
+        st = cell_status(c, root, config_digest(c.resolved_config()), results)
+        if st.status in ("finished", "recorded"):
             continue
         if st.status in ("running", "changed"):
             report(f"skip {c.name}: {st.status} ({st.message})")
@@ -277,9 +277,11 @@ def run_grid(grid: Grid, root: Path, results: Path, opts: RunOptions, only: list
     return outcomes
 
 
-def remove_run(root: Path, cell: Cell) -> None:
-    """Delete a cell's run directory and its logs (``--rerun``)."""
+def remove_run(root: Path, cell: Cell, results: Path | None = None) -> None:
+    """Delete a cell's run directory, its logs and (with ``results``) its record (``--rerun``)."""
     shutil.rmtree(root / cell.name, ignore_errors=True)
+    if results is not None:
+        record_path(results, cell.name).unlink(missing_ok=True)
     for suffix in (".log", ".failed.json"):
         log_path(root, cell, suffix).unlink(missing_ok=True)
 

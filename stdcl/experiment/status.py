@@ -88,8 +88,12 @@ def _run_digest(run_dir: Path) -> str | None:
         return None
 
 
-def cell_status(cell: Cell, root: Path, digest: str | None = None) -> RunStatus:
-    """The status of ``cell``'s run under ``root`` (``digest``: the cell's config digest, if known)."""
+def cell_status(cell: Cell, root: Path, digest: str | None = None, results: Path | None = None) -> RunStatus:
+    """The status of ``cell``'s run under ``root`` (``digest``: the cell's config digest, if known).
+
+    With ``results``, a cell whose run directory is gone but whose results record (same digest)
+    is kept counts as ``recorded``: done, and not run again.
+    """
     from stdcl.train.run_dir import SUMMARY, read_metrics
 
     d = root / cell.name
@@ -121,7 +125,21 @@ def cell_status(cell: Cell, root: Path, digest: str | None = None) -> RunStatus:
         st.status = "partial"
         if digest is not None and _run_digest(d) not in (None, digest):
             st.status, st.message = "changed", "the grid's config for this cell differs from the run's config.yaml"
+    elif not d.exists() and results is not None and digest is not None and _recorded(results, cell, digest):
+        st.status, st.message = "recorded", "run directory gone; its results record is kept"
     return st
+
+
+def _recorded(results: Path, cell: Cell, digest: str) -> bool:
+    from stdcl.experiment.records import read_record, record_path
+
+    path = record_path(results, cell.name)
+    if not path.is_file():
+        return False
+    try:
+        return read_record(path)["config_digest"] == digest
+    except (StdclError, OSError):
+        return False
 
 
 def _measured_seconds_per_sample(statuses: list[RunStatus]) -> dict[str, float]:
@@ -141,7 +159,7 @@ def _measured_seconds_per_sample(statuses: list[RunStatus]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in out.items()}
 
 
-def plan(grid: Grid, root: Path, device: str = "cpu") -> list[RunStatus]:
+def plan(grid: Grid, root: Path, device: str = "cpu", results: Path | None = None) -> list[RunStatus]:
     """Every cell's status and the expected time of what is left.
 
     The per-sample cost comes from this grid's own runs of the same encoder when there are any
@@ -157,11 +175,11 @@ def plan(grid: Grid, root: Path, device: str = "cpu") -> list[RunStatus]:
     for cell in grid.cells:
         cfg = cell.resolved_config()
         configs[cell.name] = cfg
-        statuses.append(cell_status(cell, root, config_digest(cfg)))
+        statuses.append(cell_status(cell, root, config_digest(cfg), results))
     measured = _measured_seconds_per_sample(statuses)
     for st in statuses:
-        if st.status in ("finished", "changed"):
-            st.expected_s = 0.0 if st.status == "finished" else None
+        if st.status in ("finished", "recorded", "changed"):
+            st.expected_s = None if st.status == "changed" else 0.0
             continue
         cfg = configs[st.cell.name]
         key = json.dumps(cfg["data"], sort_keys=True, default=str)

@@ -18,6 +18,7 @@ from stdcl.head.decoupling import DecouplingHead
 from stdcl.head.loss import STDCLLoss
 
 HEAD_OPTIONS = ("enabled", "reduction", "dim", "pooling", "branches", "init")
+LOSS_SCHEDULE_OPTIONS = ("start_epoch", "ramp_epochs")  # read by the training loop; accepted and ignored here
 LOSS_OPTIONS = ("bank", "num_pos", "num_neg", "tau", "weight", "queue_length", "seed", "scale_to_data",
                 "scale_fraction", "strict")
 
@@ -75,8 +76,8 @@ def build_stdcl_model(encoder: Encoder, window: int, head_options: dict | None, 
     head = DecouplingHead(encoder.feature_shape(window), **head_options)
     loss = None
     if loss_options is not None:
-        opts = dict(loss_options)
-        _check_keys("loss", opts, LOSS_OPTIONS)
+        opts = {k: v for k, v in loss_options.items() if k not in LOSS_SCHEDULE_OPTIONS}
+        _check_keys("loss", opts, LOSS_OPTIONS + LOSS_SCHEDULE_OPTIONS)
         strict = bool(opts.pop("strict", False))
         if slot_labels is not None:
             slot_labels = torch.as_tensor(slot_labels, dtype=torch.long)

@@ -251,7 +251,7 @@ class Trainer:
             self._init_from(enc, init)
         st = cfg["stdcl"]
         if st["enabled"]:
-            loss_opts = {k: v for k, v in st["loss"].items() if k not in ("start_epoch", "ramp_epochs")}
+            loss_opts = dict(st["loss"])
             loss_opts.setdefault("seed", int(cfg["seed"]))
             model = build_stdcl_model(enc, d.window, dict(st["head"]), loss_opts,
                                       slot_labels=torch.as_tensor(d.train.labels), num_classes=d.num_classes)

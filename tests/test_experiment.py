@@ -375,3 +375,17 @@ def test_cli_plan_and_table_outputs(finished, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "stdcl", "experiment", "plan", str(tmp_path / "nope.yaml")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == f"stdcl: error: {tmp_path / 'nope.yaml'}: no such grid file"
+
+
+def test_results_folder_is_in_the_grid_files_project_wherever_the_command_runs(tmp_path, monkeypatch):
+    from stdcl.experiment.status import results_dir
+
+    project = tmp_path / "proj"
+    (project / "experiments").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    g = load_grid(write_grid(project / "experiments", name="g1"))
+    monkeypatch.chdir(tmp_path)
+    assert results_dir(g) == (project / "results" / "g1").resolve()
+    assert results_dir(g, tmp_path / "r") == (tmp_path / "r").resolve()
+    loose = load_grid(write_grid(tmp_path, name="g2"))  # no project above it: the working directory
+    assert results_dir(loose) == (tmp_path / "results" / "g2").resolve()

@@ -12,7 +12,7 @@ import torch
 from stdcl.errors import ConfigError
 from stdcl.train.config import ENCODERS, PROTOCOLS, dump_config, load_config, parse_override, read_yaml
 from stdcl.train.optim import Schedule, build_optimizer, lr_at
-from stdcl.train.splits import EpochSampler, carve_validation
+from stdcl.train.splits import EpochSampler, carve_validation, describe_validation
 from stdcl.train.state import join_tensors, load_state, rng_state, save_state, set_rng_state, split_tensors
 
 
@@ -157,6 +157,24 @@ def test_validation_is_whole_subjects_and_deterministic():
     plain = carve_validation(1000, 0.05, seed=0, subjects=None)
     assert len(plain) == 50 and len(set(plain)) == 50
     assert len(carve_validation(1000, 0.0)) == 0
+    assert describe_validation(val, 1000, subjects) == {"by": "subject", "held_out": 50, "held_out_fraction": 0.05,
+                                                        "subjects": [int(subjects[val][0])]}
+    assert describe_validation(plain, 1000, subjects)["by"] == "sample"
+
+
+def test_validation_takes_the_subject_split_closest_to_the_fraction_or_falls_back_to_samples():
+    subjects = np.repeat(np.arange(5), 40)  # 5 subjects of 40 = 20 % each
+    val = carve_validation(200, 0.05, seed=0, subjects=subjects)  # one subject would be 4x the ask
+    assert len(val) == 10 and describe_validation(val, 200, subjects)["by"] == "sample"
+    val = carve_validation(200, 0.3, seed=0, subjects=subjects)  # 20 % is closer to 30 % than 40 %
+    assert len(val) == 40 and describe_validation(val, 200, subjects)["by"] == "subject"
+    uneven = np.repeat(np.arange(4), [10, 50, 30, 10])  # prefixes of the seeded order: the closest one wins
+    for seed in range(8):
+        order = np.random.default_rng(seed).permutation(4)[:-1]
+        sizes = np.cumsum(np.array([10, 50, 30, 10])[order])
+        best = sizes[np.argmin(np.abs(sizes - 25))]
+        got = carve_validation(100, 0.25, seed=seed, subjects=uneven)
+        assert len(got) == (best if best <= 50 else 25)
 
 
 def test_epoch_sampler_shards_union_is_the_single_process_batch_and_skips_on_resume():

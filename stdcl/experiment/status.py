@@ -53,8 +53,18 @@ def runs_root(grid: Grid, runs: str | os.PathLike | None = None) -> Path:
 
 
 def results_dir(grid: Grid, results: str | os.PathLike | None = None) -> Path:
-    """``--results`` > ``results/<name>`` (relative to the working directory)."""
-    return Path(results).expanduser().resolve() if results is not None else (Path("results") / grid.name).resolve()
+    """``--results`` > ``results/<name>`` in the project holding the grid file (the nearest folder
+    above it with a ``pyproject.toml`` or ``.git``), else in the working directory; so the records
+    land in the same place wherever the command is run from."""
+    if results is not None:
+        return Path(results).expanduser().resolve()
+    base = Path.cwd()
+    if grid.path is not None:
+        for folder in Path(grid.path).resolve().parents:
+            if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
+                base = folder
+                break
+    return (base / "results" / grid.name).resolve()
 
 
 def log_path(root: Path, cell: Cell, suffix: str = ".log") -> Path:

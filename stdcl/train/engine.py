@@ -294,9 +294,18 @@ class Trainer:
                 "test_samples": len(d.test), "classes": d.num_classes, "steps_per_epoch": self.steps_per_epoch,
                 "total_steps": self.total_steps}
         write_json_atomic(self.run_dir / "run.json", info)
+        from stdcl.train.data import validation_samples
+        from stdcl.train.splits import describe_validation
+
+        taken = describe_validation(validation_samples(self.cfg, d.base), d.base.num_samples, d.base.subjects)
+        if taken["by"] != "none":
+            log.info("validation: %d training samples (%.1f %%) held out by %s%s", taken["held_out"],
+                     100 * taken["held_out_fraction"], taken["by"],
+                     f" (subjects {taken['subjects']})" if taken["subjects"] else
+                     " (whole subjects would miss the asked fraction)" if d.base.subjects is not None else "")
         write_json_atomic(self.run_dir / "val_split.json",
                           {"fraction": self.cfg["data"]["val_fraction"], "seed": self.cfg["data"]["val_seed"],
-                           "names": [] if d.val is None else d.val.names})
+                           **taken, "names": [] if d.val is None else d.val.names})
 
     # -- state ------------------------------------------------------------------------------
     def _rank_rng(self) -> dict[str, Any]:

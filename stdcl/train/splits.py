@@ -21,10 +21,12 @@ def carve_validation(num_samples: int, fraction: float, seed: int = 0,
                      subjects: np.ndarray | None = None, by_subject: bool = True) -> np.ndarray:
     """Sorted sample ids (0..num_samples-1) held out for validation.
 
-    By subject (when ``subjects`` is given, ``by_subject`` and there are >= 2 subjects):
-    subjects in a seeded random order are added until at least ``fraction`` of the samples
-    are held out (at least one subject, never all). Otherwise a seeded random
-    ``round(fraction * n)`` samples (at least 1 when ``fraction > 0``).
+    By subject (when ``subjects`` is given, ``by_subject`` and there are >= 2 subjects): the
+    prefix of a seeded random order of the subjects whose sample count is closest to
+    ``fraction`` of the samples (at least one subject, never all). When even that holds out
+    more than twice the asked fraction (few subjects: one of five is 20 %, not 5 %), or
+    otherwise, a seeded random ``round(fraction * n)`` samples (at least 1 when ``fraction > 0``).
+    :func:`describe_validation` says which was taken.
     """
     if fraction <= 0 or num_samples < 2:
         return np.zeros(0, dtype=np.int64)
@@ -32,18 +34,27 @@ def carve_validation(num_samples: int, fraction: float, seed: int = 0,
     target = fraction * num_samples
     if by_subject and subjects is not None and len(np.unique(subjects)) >= 2:
         subjects = np.asarray(subjects)
-        uniq = np.unique(subjects)
-        order = rng.permutation(uniq)
-        counts = {s: int(c) for s, c in zip(*np.unique(subjects, return_counts=True))}
-        chosen, total = [], 0
-        for s in order[:-1]:  # never all subjects
-            chosen.append(s)
-            total += counts[s]
-            if total >= target:
-                break
-        return np.flatnonzero(np.isin(subjects, chosen)).astype(np.int64)
+        uniq, counts = np.unique(subjects, return_counts=True)
+        perm = rng.permutation(len(uniq))[:-1]  # never all subjects
+        totals = np.cumsum(counts[perm])
+        k = int(np.argmin(np.abs(totals - target)))  # first (fewest subjects) among ties
+        if totals[k] <= 2 * target:
+            return np.flatnonzero(np.isin(subjects, uniq[perm[:k + 1]])).astype(np.int64)
     k = min(max(int(round(target)), 1), num_samples - 1)
     return np.sort(rng.choice(num_samples, k, replace=False)).astype(np.int64)
+
+
+def describe_validation(ids: np.ndarray, num_samples: int, subjects: np.ndarray | None = None) -> dict:
+    """What :func:`carve_validation` took: ``by`` (subject / sample / none), the fraction held out
+    and the held-out subjects."""
+    out = {"by": "none" if len(ids) == 0 else "sample", "held_out": int(len(ids)),
+           "held_out_fraction": round(len(ids) / max(num_samples, 1), 4), "subjects": []}
+    if len(ids) and subjects is not None:
+        subjects = np.asarray(subjects)
+        val = set(subjects[ids].tolist())
+        if not val & set(np.delete(subjects, ids).tolist()):
+            out["by"], out["subjects"] = "subject", sorted(val)
+    return out
 
 
 class Reindexed(Dataset):

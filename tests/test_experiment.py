@@ -389,3 +389,49 @@ def test_results_folder_is_in_the_grid_files_project_wherever_the_command_runs(t
     assert results_dir(g, tmp_path / "r") == (tmp_path / "r").resolve()
     loose = load_grid(write_grid(tmp_path, name="g2"))  # no project above it: the working directory
     assert results_dir(loose) == (tmp_path / "results" / "g2").resolve()
+
+
+# -- variants (ablations against one shared baseline) ----------------------------------------------
+VARIANT_GRID = ("variants:\n  baseline: {stdcl.enabled: false}\n  light: {stdcl.loss.weight: 0.1}\n"
+                "  queue: [stdcl.loss.bank=class_queue, stdcl.loss.queue_length=8]\n")
+
+
+def test_variants_expand_into_their_overrides(tmp_path):
+    g = load_grid(write_grid(tmp_path, axes="  variant: [baseline, light, queue]\n  seed: [1, 2]\n",
+                             extra=VARIANT_GRID))
+    assert [c.name for c in g.cells][:3] == ["variant-baseline_seed-1", "variant-baseline_seed-2",
+                                             "variant-light_seed-1"]
+    cfg = {c.name: c.resolved_config() for c in g.cells}
+    assert cfg["variant-baseline_seed-1"]["stdcl"]["enabled"] is False
+    assert cfg["variant-light_seed-2"]["stdcl"]["loss"]["weight"] == 0.1 and cfg["variant-light_seed-2"]["seed"] == 2
+    assert cfg["variant-queue_seed-1"]["stdcl"]["loss"]["bank"] == "class_queue"
+    assert cfg["variant-queue_seed-1"]["stdcl"]["loss"]["weight"] == 0.5  # the base value elsewhere
+
+
+@pytest.mark.parametrize("axes, extra, problem", [
+    ("  variant: [a]\n", "", "needs `variants`"),
+    ("  variant: [a, b]\n", "variants:\n  a: {seed: 2}\n", "variant b not in variants"),
+    ("  seed: [1]\n", "variants:\n  a: {seed: 2}\n", "no `variant` axis"),
+])
+def test_bad_variants_name_the_grid_file(tmp_path, axes, extra, problem):
+    p = write_grid(tmp_path, axes=axes, extra=extra)
+    with pytest.raises(DataError, match=problem) as e:
+        load_grid(p)
+    assert str(p) in str(e.value)
+
+
+def test_variant_rows_are_paired_with_the_baseline_variant():
+    off = {1: 0.80, 2: 0.84}
+    light = {1: 0.83, 2: 0.85}
+    recs = [_record(f"variant-baseline_seed-{s}", {"variant": "baseline", "seed": s}, v) for s, v in off.items()]
+    for r in recs:
+        r["stdcl_enabled"] = False
+    recs += [_record(f"variant-light_seed-{s}", {"variant": "light", "seed": s}, v) for s, v in light.items()]
+    t = aggregate(recs, "g")
+    rows = {r.key["variant"]: r for r in t.rows}
+    assert rows["baseline"].stdcl_final.n == 0 and rows["baseline"].gain_final.n == 0
+    lt = rows["light"]
+    assert lt.baseline_of == "baseline" and lt.baseline_final.mean == pytest.approx(0.82)
+    assert lt.gain_final.n == 2 and lt.gain_final.diffs == pytest.approx([0.03, 0.01])
+    assert lt.cells["off"] == {"1": "variant-baseline_seed-1", "2": "variant-baseline_seed-2"}
+    assert "| variant=light | 82.00 ± 2.83 | 84.00 ± 1.41 | +2.00" in to_markdown(t)

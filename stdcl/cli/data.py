@@ -37,6 +37,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_inspect)
 
+    p = subparser(dsub, "convert-ts", "convert a train/test pair of UEA .ts files (e.g. NATOPS) to plain numpy",
+                  "  stdcl data convert-ts ../shared/data/uea_natops/NATOPS_TRAIN.ts \\\n"
+                  "      ../shared/data/uea_natops/NATOPS_TEST.ts --layout experiments/layouts/natops8.yaml \\\n"
+                  "      --out data/natops.npz\n"
+                  "  stdcl train --config custom --encoder hcn --out runs/natops data.path=data/natops.npz\n"
+                  "The .ts dimensions are read point-major (x, y, z of point 1, then point 2, ...); class\n"
+                  "names come from --class-names, else the header comments' 'N: name' lines.")
+    p.add_argument("train", type=Path, help="the training .ts file")
+    p.add_argument("test", type=Path, help="the test .ts file")
+    p.add_argument("--layout", required=True, help="layout name or YAML file; its joints are the points in file order")
+    p.add_argument("--out", required=True, type=Path, help="output .npz")
+    p.add_argument("--channels", type=int, default=3, help="coordinates per point (default 3)")
+    p.add_argument("--class-names", nargs="+", help="class names in @classLabel order")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_convert_ts)
+
     p = subparser(dsub, "synth", "write the synthetic teaching set in the plain-numpy format",
                   "  stdcl data synth --out data/synthetic\n"
                   "  stdcl data synth --out data/synth-big --num-samples 10000 --seed 3")
@@ -72,6 +88,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
     report = inspect_path(args.path, args.limit)
     print(json.dumps(asdict(report), indent=2) if args.json else report)
+    return 0
+
+
+def _convert_ts(args: argparse.Namespace) -> int:
+    from stdcl.data.uea_ts import convert_ts
+
+    layout = args.layout if not args.layout.endswith((".yaml", ".yml")) else Path(args.layout)
+    path = convert_ts(args.train, args.test, args.out, layout, args.class_names, args.channels, args.force)
+    print(f"wrote {path}")
     return 0
 
 

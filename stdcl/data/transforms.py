@@ -72,7 +72,7 @@ def resize_frames(x: np.ndarray, window: int) -> np.ndarray:
     time with half-pixel centres, computed in float32.
     """
     c, t, v, m = x.shape
-    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    data = torch.from_numpy(np.array(x, dtype=np.float32))  # a copy: x may be a read-only memory map
     data = data.permute(0, 2, 3, 1).reshape(1, 1, c * v * m, t)
     data = F.interpolate(data, size=(c * v * m, window), mode="bilinear", align_corners=False)
     return data.reshape(c, v, m, window).permute(0, 3, 1, 2).contiguous().numpy()

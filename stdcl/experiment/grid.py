@@ -18,6 +18,16 @@ A grid file (YAML)::
         overrides: {optim.lr: 0.025}
     runs: /scratch/runs                   # optional default for --runs (relative to the grid file)
 
+Named settings (ablations) go in ``variants`` and the axis ``variant``::
+
+    variants:
+      baseline: {stdcl.enabled: false}    # a variant with STD-CL off is the rows' shared baseline
+      scaled: {stdcl.loss.scale_to_data: true}
+      queue: {stdcl.loss.bank: class_queue, stdcl.loss.queue_length: 64}
+    axes:
+      variant: [baseline, scaled, queue]
+      seed: [1, 2, 3]
+
 A cell's run name is derived from its axis values, in axis order, as ``key-value`` joined by
 ``_`` (``stdcl-off_seed-1``; any other character, ``_`` included, becomes ``-``), so the same grid always
 maps to the same run directories.
@@ -46,7 +56,9 @@ EXECUTION_KEYS = ("device", "config_file", "data.path", "data.num_workers", "tra
                   "train.log_every", "train.checkpoint_every_steps", "train.eval_batch_size")
 #: Override keys whose relative paths are read relative to the grid file.
 PATH_KEYS = ("data.path", "train.init_from")
-_GRID_KEYS = {"name", "description", "base", "axes", "cells", "runs"}
+_GRID_KEYS = {"name", "description", "base", "axes", "cells", "runs", "variants"}
+#: The axis whose values name entries of the grid's ``variants`` (each a set of overrides).
+VARIANT_AXIS = "variant"
 _BASE_KEYS = {"config", "encoder", "modality", "stdcl", "overrides"}
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -238,6 +250,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
         parsed_rules.append(({k: format_value(v) for k, v in rule["when"].items()},
                              _overrides(rule.get("overrides"), f"{where}.overrides", p)))
     base_over = _overrides(base.get("overrides"), "base.overrides", p)
+    variants = _variants(doc.get("variants"), axes.get(VARIANT_AXIS), p)
     cells = []
     names: set[str] = set()
     for combo in itertools.product(*axes.values()) if axes else [()]:
@@ -247,6 +260,8 @@ def load_grid(path: str | os.PathLike) -> Grid:
         for k, v in values.items():
             if k in CHOICE_AXES:
                 choices[k] = v
+            elif k == VARIANT_AXIS:
+                over.extend(variants[format_value(v)])
             else:
                 over.append((k, v))
         shown = {k: format_value(v) for k, v in values.items()}
@@ -274,6 +289,21 @@ def load_grid(path: str | os.PathLike) -> Grid:
             runs_path = (p.parent / runs_path).resolve()
     return Grid(path=p, name=name, description=str(doc.get("description") or ""), cells=tuple(cells),
                 axes={k: list(v) for k, v in axes.items()}, runs=runs_path)
+
+
+def _variants(raw: Any, axis: list[Any] | None, path: Path) -> dict[str, list[tuple[str, Any]]]:
+    """``variants`` as name -> overrides; every value of the ``variant`` axis must be one."""
+    if raw is None and axis is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise DataError(path, "the variant axis needs `variants`: a mapping of name -> overrides")
+    out = {format_value(k): _overrides(v, f"variants.{k}", path) for k, v in raw.items()}
+    if axis is None:
+        raise DataError(path, "variants are given but there is no `variant` axis to use them")
+    unknown = [format_value(v) for v in axis if format_value(v) not in out]
+    if unknown:
+        raise DataError(path, f"axes: variant {', '.join(unknown)} not in variants ({', '.join(out)})")
+    return out
 
 
 def config_digest(cfg: dict[str, Any]) -> str:

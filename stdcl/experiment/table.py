@@ -6,6 +6,8 @@ top-1 at the best validation epoch when the runs have a validation split), and t
 difference STD-CL minus baseline is taken per seed (only seeds present in both), with its mean,
 sample standard deviation and a two-sided 95 % confidence interval from Student's t with n - 1
 degrees of freedom (``scipy.stats.t``). With n = 1 the interval is undefined (shown as "n/a").
+A row of a ``variant`` with STD-CL runs only is paired with the row of the variant that has
+baseline runs only and the same other axis values (an ablation against one shared baseline).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stdcl.experiment.grid import Grid, config_digest, format_value
+from stdcl.experiment.grid import VARIANT_AXIS, Grid, config_digest, format_value
 
 PAIR_AXIS, SEED_AXIS = "stdcl", "seed"
 
@@ -81,6 +83,7 @@ class Row:
     cells: dict[str, dict[str, str]] = field(default_factory=dict)  # "on"/"off" -> seed -> cell name
     curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)  # on/off -> seed -> pts
     run_dirs: dict[str, dict[str, str]] = field(default_factory=dict)
+    baseline_of: str | None = None  # the variant whose baseline runs this row is paired with
 
 
 @dataclass
@@ -98,6 +101,20 @@ def _seed(values: dict[str, Any]) -> str:
 
 def _group(values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((k, format_value(v)) for k, v in values.items() if k not in (SEED_AXIS, PAIR_AXIS))
+
+
+def _shared_baselines(rows: dict[tuple, Row]) -> dict[tuple, tuple]:
+    """Rows with STD-CL runs only -> the row that differs only in ``variant`` and has baseline runs only."""
+    only_off = {k for k, r in rows.items() if set(r.cells) == {"off"}}
+    out = {}
+    for k, r in rows.items():
+        if set(r.cells) != {"on"} or VARIANT_AXIS not in dict(k):
+            continue
+        rest = tuple(kv for kv in k if kv[0] != VARIANT_AXIS)
+        match = [b for b in only_off if tuple(kv for kv in b if kv[0] != VARIANT_AXIS) == rest]
+        if len(match) == 1:
+            out[k] = match[0]
+    return out
 
 
 def aggregate(records: list[dict[str, Any]], grid: str = "", description: str = "",
@@ -122,8 +139,16 @@ def aggregate(records: list[dict[str, Any]], grid: str = "", description: str = 
         best = (rec.get("best_val") or {}).get("test_top1")
         if best is not None:
             bests.setdefault(k, {}).setdefault(arm, {})[seed] = best
+    shared = _shared_baselines(rows)
     for k, row in rows.items():
-        f, b = finals.get(k, {}), bests.get(k, {})
+        f, b = dict(finals.get(k, {})), dict(bests.get(k, {}))
+        if k in shared:  # a variant row measured against the grid's baseline variant
+            base = shared[k]
+            f.setdefault("off", finals.get(base, {}).get("off", {}))
+            b.setdefault("off", bests.get(base, {}).get("off", {}))
+            row.baseline_of = dict(base).get(VARIANT_AXIS)
+            for attr in ("cells", "run_dirs", "curves"):
+                getattr(row, attr).setdefault("off", getattr(rows[base], attr).get("off", {}))
         row.stdcl_final, row.baseline_final = Summary.of(list(f.get("on", {}).values())), \
             Summary.of(list(f.get("off", {}).values()))
         row.stdcl_best, row.baseline_best = Summary.of(list(b.get("on", {}).values())), \
@@ -196,6 +221,10 @@ def to_markdown(table: Table) -> str:
              f"t-interval; n = paired seeds. Final = last epoch" + ("; best-val = the epoch chosen on the validation "
                                                                     "split." if has_best else
                                                                     " (no validation split: no best-epoch figure).")]
+    shared = sorted({r.baseline_of for r in table.rows if r.baseline_of})
+    if shared:
+        notes.append(f"Variant rows are paired with the runs of the variant {', '.join(shared)} (STD-CL off), "
+                     "same seed.")
     if table.missing:
         notes.append(f"Not finished yet: {len(table.missing)} run(s) ({', '.join(table.missing[:6])}"
                      f"{', ...' if len(table.missing) > 6 else ''}).")

@@ -4,6 +4,7 @@ one panel per table row; as a plotly figure (interactive HTML, the app's Results
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def epoch_band(curves: dict[str, list[tuple[int, float]]]) -> tuple[np.ndarray, 
 
 
 def _title(row: Row) -> str:
-    return ", ".join(f"{k}={v}" for k, v in row.key.items()) or "all runs"
+    return row_label(row) if row.key else "all runs"
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -155,3 +156,82 @@ def fusion_markdown(rows: list[Any]) -> str:
     if notes:
         text += "".join(f"- {n}\n" for n in notes)
     return text
+
+
+# -- a results folder as the app's Results page reads it ----------------------------------------------
+@dataclass
+class GridResults:
+    """A grid's table from its records; ``grid`` is None when only the records could be read."""
+
+    table: Table
+    results: Path
+    runs: Path | None
+    grid: Any | None
+    note: str = ""
+
+
+def open_results(grid_file: str | os.PathLike | None, results: str | os.PathLike | None = None) -> GridResults:
+    """The table of a grid file's records (``results``: its records folder, default the grid's).
+
+    When the grid file cannot be expanded here (e.g. a ``$STDCL_DATA`` it needs is unset), the
+    records alone are tabulated (no stale / missing detection) and ``note`` says why.
+    """
+    from stdcl.errors import DataError, StdclError
+    from stdcl.experiment.grid import load_grid
+    from stdcl.experiment.records import read_records
+    from stdcl.experiment.status import results_dir, runs_root
+    from stdcl.experiment.table import aggregate, build_table
+
+    grid, note = None, ""
+    if grid_file is not None:
+        try:
+            grid = load_grid(grid_file)
+        except StdclError as e:
+            if results is None:
+                guess = _default_results(Path(grid_file))
+                if guess is None:
+                    raise
+                results = guess
+            note = f"grid not expanded ({e}); the table is built from the records alone"
+    if grid is not None:
+        folder = results_dir(grid, results)
+        records = read_records(folder) if folder.is_dir() else []
+        table = build_table(grid, records)
+        return GridResults(table, folder, runs_root(grid), grid, note)
+    if results is None:
+        raise DataError(None, "give a grid file or a results folder")
+    folder = Path(results).expanduser().resolve()
+    if not folder.is_dir():
+        raise DataError(folder, "no such results folder")
+    records = read_records(folder)
+    name = records[0]["grid"] if records else folder.name
+    return GridResults(aggregate(records, name), folder, None, None, note)
+
+
+def _default_results(grid_file: Path) -> Path | None:
+    """``results/<file stem>`` of the grid file's project, when it exists (for grids that do not expand here)."""
+    from stdcl.experiment.status import project_root
+
+    root = project_root(grid_file)
+    cand = root / "results" / grid_file.stem if root is not None else None
+    return cand if cand is not None and cand.is_dir() else None
+
+
+def run_pair(row: Row, seed: str, runs: Path | None = None) -> dict[str, Path | None]:
+    """The STD-CL (``on``) and baseline (``off``) run directories of ``row`` for ``seed``: the
+    record's ``run_dir`` when it still exists, else ``runs/<cell>``, else None (deleted)."""
+    out: dict[str, Path | None] = {}
+    for arm in ("on", "off"):
+        cell = row.cells.get(arm, {}).get(seed)
+        found = None
+        for cand in (row.run_dirs.get(arm, {}).get(seed), runs / cell if runs is not None and cell else None):
+            if cand and Path(cand).is_dir():
+                found = Path(cand)
+                break
+        out[arm] = found
+    return out
+
+
+def row_label(row: Row) -> str:
+    """A table row as shown in the app (``encoder=hcn``; ``all`` for a one-row grid)."""
+    return ", ".join(f"{k}={v}" for k, v in row.key.items()) or "all"

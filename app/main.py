@@ -27,6 +27,7 @@ PAGES = [
     st.Page(VIEWS / "attention.py", title="Attention", icon=":material/local_fire_department:"),
     st.Page(VIEWS / "confusion.py", title="Confusion", icon=":material/grid_on:"),
     st.Page(VIEWS / "separation.py", title="Separation", icon=":material/straighten:"),
+    st.Page(VIEWS / "results.py", title="Results", icon=":material/table_chart:"),
     st.Page(VIEWS / "finetune.py", title="Fine-tune", icon=":material/model_training:"),
 ]
 page = st.navigation(PAGES)

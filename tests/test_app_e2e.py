@@ -43,6 +43,7 @@ PAGES = [
     ("attention", "Attention", "Attention over joints and frames", 2),
     ("confusion", "Confusion", "Confusion: which classes", 1),
     ("separation", "Separation", "Separation", 2),
+    ("results", "Results", "Results: experiment grids", 1),  # the committed NW-UCLA records: table + curves
     ("finetune", "Fine-tune", "Fine-tune", 0),
 ]
 SLOW_S = 120.0  # the first visit of a page computes embeddings / projections (cached afterwards)
@@ -236,3 +237,21 @@ def test_finetune_start_cancel_and_reload(page, server, artifacts):
     assert page.locator("h4", has_text="Job running:").count() == 0
     check_clean(page, server, "fine-tune after reload")
     screenshot(page, artifacts, "finetune-cancelled", FULL)
+
+
+def test_results_page_shows_the_committed_records(page, server, artifacts):
+    """The committed NW-UCLA records (their run directories are not in a clone): the table, the curves,
+    and opening a cell refused with the rerun command."""
+    open_page(page, server, "results")
+    heading(page, "Results: experiment grids").first.wait_for(state="visible")
+    wait_idle(page, SLOW_S)
+    check_clean(page, server, "Results")
+    assert page.locator('[data-testid="stDataFrame"]').count() == 1
+    assert page.locator(".js-plotly-plot").count() == 1
+    curves = page.locator(".js-plotly-plot").first.evaluate("gd => gd.data.map(t => t.name).filter(Boolean)")
+    assert {"baseline", "STD-CL"} <= set(curves)
+    button = page.get_by_role("button", name="Open in the analysis pages")
+    notice = page.get_by_text("only the record is kept")
+    # in a clone the runs are absent: the cell cannot be opened, and the page says how to rerun it
+    assert button.is_disabled() == (notice.count() > 0)
+    screenshot(page, artifacts, "results", FULL)

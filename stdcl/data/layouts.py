@@ -5,7 +5,8 @@ the graph encoders build their adjacency from ``edges``, the bone modality uses
 ``bone_pairs``, Hyperformer reads ``groups``, preprocessing centres on ``origin`` and the
 synthetic generator does forward kinematics along ``parents``.
 
-Shipped layouts: ``ntu25`` (Kinect v2, NTU RGB+D) and ``ucla20`` (Kinect v1, NW-UCLA).
+Shipped layouts: ``ntu25`` (Kinect v2, NTU RGB+D), ``ucla20`` (Kinect v1, NW-UCLA), ``coco17``
+and ``natops8`` (UEA NATOPS: the two arms' 8 tracked points).
 Custom layouts come from a YAML file or a mapping (:func:`layout_from_mapping`), e.g.::
 
     name: coco17
@@ -241,4 +242,21 @@ COCO17 = register_layout(Layout(
     origin=0,
     groups=(0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2),
     num_person=2,
+))
+
+# UEA NATOPS: the 8 tracked points in the .ts file's order (dimensions 1-3 are hand_tip_l's x, y, z,
+# ...), no torso, head or legs. The points are two unconnected arms, so for the graph encoders each
+# arm is a tree rooted at its elbow (wrist -> elbow, hand tip -> wrist, thumb -> wrist) and the two
+# elbows are joined by one edge standing for the unrecorded shoulders and torso: the graph is
+# connected (7 edges, a tree) and the bone tree is rooted at the left elbow, whose bone is zero; the
+# right elbow's bone is the elbow-to-elbow vector. Hyperformer groups: 0 left arm, 1 right arm.
+# Same as experiments/layouts/natops8.yaml (what `stdcl data convert-ts` stores in its .npz).
+NATOPS8 = register_layout(Layout(
+    name="natops8",
+    joints=("hand_tip_l", "hand_tip_r", "elbow_l", "elbow_r", "wrist_l", "wrist_r", "thumb_l", "thumb_r"),
+    edges=((3, 2), (4, 2), (5, 3), (0, 4), (1, 5), (6, 4), (7, 5)),
+    center=2,
+    origin=2,
+    groups=(0, 1, 0, 1, 0, 1, 0, 1),
+    num_person=1,
 ))

@@ -9,6 +9,7 @@ ntu120-xsub     folder with NTU120_CSub.npz (or the file)  train/test  64      1
 ntu120-xset     folder with NTU120_CSet.npz (or the file)  train/test  64      1
 ntu-npz         any CTR-GCN-format .npz                    train/test  64      1
 ucla            folder holding all_sqe/ (or all_sqe)       train/test  52      5
+natops          folder with NATOPS_TRAIN/_TEST.ts          train/test  52      1
 pyskl           annotation .pkl                            any inside  64      1
 numpy           plain-numpy .npz / .npy                    all/any     64      1
 synthetic       none (generated) or a folder from synth    train/test  64      1
@@ -67,6 +68,13 @@ def _ucla(path=None, split="train", **opts) -> SampleSource:
     return UclaSource(as_path(path, "ucla"), split, **opts)
 
 
+def _natops(path=None, split="train", **opts) -> SampleSource:
+    from stdcl.data.uea_ts import UeaTsSource
+
+    opts.setdefault("problem", "NATOPS")
+    return UeaTsSource(as_path(path, "natops"), split, **opts)
+
+
 def _pyskl(path=None, split="xsub_train", **opts) -> SampleSource:
     from stdcl.data.pyskl import PysklSource
 
@@ -100,6 +108,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "ntu120-xset": DatasetSpec(_ntu("NTU120_CSet.npz"), "ntu", 64, doc="NTU RGB+D 120 cross-setup"),
     "ntu-npz": DatasetSpec(_ntu_npz, "ntu", 64, doc="any CTR-GCN-format NTU .npz"),
     "ucla": DatasetSpec(_ucla, "ucla", 52, train_repeat=5, doc="NW-UCLA, views 1-2 train, view 3 test"),
+    "natops": DatasetSpec(_natops, "ntu", 52, doc="UEA NATOPS (natops8 layout), 180 train / 180 test .ts cases"),
     "pyskl": DatasetSpec(_pyskl, "ntu", 64, doc="pyskl / mmaction2 annotation pickle"),
     "numpy": DatasetSpec(_numpy, "ntu", 64, doc="plain numpy arrays"),
     "synthetic": DatasetSpec(_synthetic, "ntu", 64, doc="procedural teaching set (ntu25 layout)"),

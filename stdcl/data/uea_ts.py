@@ -6,6 +6,11 @@ class label as the last ``:`` field. Only what skeleton data needs is accepted: 
 cases, class labels declared in ``@classLabel true ...``, no timestamps. Missing values
 (``?``) are refused unless ``missing="nan"``. Every problem is a one-line
 :class:`~stdcl.errors.DataError` naming the file and the line.
+
+Two ways to train on a ``.ts`` pair: :class:`UeaTsSource` reads a ``<problem>_TRAIN.ts`` /
+``<problem>_TEST.ts`` folder in place (the registered ``natops`` dataset, config ``natops``), and
+:func:`convert_ts` writes the pair as one plain-numpy ``.npz`` (``stdcl data convert-ts``). Both
+give the same ``(C, T, V, 1)`` arrays, labels and class names.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stdcl.data.base import SampleSource
 from stdcl.errors import DataError
 
 _BOOL = {"true": True, "false": False}
@@ -226,4 +232,135 @@ def convert_ts(train: str | os.PathLike, test: str | os.PathLike, out: str | os.
     return out
 
 
-__all__ = ["TsData", "comment_class_names", "convert_ts", "read_ts", "to_skeleton"]
+
+#: UEA NATOPS class names in ``@classLabel`` order (1.0 .. 6.0), as its header comments list them.
+NATOPS_CLASSES = ["I have command", "All clear", "Not clear", "Spread wings", "Fold wings", "Lock wings"]
+TS_SPLITS = {"train": ("TRAIN",), "test": ("TEST",), "all": ("TRAIN", "TEST")}
+
+
+def find_ts_pair(path: str | os.PathLike, problem: str | None = None) -> tuple[str, Path, Path]:
+    """``(problem, train file, test file)`` of a UEA folder holding ``<problem>_TRAIN.ts`` and
+    ``<problem>_TEST.ts`` (``path`` may also be one of the two files)."""
+    p = Path(path)
+    if p.is_file():
+        stem = p.name
+        for tag in ("_TRAIN.ts", "_TEST.ts"):
+            if stem.endswith(tag):
+                problem, p = stem[: -len(tag)], p.parent
+                break
+        else:
+            raise DataError(p, "expected a <problem>_TRAIN.ts / <problem>_TEST.ts file of the UEA archive")
+    if not p.is_dir():
+        raise DataError(p, "no such folder (expected one holding <problem>_TRAIN.ts and <problem>_TEST.ts)")
+    if problem is None:
+        found = sorted(f.name[: -len("_TRAIN.ts")] for f in p.glob("*_TRAIN.ts"))
+        if len(found) != 1:
+            raise DataError(p, f"expected exactly one <problem>_TRAIN.ts in the folder, found {len(found)}"
+                               + (f" ({', '.join(found)}); pass problem=" if found else ""))
+        problem = found[0]
+    files = (p / f"{problem}_TRAIN.ts", p / f"{problem}_TEST.ts")
+    for f in files:
+        if not f.is_file():
+            raise DataError(f, "not found (a UEA problem needs both its _TRAIN.ts and _TEST.ts files)")
+    return problem, files[0], files[1]
+
+
+class UeaTsSource(SampleSource):
+    """One split of a UEA ``.ts`` train/test pair read as skeletons (the ``natops`` dataset).
+
+    The ``D`` dimensions of a case are read point-major (x, y, z of point 1, then point 2, ...;
+    :func:`to_skeleton`) into float32 ``(C, T, V, 1)`` with ``V = D / channels``; ``layout``'s
+    joints are those points in file order (NATOPS: ``natops8``). Both files are parsed once,
+    strictly (:func:`read_ts`, missing values refused) and kept in memory (NATOPS: 2 x 0.9 MB).
+
+    Args:
+        path: the folder holding ``<problem>_TRAIN.ts`` and ``<problem>_TEST.ts``, or one of them.
+        split: ``train``, ``test`` or ``all`` (train cases, then test cases).
+        problem: the file prefix (default: the folder's only ``*_TRAIN.ts``).
+        layout: a layout name, YAML file or mapping with ``D / channels`` joints.
+        channels: coordinates per point.
+        class_names: in ``@classLabel`` order; default: the header comments' ``N: name`` lines,
+            else :data:`NATOPS_CLASSES` for NATOPS, else the labels as written.
+
+    Labels are 0-based positions in ``@classLabel`` (NATOPS ``1.0`` -> 0); both files must declare
+    the same ``@classLabel`` list and case shape. Names are ``<file stem>_<row:04d>`` (as
+    :func:`convert_ts` names them); there are no subject ids.
+    """
+
+    format = "uea-ts"
+
+    def __init__(self, path: str | os.PathLike, split: str = "train", problem: str | None = None,
+                 layout: object = "natops8", channels: int = 3, class_names: list[str] | None = None):
+        from stdcl.data.layouts import get_layout
+        from stdcl.errors import ConfigError
+
+        if split not in TS_SPLITS:
+            raise ConfigError(f"UEA .ts: unknown split {split!r}; choose from {', '.join(TS_SPLITS)}")
+        problem, train_file, test_file = find_ts_pair(path, problem)
+        files = {"TRAIN": train_file, "TEST": test_file}
+        parts = [(files[tag], read_ts(files[tag])) for tag in TS_SPLITS[split]]
+        first_file, first = parts[0]
+        if split != "all":  # the other file must agree on the class list (train and test share one)
+            other_file = files["TEST" if split == "train" else "TRAIN"]
+            other_labels = _class_labels_only(other_file)
+            if other_labels != first.class_labels:
+                raise DataError(other_file, f"@classLabel {' '.join(other_labels)} differs from {first_file.name}'s "
+                                            f"{' '.join(first.class_labels)}")
+        xs = []
+        for f, d in parts:
+            if d.class_labels != first.class_labels:
+                raise DataError(f, f"@classLabel {' '.join(d.class_labels)} differs from {first_file.name}'s "
+                                   f"{' '.join(first.class_labels)}")
+            x = to_skeleton(d, f, channels)[..., 0]  # (N, C, T, V)
+            if xs and x.shape[1:] != xs[0].shape[1:]:
+                raise DataError(f, f"cases of shape {x.shape[1:]} differ from {first_file.name}'s {xs[0].shape[1:]}")
+            xs.append(x)
+        self.layout = get_layout(layout)  # type: ignore[arg-type]
+        v = xs[0].shape[3]
+        if v != self.layout.num_joints:
+            raise DataError(first_file, f"{v} points per frame ({xs[0].shape[1] * v} dimensions / {channels}) "
+                                        f"but layout {self.layout.name!r} has {self.layout.num_joints} joints")
+        names = class_names or comment_class_names(first) \
+            or (list(NATOPS_CLASSES) if problem.upper() == "NATOPS" and len(first.class_labels) == 6 else None) \
+            or list(first.class_labels)
+        if len(names) != len(first.class_labels):
+            raise ConfigError(f"UEA .ts: {len(names)} class names for {len(first.class_labels)} classes")
+        self.path = Path(path)
+        self.split = split
+        self.problem = problem
+        self.files = [f for f, _ in parts]
+        self._x = np.concatenate(xs)
+        self.labels = np.concatenate([d.y for _, d in parts]).astype(np.int64)
+        self.names = [f"{f.stem}_{i:04d}" for f, d in parts for i in range(len(d.labels))]
+        self.class_names = [str(n) for n in names]
+        self.class_labels = list(first.class_labels)
+        self.subjects = None
+        self.check_labels()
+
+    def read(self, i: int) -> np.ndarray:
+        """Case ``i`` as float32 ``(C, T, V, 1)`` (a fresh copy)."""
+        return np.array(self._x[int(i)][..., None], dtype=np.float32, order="C")  # a copy: callers may write
+
+
+def _class_labels_only(path: Path) -> list[str]:
+    """The ``@classLabel`` list of a ``.ts`` file, reading only its header (strictly)."""
+    header: dict[str, str] = {}
+    try:
+        text = _decode(path)
+    except OSError as e:
+        raise DataError(path, f"cannot read: {e.strerror or e}") from None
+    for no, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        if not s.startswith("@"):
+            raise DataError(path, f"expected a '@' header line or '#' comment before @data, got {s[:40]!r}", no)
+        key, _, value = s[1:].partition(" ")
+        if key.lower() == "data":
+            return _check_header(path, header)[2]
+        header[key.lower()] = value.strip()
+    raise DataError(path, "no @data line (not a .ts file?)")
+
+
+__all__ = ["NATOPS_CLASSES", "TsData", "UeaTsSource", "comment_class_names", "convert_ts", "find_ts_pair",
+           "read_ts", "to_skeleton"]

@@ -52,18 +52,20 @@ def runs_root(grid: Grid, runs: str | os.PathLike | None = None) -> Path:
     return (Path(env).expanduser() / grid.name if env else Path("runs") / grid.name).resolve()
 
 
+def project_root(path: str | os.PathLike) -> Path | None:
+    """The nearest folder above ``path`` with a ``pyproject.toml`` or ``.git`` (None if there is none)."""
+    for folder in Path(path).resolve().parents:
+        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
+            return folder
+    return None
+
+
 def results_dir(grid: Grid, results: str | os.PathLike | None = None) -> Path:
-    """``--results`` > ``results/<name>`` in the project holding the grid file (the nearest folder
-    above it with a ``pyproject.toml`` or ``.git``), else in the working directory; so the records
-    land in the same place wherever the command is run from."""
+    """``--results`` > ``results/<name>`` in the project holding the grid file (:func:`project_root`),
+    else in the working directory; so the records land in the same place wherever the command runs."""
     if results is not None:
         return Path(results).expanduser().resolve()
-    base = Path.cwd()
-    if grid.path is not None:
-        for folder in Path(grid.path).resolve().parents:
-            if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
-                base = folder
-                break
+    base = (project_root(grid.path) if grid.path is not None else None) or Path.cwd()
     return (base / "results" / grid.name).resolve()
 
 

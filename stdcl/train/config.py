@@ -4,7 +4,7 @@ Layers, later wins (each a nested mapping, merged key by key):
 
 1. ``stdcl/configs/base.yaml``: every key with its default;
 2. the protocol file ``stdcl/configs/<protocol>.yaml`` (ntu60-xsub, ntu60-xview,
-   ntu120-xsub, ntu120-xset, ucla, synthetic, custom): data settings;
+   ntu120-xsub, ntu120-xset, ucla, natops, synthetic, custom): data settings;
 3. ``stdcl/configs/encoder/<encoder>.yaml``: the encoder's reference recipe, then its
    ``datasets: <protocol>:`` section where the reference differs per dataset;
 4. a user YAML file given as ``--config FILE`` (its optional ``base: <protocol>`` names
@@ -32,7 +32,7 @@ import yaml
 
 from stdcl.errors import ConfigError
 
-PROTOCOLS = ("ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset", "ucla", "synthetic", "custom")
+PROTOCOLS = ("ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset", "ucla", "natops", "synthetic", "custom")
 ENCODERS = ("ctrgcn", "agcn", "hyperformer", "hcn")
 #: Mappings whose keys are passed through to other components unchecked.
 FREE_FORM = {("data", "transform"), ("data", "test_transform"), ("data", "source"), ("model", "options")}

@@ -225,7 +225,9 @@ def test_source_reads_a_folder_pair_point_major(tmp_path):
 @pytest.mark.parametrize("make, problem", [
     (lambda t: pair(t, HEADER24 + case24(0, "1.0"), HEADER24.replace("true 1.0 2.0", "true 1.0 3.0") + case24(0, "1.0")),
      r"TOY_TEST\.ts: @classLabel 1\.0 3\.0 differs"),
-    (lambda t: pair(t, HEADER + CASES, HEADER + CASES), "2 points per frame .* layout 'natops8' has 8 joints"),
+    (lambda t: pair(t, HEADER + CASES, HEADER + CASES), "2 dimensions do not split into points of 3"),
+    (lambda t: pair(t, *[HEADER.replace("@dimensions 2", "@dimensions 6") + ":".join(["1,2,3"] * 6) + ":1.0\n"] * 2),
+     r"TOY_TRAIN\.ts: 2 points per frame .* layout 'natops8' has 8 joints"),
     (lambda t: pair(t, HEADER24 + case24(0, "1.0"), HEADER24.replace("@seriesLength 3", "@seriesLength 4")
                     + ":".join(["1,2,3,4"] * 24) + ":1.0\n"), "cases of shape"),
     (lambda t: pair(t, HEADER24 + case24(0, "1.0"), HEADER24 + case24(0, "9.0")), r"TOY_TEST\.ts: line 13: class label"),

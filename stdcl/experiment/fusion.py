@@ -3,13 +3,13 @@ the existing ensemble code (weights tuned on the validation split), cached besid
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stdcl.errors import StdclError
 from stdcl.experiment.grid import Grid, format_value
+from stdcl.experiment.status import read_json
 from stdcl.experiment.table import PAIR_AXIS, SEED_AXIS, Paired, Summary, paired_difference
 from stdcl.io import write_json_atomic
 
@@ -54,12 +54,7 @@ def fusion_table(grid: Grid, records: list[dict[str, Any]], cache: Path) -> list
                     continue
                 tag = "_".join([f"{k}-{v}" for k, v in key] + [f"stdcl-{arm}", f"seed-{seed}"]) or "all"
                 path = cache / f"{tag}.json"
-                res = None
-                if path.is_file():
-                    try:
-                        res = json.loads(path.read_text())
-                    except (OSError, ValueError):
-                        res = None
+                res = read_json(path)
                 if not isinstance(res, dict) or not isinstance(res.get("fused_test_top1"), float):
                     try:
                         res = ensemble([streams[s] for s in STREAMS], which="best")

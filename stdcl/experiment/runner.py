@@ -10,7 +10,6 @@ its results record into the run directory's grid results folder.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import shutil
@@ -26,7 +25,7 @@ from typing import Callable
 from stdcl.errors import ConfigError
 from stdcl.experiment.grid import Cell, Grid, config_digest
 from stdcl.experiment.records import build_record, record_path, write_record
-from stdcl.experiment.status import cell_status, log_path
+from stdcl.experiment.status import cell_status, log_path, read_json
 from stdcl.io import write_json_atomic
 
 
@@ -114,12 +113,7 @@ def write_missing_records(grid: Grid, root: Path, results: Path) -> list[str]:
             continue
         target = record_path(results, cell.name)
         rec = build_record(st.run_dir, grid.name, cell.name, cell.values, digest, cell.train_args())
-        old = None
-        if target.is_file():
-            try:
-                old = json.loads(target.read_text())
-            except (OSError, ValueError):
-                old = None
+        old = read_json(target)
         if not isinstance(old, dict) or old.get("config_digest") != digest or old.get("epochs") != rec["epochs"]:
             write_record(target, rec)
             written.append(cell.name)

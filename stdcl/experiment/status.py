@@ -83,7 +83,8 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None when it is missing or not JSON (callers check the shape)."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -110,13 +111,13 @@ def cell_status(cell: Cell, root: Path, digest: str | None = None, results: Path
 
     d = root / cell.name
     st = RunStatus(cell=cell, run_dir=d, status="new")
-    info = _read_json(d / "run.json")
+    info = read_json(d / "run.json")
     if isinstance(info, dict) and isinstance(info.get("total_steps"), int):
         st.total_steps = info["total_steps"]
     steps = [r.get("global_step") for r in read_metrics(d)] if d.is_dir() else []
     steps = [s for s in steps if isinstance(s, int)]
     st.step = max(steps) if steps else None
-    lock = _read_json(log_path(root, cell, ".lock"))
+    lock = read_json(log_path(root, cell, ".lock"))
     if isinstance(lock, dict) and isinstance(lock.get("pid"), int) and pid_alive(lock["pid"]) \
             and lock.get("host") == os.uname().nodename:
         st.status, st.message = "running", f"pid {lock['pid']}"
@@ -128,7 +129,7 @@ def cell_status(cell: Cell, root: Path, digest: str | None = None, results: Path
             st.status = "changed"
             st.message = "the grid's config for this cell differs from the run's config.yaml"
         return st
-    failed = _read_json(log_path(root, cell, ".failed.json"))
+    failed = read_json(log_path(root, cell, ".failed.json"))
     if isinstance(failed, dict):
         st.status = "failed"
         st.message = f"exit {failed.get('exit_code')}: {failed.get('last_line', '')}"

@@ -344,3 +344,12 @@ def test_real_natops_hcn_logits_and_train_smoke(tmp_path):
     assert losses and all(np.isfinite(losses))
     final = [r for r in records if r["kind"] == "final"][-1]
     assert final["global_step"] == 3 and 0 <= final["test_top1"] <= 1
+
+
+@needs_natops
+def test_inspect_recognises_the_natops_folder():
+    from stdcl.data.inspect import inspect_path
+
+    report = inspect_path(NATOPS)
+    assert [s.name for s in report.splits] == ["train", "test"] and report.layout == "natops8"
+    assert all(s.samples == 180 and set(s.class_counts.values()) == {30} for s in report.splits)

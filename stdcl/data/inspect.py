@@ -100,7 +100,9 @@ def _sources(path: Path) -> list[SampleSource]:
         npz = sorted(path.glob("*.npz"))
         if len(npz) == 1:
             return _sources(npz[0])
-        raise DataError(path, "not a recognised dataset folder (NW-UCLA all_sqe, a folder with one .npz, "
+        if (path / "NATOPS_TRAIN.ts").is_file():
+            return [open_source("natops", path, s) for s in ("train", "test")]
+        raise DataError(path, "not a recognised dataset folder (NW-UCLA all_sqe, a folder with one .npz, UEA NATOPS, "
                         "or raw .skeleton files: use `stdcl data inspect FILE.skeleton` for one file)")
     if path.suffix == ".npz":
         keys = member_names(path)

@@ -326,3 +326,18 @@ def test_scaled_pos_neg():
     assert check_feasibility(torch.tensor(UCLA_COUNTS), 128, 512).suggested == (48, 448)
     loss_mod = STDCLLoss(slot_labels=_ucla_slot_labels(1), num_classes=10, scale_to_data=True)
     assert (loss_mod.num_pos, loss_mod.num_neg) == (48, 448) and loss_mod.check(strict=True).feasible
+
+
+def test_small_data_advice_recommends_the_measured_setting():
+    from stdcl.head.loss import SMALL_DATA_SETTING, small_data_advice
+
+    natops = torch.full((6,), 30)  # 30 per class, one slot per sample
+    rep = check_feasibility(natops, 128, 512)
+    assert not rep.feasible and SMALL_DATA_SETTING in rep.message and "(-> P=15, K=75)" in rep.message
+    advice = small_data_advice(natops, 128, epochs=40, start_epoch=0, scale_to_data=False)
+    assert "scale_to_data=true stdcl.loss.start_epoch=10 stdcl.loss.ramp_epochs=10" in advice
+    assert "smallest class holds 30" in advice
+    assert small_data_advice(natops, 128, epochs=40, start_epoch=10, scale_to_data=True) is None  # already so
+    assert small_data_advice(natops, 128, epochs=40, start_epoch=0, scale_to_data=True) is not None  # no late start
+    assert small_data_advice(torch.tensor(UCLA_COUNTS) * 5, 128, 8, 0, False) is None  # NW-UCLA x5: not small
+    assert small_data_advice(natops, 16, 40, 0, False) is None  # P that fits

@@ -255,6 +255,13 @@ class Trainer:
             loss_opts.setdefault("seed", int(cfg["seed"]))
             model = build_stdcl_model(enc, d.window, dict(st["head"]), loss_opts,
                                       slot_labels=torch.as_tensor(d.train.labels), num_classes=d.num_classes)
+            from stdcl.head.loss import small_data_advice
+
+            advice = small_data_advice(model.loss.capacity_per_class(), int(loss_opts["num_pos"]),
+                                       int(cfg["train"]["epochs"]), float(loss_opts.get("start_epoch") or 0),
+                                       bool(loss_opts.get("scale_to_data")))
+            if advice:
+                log.warning(advice)
         else:
             model = build_stdcl_model(enc, d.window, None, None)
         if cfg["train"].get("sync_bn"):

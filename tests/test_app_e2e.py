@@ -199,6 +199,39 @@ def test_embeddings_box_selection_is_linked(page, server, artifacts):
     screenshot(page, artifacts, "embeddings-selection", FULL)
 
 
+def test_finetune_form_follows_the_checkpoint(page, server, artifacts):
+    """Switching the checkpoint resets what the browser shows (not only the server's copy): the inputs,
+    the plan and the command preview carry the new checkpoint's learning rate and batch."""
+    open_page(page, server, "finetune")
+    heading(page, "Fine-tune").wait_for()
+
+    def pick(label: str) -> None:
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="Start from checkpoint").click()
+        page.get_by_role("option", name=label, exact=True).click()
+        wait_idle(page)
+
+    def number(label: str):
+        return page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
+
+    pick("bundled: synthetic_ctrgcn_stdcl")
+    page.get_by_text("steps of 16").first.wait_for()  # CTR-GCN was trained with batch 16
+    assert number("Learning rate").input_value() == "0.010000"
+    lr = number("Learning rate")
+    lr.fill("0.5")
+    lr.press("Enter")
+    wait_idle(page)
+    page.get_by_text("is 50x the fine-tuning default 0.01").first.wait_for()
+    pick("bundled: synthetic_hcn_stdcl")
+    page.get_by_text("steps of 32").first.wait_for()
+    assert number("Learning rate").input_value() == "0.000100" and number("Batch size").input_value() == "32"
+    assert page.get_by_text("fine-tuning default").count() == 0
+    page.get_by_text("Command of the job").click()
+    wait_idle(page)
+    code = page.locator('[data-testid="stCode"]').last.inner_text()
+    assert "optim.lr=0.0001 " in code and "train.batch_size=32 " in code and "--encoder hcn" in code
+    check_clean(page, server, "fine-tune after a checkpoint change")
+
+
 def test_finetune_start_cancel_and_reload(page, server, artifacts):
     open_page(page, server, "finetune")
     heading(page, "Fine-tune").wait_for()

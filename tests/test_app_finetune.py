@@ -179,3 +179,27 @@ def test_failed_run_shows_its_log(runs):
     assert len(err) == 1 and err[0].startswith("The run failed: stdcl: error:") and "loss is nan" in err[0]
     log = JobManager(runs / ".jobs").log_tail(40)
     assert log and at.get("code")[0].value == log
+
+
+def test_changing_the_checkpoint_resets_the_form_and_the_launched_command_is_the_preview(runs, monkeypatch):
+    launched: list[list[str]] = []
+    monkeypatch.setattr(JobManager, "start", lambda self, args, run_dir, env=None: launched.append(list(args)))
+    at = open_page()
+    at.selectbox(key="ft_checkpoint").set_value("bundled: synthetic_ctrgcn_stdcl").run()
+    assert at.number_input(key="ft_lr").value == pytest.approx(0.01)  # a tenth of CTR-GCN's SGD 0.1
+    at.number_input(key="ft_batch").set_value(16).run()
+    at.selectbox(key="ft_checkpoint").set_value("bundled: synthetic_hcn_stdcl").run()
+    assert not at.exception
+    # the form shows the new checkpoint's defaults: HCN's Adam 1e-3 / 10 and the batch it was trained with
+    own_batch = read_meta(START)["config"]["train"]["batch_size"]
+    assert at.number_input(key="ft_lr").value == pytest.approx(1e-4)
+    assert at.number_input(key="ft_batch").value == own_batch
+    preview = at.get("code")[-1].value
+    assert "optim.lr=0.0001" in preview and f"train.batch_size={own_batch}" in preview
+    assert f"steps of {own_batch}" in " ".join(i.value for i in at.info)
+    assert not [w for w in at.warning if "fine-tuning default" in w.value]
+    at.button(key="ft_start").click().run()
+    assert launched and "stdcl train " + " ".join(launched[0]) == preview
+    # a rate far above the fine-tuning default is flagged
+    at.number_input(key="ft_lr").set_value(0.01).run()
+    assert any("100x the fine-tuning default 0.0001" in w.value for w in at.warning)

@@ -300,10 +300,25 @@ def job_panel(polling: bool) -> None:
         st.rerun()
 
 
-def reset_defaults() -> None:
-    """Another checkpoint: its own STD-CL flag, learning rate and batch become the defaults again."""
+def checkpoint_defaults(meta: dict[str, Any]) -> dict[str, Any]:
+    """The settings a checkpoint starts with: its own STD-CL flag, a tenth of its encoder's recipe lr,
+    the batch it was trained with (else the recipe's)."""
+    enc = meta.get("encoder") or {}
+    recipe = load_config("synthetic", encoder=enc.get("name") if enc.get("name") in ENCODERS else None)
+    batch = get_dotted(meta.get("config") or {}, "train.batch_size") or recipe["train"]["batch_size"]
+    return {"ft_stdcl": bool(meta.get("stdcl")), "ft_lr": float(recipe["optim"]["lr"]) / 10, "ft_batch": int(batch),
+            "_recipe_lr": float(recipe["optim"]["lr"]), "_optimiser": recipe["optim"]["name"]}
+
+
+def apply_defaults(ckpt_key: str, defaults: dict[str, Any]) -> None:
+    """One source of truth for the form: when the checkpoint changes (or a widget's state was dropped
+    on another page) its defaults are written into the widgets' state before they are drawn, so what
+    the form shows is what the plan, the preview and the launched command use."""
+    changed = st.session_state.get("_ft_defaults_for") != ckpt_key
     for key in ("ft_stdcl", "ft_lr", "ft_batch"):
-        st.session_state.pop(key, None)
+        if changed or key not in st.session_state:
+            st.session_state[key] = defaults[key]
+    st.session_state["_ft_defaults_for"] = ckpt_key
 
 
 # -- the page -------------------------------------------------------------------------------------
@@ -325,10 +340,13 @@ if default_a not in refs:
 left, right = st.columns(2)
 with left:
     ckpt_key = st.selectbox("Start from checkpoint", keys, index=keys.index(default_a), key="ft_checkpoint",
-                            help="Default: model A of the Models and data page.", on_change=reset_defaults)
+                            help="Default: model A of the Models and data page. Changing it resets the STD-CL "
+                                 "switch, learning rate and batch size to the new checkpoint's.")
     with state.guard():
         weights = checkpoint_of(refs[ckpt_key].path)
         meta = start_meta(refs[ckpt_key].path)
+        defaults = checkpoint_defaults(meta)
+    apply_defaults(ckpt_key, defaults)
     enc = meta.get("encoder") or {}
     st.caption(f"{enc.get('name', '?')} encoder, {meta.get('num_classes', enc.get('num_classes', '?'))} classes, "
                f"{meta.get('dataset') or 'unknown dataset'}, window {enc.get('window', '?')}, "
@@ -344,22 +362,23 @@ with left:
         if other_name != "synthetic":
             other_path = st.text_input("Its folder or file", key="ft_other_path",
                                        placeholder="e.g. data/ntu or ../shared/data/nw_ucla_ctrgcn")
-    stdcl_on = st.toggle("Train with the STD-CL head", value=bool(meta.get("stdcl")), key="ft_stdcl",
+    stdcl_on = st.toggle("Train with the STD-CL head", key="ft_stdcl",
                          help="Off: cross-entropy only (a baseline fine-tune).")
 with right:
-    recipe = load_config("synthetic", encoder=enc.get("name") if enc.get("name") in ENCODERS else None)
-    own_train = get_dotted(meta.get("config") or {}, "train.batch_size") or recipe["train"]["batch_size"]
     length = st.radio("Length", ["epochs", "steps"], key="ft_length", horizontal=True,
                       help="Whole passes over the training split, or a fixed number of optimiser steps.")
     if length == "epochs":
         amount = st.number_input("Epochs", min_value=1, max_value=1000, value=1, step=1, key="ft_epochs")
     else:
         amount = st.number_input("Steps", min_value=1, max_value=1_000_000, value=100, step=10, key="ft_steps")
-    lr = st.number_input("Learning rate", min_value=0.0, max_value=10.0, value=float(recipe["optim"]["lr"]) / 10,
-                         format="%.6f", step=1e-4, key="ft_lr",
+    lr = st.number_input("Learning rate", min_value=0.0, max_value=10.0, format="%.6f", step=1e-4, key="ft_lr",
                          help=f"Constant, no warm-up. Default: a tenth of the {enc.get('name', '')} recipe's "
-                              f"{recipe['optim']['name']} rate {recipe['optim']['lr']:g}.")
-    batch = st.number_input("Batch size", min_value=1, max_value=4096, value=int(own_train), step=8, key="ft_batch")
+                              f"{defaults['_optimiser']} rate {defaults['_recipe_lr']:g}.")
+    if lr > 10 * defaults["ft_lr"]:
+        st.warning(f"Learning rate {lr:g} is {lr / defaults['ft_lr']:.0f}x the fine-tuning default "
+                   f"{defaults['ft_lr']:g} for this {enc.get('name', '')} checkpoint ({defaults['_optimiser']}): "
+                   "a trained encoder is likely to be knocked out of its solution.")
+    batch = st.number_input("Batch size", min_value=1, max_value=4096, step=8, key="ft_batch")
 with st.expander("Advanced"):
     strict = not st.checkbox("Skip layers whose shape differs (e.g. a dataset with another class count)",
                              key="ft_loose", help="train.init_strict=false: the classifier starts fresh.")

@@ -56,7 +56,7 @@ def show_inspector(sel: state.Selection, row: int, which: str = "A", key_prefix:
     with right:
         ok = label == pred
         st.markdown(f"**Label:** {names[label]}  \n**Prediction:** {names[pred]} "
-                    f"{'✅ correct' if ok else '❌ wrong'}")
+                    f"{':material/check: correct' if ok else ':material/close: wrong'}")
         st.dataframe(pd.DataFrame([{"class": t["name"], "probability": t["probability"],
                                     "true label": "✓" if t["true"] else ""} for t in top]),
                      hide_index=True, width="stretch", key=f"{key_prefix}inspector_{which}_top",

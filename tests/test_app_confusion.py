@@ -118,7 +118,7 @@ def test_clicked_cell_lists_exactly_its_samples_and_opens_the_inspector(app, ref
     assert not at.exception
     assert at.session_state["inspect_row"] == row and at.session_state["inspect_model"] == "A"
     names = emb.class_names
-    assert any(m.value.startswith(f"**Label:** {names[t]}  \n**Prediction:** {names[p]} ❌")
+    assert any(m.value.startswith(f"**Label:** {names[t]}  \n**Prediction:** {names[p]} :material/close: wrong")
                for m in at.markdown)
     nb_tables = tables(at, *NEIGHBOUR_COLUMNS)
     assert len(nb_tables) == 3

@@ -302,9 +302,9 @@ def _check() -> state.Selection:
     """Load the selection; an incompatible checkpoint / dataset pair is a message (and stops the page)."""
     st.subheader("Does it fit?")
     sel = state.current_selection()
-    lines = [f"✅ **A** {sel.model.label} reads **{sel.data.describe()}**."]
+    lines = [f":material/check_circle: **A** {sel.model.label} reads **{sel.data.describe()}**."]
     if sel.other is not None:
-        lines.append(f"✅ **B** {sel.other.label} reads the same data.")
+        lines.append(f":material/check_circle: **B** {sel.other.label} reads the same data.")
     st.success("  \n".join(lines))
     state.subset_notice(sel)
     return sel

@@ -53,7 +53,7 @@ def _table(res) -> None:
     shown = [{"row": row_label(r)} | {k: (round(100 * v, 2) if isinstance(v, float) else v)
                                        for k, v in flat.items() if k not in r.key}
              for r, flat in zip(table.rows, to_rows(table))]
-    st.dataframe(shown, hide_index=True, use_container_width=True)
+    st.dataframe(shown, hide_index=True, width="stretch", key="results_table")
     st.caption("Test top-1 in %; gain = STD-CL minus baseline paired by seed, with its 95 % t-interval "
                "(`ci_low` / `ci_high`) and n. Final = last epoch; best = the epoch chosen on validation.")
     if table.missing:
@@ -64,7 +64,15 @@ def _table(res) -> None:
     c1, c2 = st.columns(2)
     c1.download_button("Download table.md", to_markdown(table), file_name=f"{table.grid}.md", mime="text/markdown")
     c2.download_button("Download table.csv", to_csv(table), file_name=f"{table.grid}.csv", mime="text/csv")
-    st.plotly_chart(curves_figure(table), use_container_width=True, key="results_curves")
+    st.plotly_chart(curves_figure(table), width="stretch", key="results_curves")
+
+
+def _grid_arg(res) -> str:
+    """The grid file as `stdcl experiment run` takes it (relative to the repository when inside; ``GRID`` if unknown)."""
+    if res.grid is None or res.grid.path is None:
+        return "GRID"
+    path = Path(res.grid.path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _open_pair(res) -> None:
@@ -84,7 +92,7 @@ def _open_pair(res) -> None:
         st.caption("This seed has no baseline run: B stays as it is.")
     if gone:
         st.info(f"Run director{'y' if len(gone) == 1 else 'ies'} deleted; only the record is kept: "
-                f"{', '.join(gone)}. Rerun with `stdcl experiment run GRID --only {' '.join(gone)}`.")
+                f"{', '.join(gone)}. Rerun with `stdcl experiment run {_grid_arg(res)} --only {' '.join(gone)}`.")
     ready = pair["on"] is not None and not gone
     st.caption(f"A = STD-CL run `{cells['on']}`" + (f", B = baseline run `{cells['off']}`" if cells["off"] else ""))
     if st.button("Open in the analysis pages", key="results_open", type="primary", disabled=not ready):

@@ -420,16 +420,21 @@ else:
                 "(a rough estimate; the progress below refines it).")
 
 status = current_status()
-if st.button("Start", key="ft_start", type="primary", disabled=plan_error is not None):
+busy = status.state == "running"
+if st.button("Start", key="ft_start", type="primary", disabled=plan_error is not None or busy,
+             help="A job is running: one at a time (cancel it below to start another)." if busy else None):
     run_dir = new_run_dir()
     try:
         manager().start(args, run_dir, env=child_env())
-        st.toast(f"Started {run_dir.name}")
+        st.session_state["_ft_started"] = run_dir.name
+        st.rerun()  # redraw the page with the job: Start off, the live panel on
     except JobError as e:
         st.error(f"Not started: {e}")
     except StdclError as e:
         st.error(str(e))
     status = current_status()
+if "_ft_started" in st.session_state:
+    st.toast(f"Started {st.session_state.pop('_ft_started')}")
 
 st.divider()
 if status.state != "idle":

@@ -87,7 +87,8 @@ def embedding_scatter(coords: np.ndarray, emb: Embeddings, color_by: str = "labe
 
     ``highlight_rows`` are drawn large and opaque, the others dimmed (linked selection).
     ``max_points`` draws a seeded stratified subset (highlighted rows always kept) and says so in
-    an annotation named ``subset-note``.
+    an annotation named ``subset-note``. The chart starts in pan mode: there a click selects the
+    point under the cursor (in Streamlit's box / lasso modes a click selects nothing).
     """
     n = len(emb)
     coords = _check_coords(coords, n)
@@ -124,7 +125,7 @@ def embedding_scatter(coords: np.ndarray, emb: Embeddings, color_by: str = "labe
                                  legendgroup=g["legendgroup"], marker=marker, customdata=rows.reshape(-1, 1),
                                  hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
     fig.update_layout(title=title or None, height=height, margin=dict(l=10, r=10, t=60 if title else 30, b=10),
-                      legend=dict(itemsizing="constant", font=dict(size=10)), dragmode="lasso",
+                      legend=dict(itemsizing="constant", font=dict(size=10)), dragmode="pan",
                       plot_bgcolor="white", xaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
                       yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x"))
     if subset:

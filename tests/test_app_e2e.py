@@ -165,7 +165,7 @@ def test_embeddings_box_selection_is_linked(page, server, artifacts):
     assert spatial.count() == 1 and temporal.count() == 1
     n_points = spatial.evaluate("gd => gd._fullData.reduce((n, t) => n + t.x.length, 0)")
     assert temporal.evaluate(HIGHLIGHTED_JS) == []  # nothing highlighted yet
-    # box select: the modebar's Box Select tool (the charts start in lasso mode), then a mouse drag
+    # box select: the modebar's Box Select tool (the charts start in pan mode), then a mouse drag
     spatial.scroll_into_view_if_needed()
     spatial.hover()
     spatial.locator('.modebar-btn[data-title="Box Select"]').click()
@@ -197,6 +197,40 @@ def test_embeddings_box_selection_is_linked(page, server, artifacts):
     if b_temporal.count():  # model B drawn below: the same samples (by name) are highlighted there too
         assert len(b_temporal.evaluate(HIGHLIGHTED_JS)) == n
     screenshot(page, artifacts, "embeddings-selection", FULL)
+
+
+#: Page position, row and sample name of each drawn point of a chart (name: the hover text's first line).
+POINTS_JS = """gd => {
+  const out = [], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+  for (const t of gd._fullData)
+    for (let i = 0; i < t.x.length; i++)
+      out.push({x: box.left + xa._offset + xa.l2p(t.x[i]), y: box.top + ya._offset + ya.l2p(t.y[i]),
+                row: Number(t.customdata[i][0]), name: String(t.hovertext[i]).split('<br>')[0]});
+  return out;
+}"""
+
+
+def test_embeddings_click_opens_the_inspector(page, server, artifacts):
+    """In the charts' default mode a click on a point selects it and opens the sample inspector."""
+    open_page(page, server, "embeddings")
+    spatial = page.locator(".js-plotly-plot").filter(has_text="A: spatial s")
+    spatial.scroll_into_view_if_needed()
+    assert spatial.evaluate("gd => gd._fullLayout.dragmode") == "pan"
+    points = spatial.evaluate(POINTS_JS)
+    target = points[len(points) // 2]
+    page.mouse.move(target["x"], target["y"])
+    page.mouse.click(target["x"], target["y"])
+    page.get_by_text("1 selected").first.wait_for()
+    wait_idle(page, SLOW_S)
+    check_clean(page, server, "embeddings after a click")
+    # the point selected is one under the cursor (points may overlap), highlighted in the other space too
+    temporal = page.locator(".js-plotly-plot").filter(has_text="A: temporal t")
+    (row,) = temporal.evaluate(HIGHLIGHTED_JS)
+    hit = next(p for p in points if p["row"] == row)
+    assert abs(hit["x"] - target["x"]) < 8 and abs(hit["y"] - target["y"]) < 8, (hit, target)
+    headings = page.locator('[data-testid="stHeading"]').all_inner_texts()
+    assert any(h.strip().startswith(f"Sample {hit['name']}") for h in headings), (hit, headings)
+    screenshot(page, artifacts, "embeddings-inspector", FULL)
 
 
 def test_finetune_form_follows_the_checkpoint(page, server, artifacts):

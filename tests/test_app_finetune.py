@@ -3,10 +3,12 @@ cancel, reattaching from another session, a failed run's log, and the finished r
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
@@ -161,6 +163,10 @@ def test_job_start_refuse_cancel_reattach_finish_compare(runs):
     assert not at.exception, at.exception
     assert headings(at)[0] == f"Job finished: `{run_dir.name}`"
     assert any(key in s.value for s in at.success)
+    # the time it took sits beside the time it was expected to take, and calibrates the next estimate
+    assert any(re.search(r"elapsed .+ \(expected .+\)", c.value) for c in at.caption)
+    how = [c.value for c in at.caption if c.value.startswith("How: cost table: hcn")]
+    assert how and "x " in how[0] and "last 1 finished hcn job on this machine's cpu" in how[0], how
     assert key in at.selectbox(key="ft_checkpoint").options  # it can be fine-tuned further, too
     at.button(key="ft_compare").click().run()
     assert not at.exception, at.exception
@@ -188,7 +194,7 @@ def test_failed_run_shows_its_log(runs):
 
 def test_changing_the_checkpoint_resets_the_form_and_the_launched_command_is_the_preview(runs, monkeypatch):
     launched: list[list[str]] = []
-    monkeypatch.setattr(JobManager, "start", lambda self, args, run_dir, env=None: launched.append(list(args)))
+    monkeypatch.setattr(JobManager, "start", lambda self, args, run_dir, env=None, estimate=None: launched.append(list(args)))
     at = open_page()
     at.selectbox(key="ft_checkpoint").set_value("bundled: synthetic_ctrgcn_stdcl").run()
     assert at.number_input(key="ft_lr").value == pytest.approx(0.01)  # a tenth of CTR-GCN's SGD 0.1
@@ -208,3 +214,30 @@ def test_changing_the_checkpoint_resets_the_form_and_the_launched_command_is_the
     # a rate far above the fine-tuning default is flagged
     at.number_input(key="ft_lr").set_value(0.01).run()
     assert any("100x the fine-tuning default 0.0001" in w.value for w in at.warning)
+
+
+def test_loss_chart_marks_where_the_contrastive_term_starts(runs):
+    """A finished job whose banks filled at step 15: the chart has a rule there, and a note says why."""
+    run = runs / "finetune-x"
+    run.mkdir(parents=True)
+    recs = [{"kind": "step", "epoch": 1, "global_step": n, "lr": 1e-4, "loss": 2.0 + 5 * (n >= 15), "ce": 2.0,
+             "spatial": 5.0 * (n >= 15), "temporal": 5.0 * (n >= 15), "valid_frac_spatial": float(n >= 15),
+             "valid_frac_temporal": float(n >= 15), "acc": 0.5, "samples_per_s": 10.0, "time_s": 1.0}
+            for n in (5, 10, 15, 20)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    folder = runs / ".jobs"
+    folder.mkdir()
+    (folder / "job.json").write_text(json.dumps({
+        "id": "x", "pid": 2 ** 22 + 7, "proc_start": None, "command": ["python", "-m", "stdcl", "train"],
+        "run_dir": str(run), "started": 1.0, "ended": 2.0, "state": "finished", "exit_code": 0,
+        "cancel_requested": None}))
+    at = open_page()
+    assert not at.exception, at.exception
+    (chart,) = at.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    rules = [layer for layer in spec.get("layer", []) if (layer.get("mark") or {}).get("type") == "rule"]
+    assert len(rules) == 1, spec
+    marks = [pa.ipc.open_stream(d.data.data).read_pandas() for d in chart.proto.datasets]
+    assert any(list(m.get("global_step", [])) == [15] and "contrastive term starts (step 15)" in list(m["label"])
+               for m in marks), marks
+    assert any("Before step 15 the banks were filling" in c.value for c in at.caption)

@@ -15,8 +15,9 @@ import torch
 
 from stdcl.checkpoint import read_meta
 from stdcl.errors import ConfigError
-from stdcl.train.jobs import (CPU_SECONDS_PER_SAMPLE_W32, EVAL_COST, GPU_SPEEDUP, STARTUP_S, JobError, JobManager,
-                              JobStatus, expected_seconds, gpu_available, read_progress)
+from stdcl.train.estimate import (CPU_SECONDS_PER_SAMPLE_W32, EVAL_COST, FACTOR_RANGE, GPU_SPEEDUP, HISTORY, STARTUP_S,
+                                  calibration, estimate, expected_seconds, record_outcome)
+from stdcl.train.jobs import JobError, JobManager, JobStatus, gpu_available, read_progress
 from tests.train_helpers import TINY
 
 BASE = ["--config", "synthetic", "--encoder", "hcn", "--stdcl", "on", *TINY]
@@ -64,8 +65,10 @@ def pid_gone(pid: int) -> bool:
 
 def test_run_finishes_with_progress_and_reattaches(jobs, tmp_path):
     run = tmp_path / "run"
-    st = jobs.start(BASE + ["train.epochs=1", "train.max_steps=8"], run)
-    assert st.state == "running" and st.pid > 0
+    eta = estimate("hcn", 64, 1.0, "cpu", 32, history=jobs.folder)
+    assert eta.calibrated_by == 0 and eta.seconds == eta.table_seconds and "not yet calibrated" in eta.basis
+    st = jobs.start(BASE + ["train.epochs=1", "train.max_steps=8"], run, estimate=eta)
+    assert st.state == "running" and st.pid > 0 and st.estimate_s == eta.seconds
     assert st.command == [sys.executable, "-m", "stdcl", "train", *BASE, "train.epochs=1", "train.max_steps=8",
                           "--out", str(run)]
     with pytest.raises(JobError, match="already running"):
@@ -76,6 +79,14 @@ def test_run_finishes_with_progress_and_reattaches(jobs, tmp_path):
     assert (st.state, st.exit_code, st.error) == ("finished", 0, None), jobs.log_tail()
     assert st.elapsed == pytest.approx(st.ended - st.started) and st.elapsed > 0
     assert "done: 8 steps" in jobs.log_tail(5)
+    # the finished job calibrates the next estimate: its measured time over the table's
+    (line,) = [json.loads(x) for x in (jobs.folder / HISTORY).read_text().splitlines()]
+    assert (line["encoder"], line["device"], line["table_s"]) == ("hcn", "cpu", round(eta.table_seconds, 3))
+    assert line["measured_s"] == pytest.approx(st.elapsed, abs=1e-3)
+    again = estimate("hcn", 64, 1.0, "cpu", 32, history=jobs.folder)
+    ratio = min(max(st.elapsed / eta.table_seconds, FACTOR_RANGE[0]), FACTOR_RANGE[1])
+    assert again.seconds == pytest.approx(eta.table_seconds * ratio, rel=1e-3) and again.calibrated_by == 1
+    assert "last 1 finished hcn job on this machine's cpu" in again.basis
 
     # the progress equals an independent reading of the run's files
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -188,6 +199,47 @@ def test_progress_skips_a_line_cut_short(tmp_path):
     assert p.remaining_s == pytest.approx(2.0 / 4 * 6)
 
 
+def test_calibration_uses_the_latest_matching_jobs(tmp_path):
+    assert calibration(tmp_path, "hcn", "cpu") == (1.0, 0, "")
+    for enc, dev, t, m in [("agcn", "cpu", 10, 30), ("agcn", "cpu", 10, 50), ("hcn", "cuda", 5, 1)]:
+        record_outcome(tmp_path, enc, dev, t, m)
+    # no hcn job on the cpu yet: any encoder on that device (median of 3.0 and 5.0)
+    assert calibration(tmp_path, "hcn", "cpu") == (4.0, 2, "any encoder")
+    assert calibration(tmp_path, "hcn", "cuda") == (FACTOR_RANGE[0], 1, "hcn")  # 0.2 = the clip floor
+    record_outcome(tmp_path, "hcn", "cpu", 10, 20)
+    with open(tmp_path / HISTORY, "a") as f:  # damaged lines are skipped, never fatal
+        f.write('{"encoder": "hcn", "device": "cpu", "table_s": 0, "measured_s": 5}\n[1, 2]\n{"enc\n'
+                '{"encoder": "hcn", "device": "tpu", "table_s": 1, "measured_s": 5}\n'
+                '{"encoder": "hcn", "device": "cpu", "table_s": true, "measured_s": 5}\n')
+    assert calibration(tmp_path, "hcn", "cpu") == (2.0, 1, "hcn")
+    for i in range(12):  # only the latest HISTORY_USED count
+        record_outcome(tmp_path, "hcn", "cpu", 10, 60)
+    assert calibration(tmp_path, "hcn", "cpu") == (6.0, 10, "hcn")
+    est = estimate("hcn", 100, 2, "cpu", 32, history=tmp_path)
+    assert est.seconds == pytest.approx(6.0 * expected_seconds("hcn", 100, 2, "cpu", 32))
+    assert "x 6.00" in est.basis and "last 10 finished hcn jobs" in est.basis
+    record_outcome(tmp_path, "hcn", "cpu", 0, 10)  # nothing measured: nothing written
+    assert len((tmp_path / HISTORY).read_text().splitlines()) == 21
+
+
+def test_progress_marks_where_the_contrastive_term_starts(tmp_path):
+    def step(n, frac, factor=1.0):
+        return {"kind": "step", "epoch": 1, "global_step": n, "loss": 2.0, "ce": 2.0, "spatial": 0.0,
+                "temporal": 0.0, "valid_frac_spatial": frac, "valid_frac_temporal": 0.0,
+                "contrastive_factor": factor, "time_s": 1.0}
+    recs = [step(5, 0.0), step(10, 0.5, factor=0.0), step(15, 0.25), step(20, 1.0)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    p = read_progress(tmp_path)
+    assert p.contrastive and p.contrastive_start_step == 15  # banks filled at 10, the schedule let it in at 15
+    assert "valid_frac_spatial" not in p.losses and "contrastive_factor" not in p.losses
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(recs[0]) + "\n")
+    p = read_progress(tmp_path)
+    assert p.contrastive and p.contrastive_start_step is None
+    base = {k: v for k, v in recs[0].items() if not k.startswith(("valid", "contrastive", "spatial", "temporal"))}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(base) + "\n")
+    assert not read_progress(tmp_path).contrastive
+
+
 def test_expected_seconds():
     c = CPU_SECONDS_PER_SAMPLE_W32
     assert set(c) == {"hcn", "agcn", "ctrgcn", "hyperformer"} and all(v > 0 for v in c.values())
@@ -205,7 +257,7 @@ def test_expected_seconds():
 
 def test_planned_steps_and_data_sizes_match_the_engine():
     from stdcl.train.config import load_config
-    from stdcl.train.jobs import data_sizes, planned_steps
+    from stdcl.train.estimate import data_sizes, planned_steps
 
     cfg = load_config("synthetic", encoder="hcn", overrides=["data.source={num_samples: 200}", "train.batch_size=8",
                                                              "train.epochs=3"])

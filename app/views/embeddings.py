@@ -136,8 +136,8 @@ def _selection_table(emb: Embeddings, rows: list[int]) -> None:
 def _inspect(sel: state.Selection, emb_a: Embeddings, rows: list[int], b_rows: np.ndarray | None) -> None:
     ss = st.session_state
     if not rows:
-        st.info("Select samples in any chart (box or lasso tool in the chart's toolbar, or click a point) to "
-                "highlight them everywhere and inspect one.")
+        st.info("Click a point to inspect that sample, or select a group with the Box or Lasso tool of a chart's "
+                "toolbar (top right of the chart): the selection is highlighted in every chart.")
         return
     if len(rows) == 1:
         row = rows[0]
@@ -161,8 +161,9 @@ st.title("Embeddings: spatial and temporal spaces, linked")
 st.markdown(
     "Each point is one sample, placed by a 2-D projection of one embedding space. **Spatial** (s) summarises "
     "*which joints* move (features averaged over frames), **temporal** (t) *how* the movement unfolds (averaged "
-    "over joints). Select samples in one chart (box or lasso in the toolbar, or click a point): the same samples "
-    "are highlighted in every chart, so you can see whether samples close in one space are close in the other.")
+    "over joints). Click a point, or select a group with the Box or Lasso tool of a chart's toolbar: the same "
+    "samples are highlighted in every chart, so you can see whether samples close in one space are close in the "
+    "other. Drag to pan, scroll to zoom, double-click to reset the view.")
 
 sel = state.current_selection()
 state.subset_notice(sel)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -29,15 +30,10 @@ from stdcl.train.config import (
     load_config,
     parse_override,
 )
-from stdcl.train.jobs import data_sizes as jobs_data_sizes
-from stdcl.train.jobs import planned_steps
-from stdcl.train.jobs import (
-    JobError,
-    JobManager,
-    JobStatus,
-    expected_seconds,
-    gpu_available,
-)
+from stdcl.train.estimate import data_sizes as count_data
+from stdcl.train.estimate import estimate as expected_time
+from stdcl.train.estimate import planned_steps
+from stdcl.train.jobs import JobError, JobManager, JobStatus, gpu_available
 from stdcl.train.run_dir import checkpoint_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,8 +132,8 @@ def build_plan(weights: Path, meta: dict[str, Any], dataset: str, other_name: st
 
 @st.cache_data(show_spinner="Reading the dataset's size…", max_entries=16)
 def data_sizes(data_json: str) -> dict[str, Any]:
-    """Cached :func:`stdcl.train.jobs.data_sizes` of a config's data section."""
-    return jobs_data_sizes(json.loads(data_json))
+    """Cached :func:`stdcl.train.estimate.data_sizes` of a config's data section."""
+    return count_data(json.loads(data_json))
 
 
 def fmt_seconds(s: float | None) -> str:
@@ -238,14 +234,44 @@ def show_progress(status: JobStatus) -> None:
                    + ". `ce` is cross-entropy; `spatial` / `temporal` are the two contrastive terms (STD-CL only).")
     steps = [r for r in p.records if r.get("kind") == "step"]
     if steps:
-        df = pd.DataFrame([{k: r[k] for k in ("global_step", *LOSS_PARTS) if k in r} for r in steps])
-        st.line_chart(df.set_index("global_step"), x_label="step", y_label="loss", height=220)
+        loss_chart(steps, p.contrastive_start_step)
+        if p.contrastive:
+            st.caption(contrastive_note(p.contrastive_start_step))
     epochs = [r for r in p.records if r.get("kind") == "epoch"]
     if epochs:
         st.dataframe(pd.DataFrame([{"epoch": r.get("epoch"), "step": r.get("global_step"),
                                     "train loss": r.get("train_loss"), "train acc": r.get("train_acc"),
                                     "val top-1": r.get("val_top1"), "test top-1": r.get("test_top1")}
                                    for r in epochs]), hide_index=True)
+
+
+def loss_chart(steps: list[dict[str, Any]], start_step: int | None) -> None:
+    """The logged loss parts per step, with a rule where the contrastive term starts counting."""
+    df = pd.DataFrame([{k: r[k] for k in ("global_step", *LOSS_PARTS) if k in r} for r in steps])
+    long = df.melt("global_step", var_name="part", value_name="value").dropna()
+    lines = alt.Chart(long).mark_line().encode(
+        x=alt.X("global_step:Q", title="step"), y=alt.Y("value:Q", title="loss"),
+        color=alt.Color("part:N", sort=list(LOSS_PARTS), title=None, legend=alt.Legend(orient="top")),
+        tooltip=["global_step", "part", alt.Tooltip("value:Q", format=".4f")])
+    chart = lines
+    if start_step is not None:
+        mark = pd.DataFrame({"global_step": [start_step], "label": [f"contrastive term starts (step {start_step})"]})
+        rule = alt.Chart(mark).mark_rule(strokeDash=[4, 3], color="gray").encode(x="global_step:Q")
+        text = alt.Chart(mark).mark_text(align="left", dx=4, dy=-4, baseline="top", color="gray").encode(
+            x="global_step:Q", y=alt.value(0), text="label:N")
+        chart = lines + rule + text
+    st.altair_chart(chart.properties(height=240), width="stretch")
+
+
+def contrastive_note(start_step: int | None) -> str:
+    """Why the spatial / temporal terms are 0 at first and the total then jumps."""
+    why = ("an anchor's contrastive term counts only once the memory banks hold P embeddings of its class and "
+           "K of other classes (`stdcl.loss.num_pos` / `num_neg`, InfoNCE over its hardest positives and "
+           "negatives), and not before `stdcl.loss.start_epoch` when that is set")
+    if start_step is None:
+        return f"The spatial and temporal terms are still 0 while the banks fill: {why}. Until then the loss is cross-entropy alone."
+    return (f"Before step {start_step} the banks were filling and the loss was cross-entropy alone: {why}. "
+            f"The jump at step {start_step} is the spatial and temporal terms joining the total.")
 
 
 def job_heading(status: JobStatus) -> None:
@@ -265,7 +291,8 @@ def job_panel(polling: bool) -> None:
     if status.state == "idle":
         st.info("No fine-tuning job yet: choose the settings above and press **Start**.")
         return
-    st.caption(f"Run directory `{status.run_dir}` · elapsed {fmt_seconds(status.elapsed)}"
+    expected = f" (expected {fmt_seconds(status.estimate_s)})" if status.estimate_s is not None else ""
+    st.caption(f"Run directory `{status.run_dir}` · elapsed {fmt_seconds(status.elapsed)}{expected}"
                + (f" · exit code {status.exit_code}" if status.exit_code is not None else ""))
     if status.cancelling:
         st.warning("Cancelling…")
@@ -389,6 +416,7 @@ extra = [ln.strip() for ln in (extra_text or "").splitlines() if ln.strip() and 
 
 plan_error = None
 args: list[str] = []
+eta = None
 try:
     args, cfg = build_plan(weights, meta, dataset, other_name, other_path, stdcl_on, length, int(amount), lr,
                            int(batch), strict, extra)
@@ -411,13 +439,12 @@ else:
         st.warning(f"The data has {sizes['classes']} classes ({sizes['layout']} skeleton), the checkpoint "
                    f"{enc.get('num_classes')} ({layout}): tick *Skip layers whose shape differs* under Advanced to "
                    "start the layers that do not fit afresh.")
-    eta = expected_seconds(cfg["model"]["encoder"], steps * int(cfg["train"]["batch_size"]), 1.0, device,
-                           int(cfg["data"]["window"] or 64), math.ceil(epochs_spanned) * (sizes["val"] + sizes["test"]))
-    if device == "cuda":
-        st.caption(f"Runs on the GPU. {note} Expected time: about {fmt_seconds(eta)}.")
-    else:
-        st.info(f"No GPU found: the run uses the CPU. {note} Expected time: about **{fmt_seconds(eta)}** "
-                "(a rough estimate; the progress below refines it).")
+    eta = expected_time(cfg["model"]["encoder"], steps * int(cfg["train"]["batch_size"]), 1.0, device,
+                        int(cfg["data"]["window"] or 64), math.ceil(epochs_spanned) * (sizes["val"] + sizes["test"]),
+                        max(sizes["joints"] * sizes["persons"], 1), history=jobs_folder())
+    where = "Runs on the GPU." if device == "cuda" else "No GPU found: the run uses the CPU."
+    st.info(f"{where} {note} Expected time: about **{fmt_seconds(eta.seconds)}**.")
+    st.caption(f"How: {eta.basis}. The progress below refines it once the run logs its steps.")
 
 status = current_status()
 busy = status.state == "running"
@@ -425,7 +452,7 @@ if st.button("Start", key="ft_start", type="primary", disabled=plan_error is not
              help="A job is running: one at a time (cancel it below to start another)." if busy else None):
     run_dir = new_run_dir()
     try:
-        manager().start(args, run_dir, env=child_env())
+        manager().start(args, run_dir, env=child_env(), estimate=eta)
         st.session_state["_ft_started"] = run_dir.name
         st.rerun()  # redraw the page with the job: Start off, the live panel on
     except JobError as e:

@@ -177,10 +177,10 @@ def plan(grid: Grid, root: Path, device: str = "cpu", results: Path | None = Non
 
     The per-sample cost comes from this grid's own runs of the same encoder when there are any
     (measured on this machine, with the thread count they ran with), else from the Fine-tune
-    cost table (:data:`stdcl.train.jobs.CPU_SECONDS_PER_SAMPLE_W32`, NTU-sized input, scaled
+    cost table (:data:`stdcl.train.estimate.CPU_SECONDS_PER_SAMPLE_W32`, NTU-sized input, scaled
     by window).
     """
-    from stdcl.train.jobs import EVAL_COST, data_sizes, expected_seconds, planned_steps
+    from stdcl.train.estimate import EVAL_COST, data_sizes, expected_seconds, planned_steps
 
     statuses = []
     sizes: dict[str, dict[str, Any] | None] = {}

@@ -35,6 +35,7 @@ from typing import Any, Iterator
 
 from stdcl.errors import ConfigError, StdclError
 from stdcl.io import write_json_atomic
+from stdcl.train.estimate import Estimate, record_outcome
 from stdcl.train.run_dir import METRICS, SUMMARY, prepare_new, read_metrics
 
 STATES = ("idle", "running", "finished", "failed", "cancelled")
@@ -70,6 +71,8 @@ class Progress:
     samples_per_s: float | None = None  # training throughput of the latest record
     remaining_s: float | None = None  # rough: remaining steps x the mean logged seconds per step
     train_items: int | None = None
+    contrastive: bool = False  # the run logs contrastive terms (STD-CL on)
+    contrastive_start_step: int | None = None  # first logged step whose contrastive term counted
     records: list[dict[str, Any]] = field(default_factory=list)  # every metrics record, for plotting
 
 
@@ -87,6 +90,7 @@ class JobStatus:
     exit_code: int | None = None  # None when the run ended unseen (decided from the run directory)
     cancelling: bool = False  # cancel requested, process not gone yet
     error: str | None = None  # one line, for failed runs
+    estimate_s: float | None = None  # the expected time shown when it started, if one was given
     progress: Progress = field(default_factory=Progress)
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,12 +161,15 @@ class JobManager:
         self.lock_path = self.folder / LOCK
 
     # -- public -----------------------------------------------------------------------------
-    def start(self, args: list[str], run_dir: str | os.PathLike, env: dict[str, str] | None = None) -> JobStatus:
+    def start(self, args: list[str], run_dir: str | os.PathLike, env: dict[str, str] | None = None,
+              estimate: Estimate | None = None) -> JobStatus:
         """Launch ``python -m stdcl train *args --out run_dir`` in its own process group.
 
         ``args`` are ``stdcl train`` options and ``key=value`` overrides (e.g. ``["--config",
         "synthetic", "--encoder", "hcn", "--stdcl", "on", "train.epochs=1"]``); the environment
-        is inherited, with ``env`` added. Raises :class:`JobError` while a job runs and
+        is inherited, with ``env`` added. ``estimate``: the expected time shown for
+        the job; when it finishes, its measured time calibrates the next estimates
+        (:mod:`stdcl.train.estimate`). Raises :class:`JobError` while a job runs and
         :class:`~stdcl.errors.ConfigError` when ``run_dir`` already holds files.
         """
         args = list(args)
@@ -187,7 +194,10 @@ class JobManager:
             st = _proc_stat(proc.pid)
             rec = {"id": uuid.uuid4().hex, "pid": proc.pid, "proc_start": None if st is None else st[1],
                    "command": command, "run_dir": str(run_dir), "started": time.time(), "ended": None,
-                   "state": "running", "exit_code": None, "cancel_requested": None}
+                   "state": "running", "exit_code": None, "cancel_requested": None,
+                   "estimate": None if estimate is None else {"encoder": estimate.encoder, "device": estimate.device,
+                                                              "seconds": estimate.seconds,
+                                                              "table_s": estimate.table_seconds}}
             with _CHILDREN_LOCK:
                 _CHILDREN[proc.pid] = proc
             try:
@@ -212,7 +222,8 @@ class JobManager:
         elapsed = None if rec.get("started") is None else (ended if ended is not None else time.time()) - rec["started"]
         status = JobStatus(state=rec["state"], pid=rec["pid"], run_dir=rec["run_dir"], command=list(rec["command"]),
                            started=rec["started"], ended=ended, elapsed=elapsed, exit_code=rec.get("exit_code"),
-                           cancelling=rec["state"] == "running" and rec.get("cancel_requested") is not None)
+                           cancelling=rec["state"] == "running" and rec.get("cancel_requested") is not None,
+                           estimate_s=(rec.get("estimate") or {}).get("seconds"))
         if status.state == "failed":
             status.error = self._error_line(rec.get("exit_code"))
         status.progress = read_progress(rec["run_dir"])
@@ -294,6 +305,11 @@ class JobManager:
         rec["ended"] = time.time() if exit_code is not None else self._last_activity(rec)
         rec["state"] = self._end_state(rec)
         write_json_atomic(self.record_path, rec)
+        est = rec.get("estimate")
+        if rec["state"] == "finished" and exit_code is not None and isinstance(est, dict):  # end time exact
+            with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
+                record_outcome(self.folder, est["encoder"], est["device"], float(est["table_s"]),
+                               rec["ended"] - rec["started"])
         with _CHILDREN_LOCK:
             _CHILDREN.pop(rec["pid"], None)
         return rec
@@ -377,6 +393,10 @@ def read_progress(run_dir: str | os.PathLike) -> Progress:
                         and isinstance(v, (int, float)) and not isinstance(v, bool)}
             p.train_acc = vals.get("acc", p.train_acc)
             p.samples_per_s = vals.get("samples_per_s", p.samples_per_s)
+        if kind == "step" and any(k.startswith("valid_frac_") for k in rec):
+            p.contrastive = True
+            if p.contrastive_start_step is None and _term_counts(rec):
+                p.contrastive_start_step = p.step
     if p.total_steps and p.step is not None:
         p.fraction = min(p.step / p.total_steps, 1.0)
         steps = [r for r in records if r.get("kind") == "step"]
@@ -388,44 +408,12 @@ def read_progress(run_dir: str | os.PathLike) -> Progress:
     return p
 
 
-# -- expected time --------------------------------------------------------------------------
-#: Seconds per training sample of one full STD-CL step (forward, CE + contrastive loss with
-#: P=128 / K=512 on full banks, backward, optimiser step) at window 32, input (3, 32, 25, 2),
-#: 13 classes, batch 16: :func:`stdcl.train.bench.bench_train_step` timed in CPU seconds of one
-#: thread (torch 2.13 CPU, the 2-core development VM, 2026-11). Wall clock on that VM while it
-#: was shared with other work was 1.5-2.7x these (0.018 / 0.30 / 0.45 / 1.10); the real loop adds
-#: data loading and augmentation (about +25 % for HCN). Rough: other CPUs and thread counts
-#: easily differ by 2-3x either way.
-CPU_SECONDS_PER_SAMPLE_W32 = {"hcn": 0.012, "agcn": 0.19, "ctrgcn": 0.23, "hyperformer": 0.41}
-#: Rough speed-up of a CUDA GPU over that one-thread CPU figure. Not measured (no GPU here):
-#: small skeleton models on a current GPU typically train 20-100x faster than one CPU core.
-GPU_SPEEDUP = 40.0
-#: Rough cost of evaluating one sample relative to training on it (forward only, larger batches).
-EVAL_COST = 0.3
-#: Rough fixed start-up (imports, data set, model build, first save), seconds.
-STARTUP_S = {"cpu": 10.0, "cuda": 20.0}
-
-
-def expected_seconds(encoder: str, num_train_samples: int, epochs: float, device: str = "cpu",
-                     window: int = 32, num_eval_samples: int = 0, joints_persons: int = 50) -> float:
-    """A rough wall-clock estimate of a training run, for an "expected time" notice.
-
-    ``start-up + epochs x (train samples + EVAL_COST x eval samples) x seconds per sample``,
-    the per-sample cost scaled linearly with ``window`` and with joints x persons (the table's
-    input is NTU's 25 x 2 = 50) and divided by :data:`GPU_SPEEDUP` on ``cuda``.
-    ``num_eval_samples``: validation + test samples evaluated each epoch.
-    """
-    if encoder not in CPU_SECONDS_PER_SAMPLE_W32:
-        raise ConfigError(f"unknown encoder {encoder!r}; expected one of {', '.join(CPU_SECONDS_PER_SAMPLE_W32)}")
-    if device not in STARTUP_S:
-        raise ConfigError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if num_train_samples < 0 or num_eval_samples < 0 or epochs < 0 or window <= 0 or joints_persons <= 0:
-        raise ConfigError("expected_seconds needs non-negative sample counts and epochs, a positive window and "
-                          "a positive joints x persons")
-    per_sample = CPU_SECONDS_PER_SAMPLE_W32[encoder] * window / 32 * joints_persons / 50
-    if device == "cuda":
-        per_sample /= GPU_SPEEDUP
-    return STARTUP_S[device] + epochs * (num_train_samples + EVAL_COST * num_eval_samples) * per_sample
+def _term_counts(rec: dict[str, Any]) -> bool:
+    """Whether a step record's contrastive term added to the loss: some anchor had its P positives and
+    K negatives in the banks (``valid_frac_*`` > 0) and the schedule's factor was above 0."""
+    fracs = [v for k, v in rec.items() if k.startswith("valid_frac_") and isinstance(v, (int, float))]
+    factor = rec.get("contrastive_factor", 1.0)
+    return any(f > 0 for f in fracs) and isinstance(factor, (int, float)) and factor > 0
 
 
 def gpu_available() -> bool:
@@ -435,36 +423,4 @@ def gpu_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-__all__ = ["CPU_SECONDS_PER_SAMPLE_W32", "GPU_SPEEDUP", "JobError", "JobManager", "JobStatus", "Progress", "STATES",
-           "expected_seconds", "gpu_available", "read_progress"]
-
-
-# -- planning a run (what the Fine-tune page shows before Start) ----------------------------------
-def data_sizes(data: dict[str, Any]) -> dict[str, Any]:
-    """Training items, validation and test samples, classes and layout of a config's ``data`` section,
-    counted as the training engine counts them."""
-    from stdcl.train.data import open_split, validation_samples
-    from stdcl.train.splits import training_items
-
-    cfg = {"data": data}
-    base = open_split(cfg, data["train_split"], True)
-    val = validation_samples(cfg, base)
-    test = open_split(cfg, data["test_split"], False, repeat=1)
-    shape = base.raw(0).shape if len(base) else (0, 0, 0, 0)  # (C, T, V, M)
-    return {"train_items": len(training_items(base, val)), "val": len(val), "test": len(test),
-            "classes": int(base.num_classes), "layout": base.layout.name, "joints": int(shape[-2]),
-            "persons": int(shape[-1])}
-
-
-def planned_steps(cfg: dict[str, Any], train_items: int) -> tuple[int, float]:
-    """(optimiser steps, epochs they span) of a config, as the engine's sampler batches ``train_items``."""
-    from stdcl.train.splits import EpochSampler
-
-    batch = int(cfg["train"]["batch_size"])
-    per_epoch = EpochSampler(train_items, batch, drop_last=True).batches_per_epoch()
-    if per_epoch < 1:
-        raise ConfigError(f"the training split has {train_items} items, fewer than one batch of {batch}")
-    steps = int(cfg["train"]["epochs"]) * per_epoch
-    if cfg["train"].get("max_steps"):
-        steps = min(steps, int(cfg["train"]["max_steps"]))
-    return steps, steps / per_epoch
+__all__ = ["JobError", "JobManager", "JobStatus", "Progress", "STATES", "gpu_available", "read_progress"]

@@ -191,15 +191,23 @@ def _bone_xyz(pts: np.ndarray, edges: Sequence[tuple[int, int]]) -> list[np.ndar
     return list(seg.reshape(-1, pts.shape[1]).T)
 
 
+#: The skeleton widget's height on every page, and the strip below the plot that holds its controls.
+SKELETON_HEIGHT = 480
+CONTROLS_STRIP = 96
+
+
 def skeleton_figure(x: np.ndarray, layout: Layout, joint_values: np.ndarray | None = None,
                     frame: int | None = None, animate: bool = True, title: str = "",
-                    max_frames: int = MAX_FRAMES, value_label: str = "value", height: int = 520) -> go.Figure:
+                    max_frames: int = MAX_FRAMES, value_label: str = "value",
+                    height: int = SKELETON_HEIGHT) -> go.Figure:
     """Bones and joints of a sample ``x`` ``(C, T, V, M)`` for every person with data.
 
     ``C`` 3 draws in 3-D (x right, y up, z depth), 2 in the image plane. ``joint_values`` ``(V,)``
     (or ``(T, V)``, per frame) colour and size the joints. ``animate`` adds one plotly frame per
-    time step (at most ``max_frames``, evenly spaced) with a play button and a slider; otherwise
-    (or initially) frame ``frame`` (default: the middle one) is drawn.
+    time step (at most ``max_frames``, evenly spaced) with play / pause buttons and a frame slider
+    in a strip below the plot (never over it); otherwise (or initially) frame ``frame`` (default:
+    the middle one) is drawn. One default ``height`` everywhere, so the widget looks the same on
+    every page.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 4 or x.shape[0] not in (2, 3) or x.shape[2] != layout.num_joints:
@@ -273,23 +281,27 @@ def skeleton_figure(x: np.ndarray, layout: Layout, joint_values: np.ndarray | No
             xaxis=dict(range=rng[0], title="x"), yaxis=dict(range=rng[1], title="depth"),
             zaxis=dict(range=rng[2], title="y (up)"), aspectmode="manual",
             aspectratio=dict(x=span[0] / max(span), y=span[1] / max(span), z=span[2] / max(span)),
-            camera=dict(up=dict(x=0, y=0, z=1), eye=dict(x=0.2, y=-1.2, z=0.35))))
+            camera=dict(up=dict(x=0, y=0, z=1), eye=dict(x=0.3, y=-1.9, z=0.45))))  # far enough: head and feet in view
     else:
         fig.update_layout(xaxis=dict(range=rng[0]), yaxis=dict(range=rng[1], scaleanchor="x"))
-    fig.update_layout(title=title or None, height=height, margin=dict(l=0, r=0, t=40 if title else 10, b=0),
+    fig.update_layout(title=title or None, height=height,
+                      margin=dict(l=0, r=0, t=40 if title else 10, b=CONTROLS_STRIP if animate else 0),
                       showlegend=len(persons) > 1)
     if animate:
         fig.frames = [go.Frame(data=traces(int(ti), full=False), name=str(int(ti))) for ti in frames]
         step_args = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
         fig.update_layout(
+            # the controls live in the bottom margin: buttons at the left, the slider to their right, its
+            # "frame N" label above the slider's right end (clear of the buttons)
             updatemenus=[dict(type="buttons", showactive=False, x=0.0, y=0.0, xanchor="left", yanchor="top",
-                              direction="left", pad=dict(t=40, r=10), buttons=[
+                              direction="left", pad=dict(t=34, r=0), buttons=[
                                   dict(label="play", method="animate",
                                        args=[None, dict(frame=dict(duration=80, redraw=True), fromcurrent=True,
                                                         transition=dict(duration=0), mode="immediate")]),
                                   dict(label="pause", method="animate", args=[[None], step_args])])],
-            sliders=[dict(active=int(np.flatnonzero(frames == start)[0]), x=0.12, len=0.88, y=0.0,
-                          currentvalue=dict(prefix="frame "), pad=dict(t=30),
+            sliders=[dict(active=int(np.flatnonzero(frames == start)[0]), x=0.22, len=0.78, y=0.0,
+                          xanchor="left", yanchor="top",
+                          currentvalue=dict(prefix="frame ", xanchor="right", font=dict(size=12)), pad=dict(t=8, b=0),
                           steps=[dict(label=str(int(ti)), method="animate", args=[[str(int(ti))], step_args])
                                  for ti in frames])])
     return fig
@@ -371,12 +383,12 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], normalise: 
         z=z, x=list(class_names), y=list(class_names), colorscale="Blues", zmin=0,
         zmax=1 if normalise else None, customdata=counts,
         text=np.vectorize(lambda v: f"{v:.2f}" if normalise else f"{v:.0f}")(z) if show_text else None,
-        texttemplate="%{text}" if show_text else None, textfont=dict(size=9),
+        texttemplate="%{text}" if show_text else None, textfont=dict(size=13 if k <= 10 else 11 if k <= 15 else 9),
         hovertemplate="true %{y}<br>predicted %{x}<br>count %{customdata}" +
                       ("<br>share of the row %{z:.3f}" if normalise else "") + "<extra></extra>"))
-    fig.update_layout(title=title or None, height=height or max(360, 22 * k + 160),
+    fig.update_layout(title=title or None, height=height or max(420, (36 if k <= 20 else 22) * k + 180),
                       xaxis=dict(title="predicted", tickangle=-45), yaxis=dict(title="true", autorange="reversed"),
-                      margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+                      margin=dict(l=10, r=10, t=70 if title else 44, b=10))  # the top margin holds the toolbar
     if clickable:
         _clickable_cells(fig, counts, list(class_names))
     if marked is not None:
@@ -447,23 +459,34 @@ def relation_heatmap(matrix: np.ndarray, layout: Layout, title: str = "", value_
     return fig
 
 
+#: Panels per row of :func:`metrics_bar` (more side by side and their titles collide).
+PANELS_PER_ROW = 4
+
+
 def metrics_bar(rows: Sequence[Mapping[str, Any]], label_a: str = "A", label_b: str = "B",
                 metrics: Sequence[str] | None = None, title: str = "", height: int = 360) -> go.Figure:
     """Two checkpoints side by side: rows ``{"space", "metric", "a", "b", ...}`` (``compare_metrics``),
     one panel per metric, the spaces along each panel."""
+    from analysis.metrics import metric_name
+
     metrics = list(metrics or dict.fromkeys(r["metric"] for r in rows))
     if not metrics:
         raise ConfigError("no metrics to compare")
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics, horizontal_spacing=0.04)
+    cols = min(len(metrics), PANELS_PER_ROW)
+    n_rows = -(-len(metrics) // cols)
+    fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=[metric_name(m) for m in metrics],
+                        horizontal_spacing=0.06, vertical_spacing=0.5 / n_rows if n_rows > 1 else 0.0)
     for i, metric in enumerate(metrics):
         sel = [r for r in rows if r["metric"] == metric]
         spaces = [r["space"] for r in sel]
         for key, label, color in (("a", label_a, "#7f7f7f"), ("b", label_b, "#1f77b4")):
             fig.add_trace(go.Bar(x=spaces, y=[_num(r[key]) for r in sel], name=label, marker_color=color,
                                  legendgroup=key, showlegend=i == 0,
-                                 hovertemplate=f"{label}<br>%{{x}}<br>{metric}: %{{y:.4g}}<extra></extra>"),
-                          row=1, col=i + 1)
-    fig.update_layout(title=title or None, barmode="group", height=height, plot_bgcolor="white",
+                                 hovertemplate=f"{label}<br>%{{x}}<br>{metric_name(metric)}: %{{y:.4g}}"
+                                               "<extra></extra>"),
+                          row=i // cols + 1, col=i % cols + 1)
+    fig.update_annotations(font_size=13)
+    fig.update_layout(title=title or None, barmode="group", height=height * n_rows, plot_bgcolor="white",
                       margin=dict(l=10, r=10, t=60 if title else 40, b=10))
     return fig
 

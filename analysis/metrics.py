@@ -59,6 +59,17 @@ METRIC_INFO: dict[str, MetricInfo] = {
                                   "class centroid", "higher"),
 }
 TWIN_METRICS = ("knn_accuracy", "silhouette", "fisher", "centroid_cosine")
+#: How the metrics (overall, per class, per pair, twin) are named on screen.
+METRIC_NAMES = {"silhouette": "silhouette", "knn_accuracy": "k-NN accuracy", "davies_bouldin": "Davies-Bouldin",
+                "calinski_harabasz": "Calinski-Harabasz", "fisher": "Fisher ratio", "alignment": "alignment",
+                "uniformity": "uniformity", "centroid_margin": "centroid margin", "centroid_cosine": "centroid cosine",
+                "centroid_similarity": "centroid similarity", "pair_fisher": "pairwise Fisher ratio",
+                "pair_silhouette": "two-class silhouette", "n": "samples"}
+
+
+def metric_name(key: str) -> str:
+    """The on-screen name of a metric key (``knn_accuracy`` -> ``k-NN accuracy``)."""
+    return METRIC_NAMES.get(key, key.replace("_", " "))
 
 
 # ----------------------------------------------------------------------------------------- helpers

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from analysis.bundled import BUNDLED_DIR  # re-exported: the bundled demo folder
 from analysis.cache import file_digest, make_key
 from stdcl.checkpoint import load_encoder, meta_path
 from stdcl.data.layouts import Layout
@@ -25,7 +26,6 @@ from stdcl.head.checkpoint import head_path, load_head
 from stdcl.head.decoupling import DecouplingHead
 from stdcl.train.run_dir import checkpoint_of, is_run_dir
 
-BUNDLED_DIR = Path(os.environ.get("STDCL_BUNDLED") or Path(__file__).resolve().parents[1] / "checkpoints")
 
 
 @dataclass

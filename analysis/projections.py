@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.bundled import BUNDLED_CACHE
 from analysis.cache import load_arrays, make_key, save_arrays
 from analysis.metrics import unit_rows
 from stdcl.errors import ConfigError
@@ -169,6 +170,11 @@ def projection_params(method: str, seed: int | None = 0, n_epochs: int = 200, n_
     return params
 
 
+def projection_key(emb_key: str, space: str, method: str = "umap", **params: Any) -> str:
+    """The cache key of a projection of ``space`` of the embeddings keyed ``emb_key``."""
+    return make_key("projection", PROJECTION_VERSION, emb_key, space, method, projection_params(method, **params))
+
+
 def project_embeddings(emb: Any, space: str, method: str = "umap", *, use_cache: bool = True,
                        cache_root: str | os.PathLike | None = None, **params: Any) -> np.ndarray:
     """:func:`project` of ``emb.space(space)``, read from / written to the cache (kind ``projections``).
@@ -184,15 +190,23 @@ def project_embeddings(emb: Any, space: str, method: str = "umap", *, use_cache:
         raise ConfigError(f"unknown projection method {method!r}; choose from {', '.join(METHODS)}")
     if space not in emb.spaces:
         raise ConfigError(f"no embedding space {space!r}; have {', '.join(emb.spaces)}")
-    key = make_key("projection", PROJECTION_VERSION, emb.key, space, method, projection_params(method, **params))
+    key = projection_key(emb.key, space, method, **params)
     if use_cache:
-        hit = load_arrays("projections", key, cache_root)
-        if hit is not None and "coords" in hit and hit["coords"].shape == (len(emb), 2):
-            return hit["coords"].astype(np.float32, copy=False)
+        roots = [cache_root] if cache_root is not None else [None, BUNDLED_CACHE]  # then the demo's shipped ones
+        for root in roots:
+            hit = load_arrays("projections", key, root)
+            if hit is not None and "coords" in hit and hit["coords"].shape == (len(emb), 2) and \
+                    np.issubdtype(hit["coords"].dtype, np.floating) and np.isfinite(hit["coords"]).all():
+                return hit["coords"].astype(np.float32, copy=False)
     coords = project(emb.space(space), method, **params)
     if use_cache:
         save_arrays("projections", key, {"coords": coords}, cache_root)
     return coords
+
+
+def umap_ready() -> bool:
+    """Whether :func:`warm_up_umap` has compiled umap-learn's code in this process (a first UMAP waits for it)."""
+    return _warm_done
 
 
 def warm_up_umap() -> float:

@@ -346,6 +346,47 @@ def sequence_input(path: str | os.PathLike, model: LoadedModel, dataset: str | N
                          modality, label)
 
 
+#: The benchmark whose recordings a sequence format holds, and that benchmark's skeleton layout.
+FORMAT_ORIGIN = {"skeleton": ("NTU RGB+D", "ntu25"), "json": ("NW-UCLA", "ucla20")}
+
+
+def _trained_on(model: LoadedModel) -> str | None:
+    """The benchmark a model's classes are ("NTU RGB+D", "NW-UCLA"), else None (synthetic, custom data)."""
+    from stdcl.data.classes import UCLA_CLASSES, ntu_classes
+
+    names, k = model.class_names, len(model.class_names)
+    if k in (60, 120) and names == ntu_classes(k):
+        return "NTU RGB+D"
+    if names == list(UCLA_CLASSES):
+        return "NW-UCLA"
+    return None
+
+
+def origin_notice(seq: SequenceInput, model: LoadedModel) -> str | None:
+    """A warning when ``seq`` comes from another benchmark or skeleton layout than ``model`` learned, else None.
+
+    Such a model can only name the nearest of its own classes, and the sequence's neighbours in the
+    analysed split need not share that class (nor each other's): the result says how the model maps an
+    unfamiliar sequence, not what the action is.
+    """
+    origin = FORMAT_ORIGIN.get(seq.format)
+    if origin is None:
+        return None
+    bench, layout = origin
+    trained = _trained_on(model)
+    dataset = model.meta.get("dataset") or "unrecorded data"
+    if trained == bench and model.layout.name == layout:
+        return None
+    what = f"{bench} ({layout} skeleton)"
+    if model.layout.name != layout:
+        learned = f"the {model.layout.name} skeleton layout of {dataset}"
+    else:
+        learned = f"{dataset} with its own {len(model.class_names)} classes" + (f" ({trained})" if trained else "")
+    return (f"{seq.name} is a {what} recording, but {model.label} learned {learned}. Its prediction is the "
+            f"nearest of the model's own classes, and its neighbours in the analysed split need not be of that "
+            f"class: read this as how the model maps an unfamiliar sequence, not as a recognition of the action.")
+
+
 # -- where it falls ---------------------------------------------------------------------------------
 
 def _with_query(emb: Embeddings, space: str, vector: np.ndarray, label: int) -> Embeddings:

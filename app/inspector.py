@@ -48,8 +48,7 @@ def show_inspector(sel: state.Selection, row: int, which: str = "A", key_prefix:
                f"of {data.describe()}")
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(figures.skeleton_figure(x, data.layout, title="what the model reads (press play)",
-                                                height=440),
+        st.plotly_chart(figures.skeleton_figure(x, data.layout, title="what the model reads (press play)"),
                         key=f"{key_prefix}inspector_{which}_skeleton")
         st.caption("The skeleton exactly as the model receives it (after the evaluation transform: window, "
                    "normalisation). Each person has its own colour; use the slider to step through frames.")
@@ -64,12 +63,12 @@ def show_inspector(sel: state.Selection, row: int, which: str = "A", key_prefix:
                          "probability", min_value=0.0, max_value=1.0, format="%.3f")})
         st.caption(f"The {len(top)} most probable classes (softmax of the logits).")
 
-    st.markdown(f"**Nearest neighbours** ({NEIGHBOURS} per space, cosine similarity among the {n} analysed samples)")
-    cols = st.columns(len(neighbours))
-    for col, (space, recs) in zip(cols, neighbours.items()):
-        with col:
-            same = sum(r["same_class"] for r in recs)
-            st.markdown(f"*{space}*: {same}/{len(recs)} of the same class")
+    st.markdown(f"**Nearest neighbours** ({NEIGHBOURS} per space, cosine similarity among the {n} analysed samples; "
+                "the cosine of two embeddings is 1 when they point the same way, 0 when unrelated)")
+    counts = {space: sum(r["same_class"] for r in recs) for space, recs in neighbours.items()}
+    tabs = st.tabs([f"{space}: {counts[space]}/{len(recs)} of the same class" for space, recs in neighbours.items()])
+    for tab, (space, recs) in zip(tabs, neighbours.items()):  # one tab each: the whole width, no sideways scroll
+        with tab:
             st.dataframe(pd.DataFrame([{"name": r["name"], "class": r["class"], "cosine": round(r["cosine"], 4),
                                         "predicted": r["predicted_class"], "row": r["row"]} for r in recs],
                                       columns=NEIGHBOUR_COLUMNS),

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -73,20 +74,40 @@ def get_embeddings(model_digest: str, data_json: str, max_samples: int, _model: 
                    _data: AnalysisData) -> Embeddings:
     """Embeddings of up to ``max_samples`` samples (stratified, seeded) with a progress bar."""
     rows = stratified_subset(_data.labels, max_samples) if len(_data) > max_samples else None
-    bar = st.progress(0.0, text=f"Embedding {_model.label}…")
+    total = len(_data) if rows is None else len(rows)
+    what = f"Embedding {total:,} samples with {_model.label} ({_model.encoder_name})"
+    bar = st.progress(0.0, text=f"{what}: loading the model's input…")
+    t0 = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        spent = time.monotonic() - t0
+        left = spent / done * (total - done) if done else None
+        eta = f", about {_seconds(left)} left" if left is not None and done < total else ""
+        bar.progress(done / max(total, 1), text=f"{what}: {done:,}/{total:,}{eta} (once: the result is cached)")
+
     try:
-        return extract_embeddings(_model, _data, rows,
-                                  progress=lambda done, total: bar.progress(done / max(total, 1),
-                                                                            text=f"Embedding {_model.label}: {done}/{total}"))
+        return extract_embeddings(_model, _data, rows, progress=report)
     finally:
         bar.empty()
 
 
-@st.cache_data(show_spinner="Projecting…", max_entries=64)
-def get_projection(emb_key: str, space: str, method: str, _emb: Embeddings) -> np.ndarray:
-    from analysis.projections import project_embeddings
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
-    return project_embeddings(_emb, space, method)
+
+#: How the projection methods are named on every page.
+METHOD_NAMES = {"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def get_projection(emb_key: str, space: str, method: str, _emb: Embeddings) -> np.ndarray:
+    from analysis.projections import project_embeddings, umap_ready
+
+    first = (" (the first UMAP compiles it: about 10 s, once per server)"
+             if method == "umap" and not umap_ready() else "")
+    with st.spinner(f"Projecting the {space} embeddings of {len(_emb):,} samples to 2-D with "
+                    f"{METHOD_NAMES.get(method, method)}{first}… (once: the result is cached)"):
+        return project_embeddings(_emb, space, method)
 
 
 @st.cache_data(show_spinner="Computing separation metrics…", max_entries=32)
@@ -135,12 +156,25 @@ def model_options() -> dict[str, ModelRef]:
 DEFAULT_MODEL = "bundled: synthetic_hcn_stdcl"
 
 
+#: How the two halves of a baseline / STD-CL pair are named: bundled checkpoints, experiment-grid runs.
+PAIR_MARKS = (("_stdcl", "_baseline"), ("stdcl-on", "stdcl-off"))
+
+
+def paired_key(key: str, refs: dict[str, ModelRef]) -> str | None:
+    """The other half of ``key``'s baseline / STD-CL pair among ``refs`` (same name but for the mark), else None."""
+    for on, off in PAIR_MARKS:
+        for mine, other in ((on, off), (off, on)):
+            head, sep, tail = key.rpartition(mine)
+            if sep and (cand := head + other + tail) in refs and cand != key:
+                return cand
+    return None
+
+
 def default_pair(refs: dict[str, ModelRef]) -> tuple[str, str | None]:
     """The STD-CL demo checkpoint (HCN when bundled) and its baseline."""
     keys = list(refs)
     a = DEFAULT_MODEL if DEFAULT_MODEL in refs else next((k for k in keys if k.endswith("_stdcl")), keys[0])
-    b = a.replace("_stdcl", "_baseline")
-    return a, (b if b in refs else None)
+    return a, paired_key(a, refs)
 
 
 def data_choice() -> dict[str, Any]:

@@ -58,3 +58,19 @@ def class_and_sample(emb: Embeddings, class_key: str, row_key: str, class_label:
                  format_func=lambda r: f"{f'row {r}: ' if row_numbers else ''}{emb.names[r]} (predicted "
                                        f"{names[preds[r]]}{' ✓' if preds[r] == emb.labels[r] else ' ✗'})")
     return int(cls), int(st.session_state[row_key])
+
+
+def sum_check(res: dict[str, Any], part: str, vec: str, cls_name: str) -> None:
+    """The exact-decomposition check of an attribution (``analysis.attributions.sample_attributions``
+    branch): per-position parts + bias part = the cosine; a negative cosine is explained."""
+    parts = res["contributions"]
+    unit = "joint" if res["axis"] == "joint" else "frame"
+    st.markdown(
+        f"**Check ({part}):** sum of the {len(parts)} {unit} contributions = {float(parts.sum()):.4f}, "
+        f"plus the bias part {res['bias_contribution']:.4f}, gives **{res['cosine']:.4f} = "
+        f"cos({vec}, centroid of “{cls_name}”)**.")
+    if res["cosine"] < 0:
+        st.caption(f"The cosine is negative: {vec} points more than 90° away from the centroid of “{cls_name}”, "
+                   f"so the parts add up to less than zero. The sample is unlike the typical “{cls_name}” in this "
+                   f"space even if the classifier picks that class; the {unit}s with the most negative parts pull it "
+                   "away most. Common for a sequence unlike the model's training data.")

@@ -245,7 +245,20 @@ def test_metrics_bar_and_twin_pairs():
     fig = F.metrics_bar(rows, "baseline", "stdcl")
     assert [t.name for t in fig.data] == ["baseline", "stdcl"] * 2
     assert list(fig.data[2].x) == ["global", "spatial", "temporal"] and list(fig.data[3].y) == [3.5, 4.5, 5.5]
-    assert [a.text for a in fig.layout.annotations] == ["silhouette", "knn_accuracy"]
+    assert [a.text for a in fig.layout.annotations] == ["silhouette", "k-NN accuracy"]  # named, not snake_case
+    # every overall metric: at most PANELS_PER_ROW panels a row, so the titles have room (no overlap)
+    from analysis.metrics import METRIC_INFO, metric_name
+
+    many = [dict(r, metric=m) for m in METRIC_INFO for r in rows[:3]]
+    fig = F.metrics_bar(many)
+    ann = list(fig.layout.annotations)
+    assert [a.text for a in ann] == [metric_name(m) for m in METRIC_INFO] and len(ann) == 8
+    by_row = {}
+    for a in ann:
+        by_row.setdefault(round(a.y, 3), []).append(a.x)
+    assert len(by_row) == 2 and all(len(xs) == F.PANELS_PER_ROW for xs in by_row.values())
+    assert all(b - a >= 0.24 for xs in by_row.values() for a, b in zip(sorted(xs), sorted(xs)[1:]))
+    assert "_" not in "".join(a.text for a in ann)
     twins = [{"pair": "wave left hand / wave right hand", "type": "spatial", "classes": [0, 1],
               "spaces": {"spatial": {"knn_accuracy": 0.9}, "temporal": {"knn_accuracy": 0.6}}},
              {"pair": "sit down / stand up", "type": "temporal", "classes": [6, 7],

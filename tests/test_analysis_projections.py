@@ -133,3 +133,26 @@ def test_project_embeddings_cache(monkeypatch, tmp_path):
         P.project_embeddings(emb, "spatial", "pca", neighbours=5)
     with pytest.raises(ConfigError, match="no embedding space 'spatial_pooled'"):
         P.project_embeddings(emb, "spatial_pooled", "pca")
+
+
+def test_the_shipped_demo_projections_are_current_and_used(tmp_path, monkeypatch):
+    """checkpoints/cache holds a UMAP of every demo space under the key this code computes (regenerate with
+    `python -m analysis.bundled` when this fails), and project_embeddings returns it from an empty cache."""
+    from analysis.bundled import BUNDLED_CACHE, DEMO_PAIR, DEMO_SPACES, demo_projection_keys
+    from analysis.cache import entry_path, load_arrays
+    from analysis.datasets import open_analysis_data
+    from analysis.embeddings import extract_embeddings
+    from analysis.models import bundled_models, load_model
+    from analysis.projections import project_embeddings
+
+    monkeypatch.setenv("STDCL_CACHE", str(tmp_path / "cache"))
+    keys = demo_projection_keys()
+    assert set(keys) == {(m, s) for m in DEMO_PAIR for s in DEMO_SPACES}
+    stale = [k for k, key in keys.items() if not entry_path("projections", key, BUNDLED_CACHE).is_file()]
+    assert not stale, f"stale demo projections {stale}: run `python -m analysis.bundled`"
+    model = load_model({r.label: r for r in bundled_models()}[DEMO_PAIR[0]])
+    emb = extract_embeddings(model, open_analysis_data(model, "test"))
+    shipped = load_arrays("projections", keys[(DEMO_PAIR[0], "spatial")], BUNDLED_CACHE)["coords"]
+    assert shipped.shape == (len(emb), 2) and np.isfinite(shipped).all()
+    np.testing.assert_array_equal(project_embeddings(emb, "spatial", "umap"), shipped)
+    assert not (tmp_path / "cache" / "projections").exists()  # read from the shipped copy, nothing computed

@@ -101,6 +101,25 @@ def test_skeleton_equals_the_prepare_pipeline_plus_transform(tmp_path, model, be
     assert one_actor  # the one-actor convention (zero or duplicated actor 2) is covered
 
 
+def test_a_sequence_from_another_benchmark_than_the_model_is_flagged(tmp_path, model):
+    import dataclasses
+
+    raw = tmp_path / "raw"
+    write_files(synth_files("ntu60"), raw, None)
+    path = sorted(raw.glob("*.skeleton"))[0]
+    seq = up.sequence_input(path, model)
+    note = up.origin_notice(seq, model)  # a synthetic-data model reading a real NTU recording
+    assert note is not None and note.startswith(f"{seq.name} is a NTU RGB+D (ntu25 skeleton) recording")
+    assert "learned synthetic with its own 13 classes" in note and "not as a recognition" in note
+    ntu_model = dataclasses.replace(model, meta=dict(model.meta, dataset="ntu60-xsub", class_names=ntu_classes(60)))
+    assert up.origin_notice(seq, ntu_model) is None  # the model's own benchmark
+    npy = dataclasses.replace(seq, format="npy")
+    assert up.origin_notice(npy, model) is None  # a bare array says nothing of where it comes from
+    ucla = dataclasses.replace(seq, format="json")  # NW-UCLA's layout against an NTU-layout model
+    note = up.origin_notice(ucla, ntu_model)
+    assert note is not None and "NW-UCLA (ucla20 skeleton)" in note and "the ntu25 skeleton layout of ntu60-xsub" in note
+
+
 def test_ntu_and_ucla_names_give_the_true_class():
     assert up.label_from_name("S001C001P001R001A007", ntu_classes(60)) == 6
     assert up.label_from_name("S001C001P001R001A099", ntu_classes(60)) is None  # not an NTU60 action

@@ -71,7 +71,13 @@ def test_decomposition_sum_check_heatmap_and_curve(demo):
     curve = _frame_curve(at)
     np.testing.assert_allclose(arr(curve["data"][0]["y"]), ref["temporal"]["contributions"], atol=1e-6)
     skel = _figure_with(at, "scatter3d")
-    assert len(skel["frames"]) == x.shape[1]  # animated: one plotly frame per input frame (32 <= MAX_FRAMES)
+    assert not skel.get("frames") and not skel["layout"].get("sliders")  # one frame control: the page slider
+
+    def drawn_frame(fig) -> np.ndarray:  # the joints of person 1 as drawn (plot axes x, depth, up = x, z, y)
+        joints = next(t for t in fig["data"] if t.get("mode") == "markers")
+        return np.stack([arr(joints["x"]), arr(joints["z"]), arr(joints["y"])])
+
+    np.testing.assert_allclose(drawn_frame(skel), x[:, x.shape[1] // 2, :, 0], atol=1e-5)
     assert any("mean" in i.value and "pooling" in i.value for i in at.info)  # bundled head: mean pooling
     assert any("no joint-relation maps" in i.value for i in at.info)  # HCN has none
 
@@ -80,6 +86,7 @@ def test_decomposition_sum_check_heatmap_and_curve(demo):
     assert not at.exception
     for fig in (_figure_with(at, "heatmap"), _frame_curve(at)):
         assert [s["x0"] for s in fig["layout"]["shapes"] if s.get("line", {}).get("dash") == "dot"] == [11]
+    np.testing.assert_allclose(drawn_frame(_figure_with(at, "scatter3d")), x[:, 11, :, 0], atol=1e-5)
 
     # Grad-CAM of the true class, and of any class
     at.radio(key="att_cam_class").set_value("any class").run()

@@ -262,7 +262,8 @@ def test_finetune_form_follows_the_checkpoint(page, server, artifacts):
     page.get_by_text("Command of the job").click()
     wait_idle(page)
     code = page.locator('[data-testid="stCode"]').last.inner_text()
-    assert "optim.lr=0.0001 " in code and "train.batch_size=32 " in code and "--encoder hcn" in code
+    lines = [ln.strip().rstrip("\\").strip() for ln in code.splitlines()]
+    assert "optim.lr=0.0001" in lines and "train.batch_size=32" in lines and "--encoder hcn" in lines
     check_clean(page, server, "fine-tune after a checkpoint change")
 
 

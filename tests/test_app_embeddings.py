@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from analysis.confusion import align
 from analysis.embeddings import POOLED_DEFINITION
 from analysis.neighbours import nearest_neighbours, top_classes
-from analysis.projections import project
+from analysis.projections import project, project_embeddings
 from app.inspector import NEIGHBOUR_COLUMNS
 from tests.app_helpers import arr, charts, module_env, open_app, reference_pair, rerun, send_selection, tables
 
@@ -98,7 +98,7 @@ def test_page_draws_each_space_of_a_and_b_with_every_row(app, ref):
     assert not any(_highlighted(drawn[k]) for k in emb_keys)
     # the baseline (B) is shown: the page says what its spatial / temporal spaces are
     assert any(POOLED_DEFINITION in m.value for m in at.markdown)
-    assert "Select samples in any chart" in " ".join(i.value for i in at.info)
+    assert "Click a point to inspect that sample" in " ".join(i.value for i in at.info)
 
 
 def test_stored_selection_is_highlighted_in_every_chart(app, ref):
@@ -215,12 +215,13 @@ def test_spaces_colouring_and_compare_toggle(app, ref):
 
 
 def test_umap_projection_is_the_default_method(app, ref):
-    """UMAP (seeded) on one space: the chart's coordinates are analysis.projections' UMAP of that space."""
+    """UMAP (seeded) on one space: the chart's coordinates are analysis.projections' UMAP of that space
+    (for the demo pair, the precomputed one shipped in checkpoints/cache)."""
     at = rerun(app, selected_rows=[], projection_method="umap", emb_spaces=["spatial"], emb_compare=False)
     assert at.selectbox(key="_w_projection_method").value == "umap"
     pts = _points(charts(at)["emb_A_spatial"])
     got = np.zeros((len(ref["A"]), 2))
     for p in pts:
         got[p["row"]] = p["x"], p["y"]
-    np.testing.assert_allclose(got, project(ref["A"].space("spatial"), "umap"), atol=1e-4)
+    np.testing.assert_allclose(got, project_embeddings(ref["A"], "spatial", "umap"), atol=1e-4)
     rerun(at, projection_method="pca", emb_spaces=["spatial", "temporal"], emb_compare=True)

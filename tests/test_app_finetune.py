@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -210,7 +211,9 @@ def test_changing_the_checkpoint_resets_the_form_and_the_launched_command_is_the
     assert f"steps of {own_batch}" in " ".join(i.value for i in at.info)
     assert not [w for w in at.warning if "fine-tuning default" in w.value]
     at.button(key="ft_start").click().run()
-    assert launched and "stdcl train " + " ".join(launched[0]) == preview
+    # what runs is what is shown (a backslash-newline continues the line, as in a shell)
+    assert launched and shlex.split(preview.replace("\\\n", " ")) == ["stdcl", "train", *launched[0]]
+    assert all(len(line) < 200 for line in preview.splitlines()) and len(preview.splitlines()) > 5
     # a rate far above the fine-tuning default is flagged
     at.number_input(key="ft_lr").set_value(0.01).run()
     assert any("100x the fine-tuning default 0.0001" in w.value for w in at.warning)

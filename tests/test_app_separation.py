@@ -11,7 +11,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from analysis.embeddings import SPACES  # noqa: E402
-from analysis.metrics import METRIC_INFO, compare_metrics, space_metrics, twin_separation  # noqa: E402
+from analysis.metrics import METRIC_INFO, compare_metrics, metric_name, space_metrics, twin_separation  # noqa: E402
 from tests.app_helpers import module_env, open_app, reference_pair  # noqa: E402
 
 
@@ -39,18 +39,21 @@ def _close(got, want) -> None:
 
 
 def _check_overall_and_per_class(at: AppTest, metrics: dict, class_names: list[str]) -> None:
-    overall = _table(at, "what it measures")
-    assert list(overall.columns[:3]) == list(SPACES)
-    assert list(overall.index) == list(METRIC_INFO)
+    (overall,) = [d.value for d in at.dataframe if d.value.index.name == "metric"]
+    assert list(overall.columns) == [*SPACES, "better"]  # no long text column cut off at the edge
+    assert list(overall.index) == [metric_name(m) for m in METRIC_INFO]  # names, not snake_case keys
+    listed = [m.value for m in at.markdown if m.value.startswith("- **")]
+    assert len(listed) == 1 and all(f"**{metric_name(m)}** ({i.better} is better): {i.description}" in listed[0]
+                                    for m, i in METRIC_INFO.items())
     for s in SPACES:
         _close(overall[s], [metrics[s]["overall"][m] for m in METRIC_INFO])
     assert list(overall["better"]) == [i.better for i in METRIC_INFO.values()]
-    per_class = _table(at, "centroid_margin")
+    per_class = _table(at, "centroid margin")
     assert list(per_class.index) == class_names
     space = at.selectbox(key="sep_space").value
     for col in ("knn_accuracy", "silhouette", "centroid_margin", "alignment"):
-        _close(per_class[col], metrics[space]["per_class"][col])
-    assert list(per_class["n"]) == metrics[space]["per_class"]["n"]
+        _close(per_class[metric_name(col)], metrics[space]["per_class"][col])
+    assert list(per_class["samples"]) == metrics[space]["per_class"]["n"]
 
 
 def test_metric_tables_equal_analysis_metrics(reference):
@@ -72,7 +75,7 @@ def test_metric_tables_equal_analysis_metrics(reference):
     cmp = _table(at, "B − A")
     rows = compare_metrics(met_a, met_b)
     assert f"A: {model_a.label}" in cmp.columns and f"B: {model_b.label}" in cmp.columns
-    assert list(zip(cmp["space"], cmp["metric"])) == [(r["space"], r["metric"]) for r in rows]
+    assert list(zip(cmp["space"], cmp["metric"])) == [(r["space"], metric_name(r["metric"])) for r in rows]
     _close(cmp[f"A: {model_a.label}"], [r["a"] for r in rows])
     _close(cmp[f"B: {model_b.label}"], [r["b"] for r in rows])
     who = {"a": f"A: {model_a.label}", "b": f"B: {model_b.label}", "=": "equal", None: "–"}
@@ -99,7 +102,7 @@ def test_metric_tables_equal_analysis_metrics(reference):
     pooled = _table(at, "B − A")
     assert set(pooled["space"]) == set(SPACES) | {"spatial_pooled", "temporal_pooled"}
     want = space_metrics(emb_b, spaces=("spatial_pooled",), use_cache=False)["spatial_pooled"]["overall"]["fisher"]
-    got = pooled[(pooled["space"] == "spatial_pooled") & (pooled["metric"] == "fisher")][f"B: {model_b.label}"]
+    got = pooled[(pooled["space"] == "spatial_pooled") & (pooled["metric"] == "Fisher ratio")][f"B: {model_b.label}"]
     _close(got, [want])
 
     # model B's own tables

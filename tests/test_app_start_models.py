@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ pytest.importorskip("streamlit")
 from analysis import walkthrough as wt  # noqa: E402
 from analysis.embeddings import POOLED_DEFINITION, embed_batch  # noqa: E402
 from stdcl.encoders import build_encoder  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
 from tests.app_helpers import module_env, open_app, reference, tables  # noqa: E402
 
 STDCL, BASELINE = "bundled: synthetic_hcn_stdcl", "bundled: synthetic_hcn_baseline"
@@ -64,6 +66,14 @@ def test_start_walks_one_sample_through_the_method(demo):
     margins = [ref["spaces"][s]["margin"] for s in ("spatial", "temporal")]
     np.testing.assert_allclose(twin["margin (own − twin)"], margins, atol=1e-4)
     assert any("are **spatial twins**" in m for m in _texts(at.markdown))
+    # the jargon is explained where it first appears, and the glossary lists every term
+    from app.glossary import GLOSSARY
+
+    shown = " ".join(_texts(at.markdown) + _texts(at.caption))
+    for name in ("pooling", "L2-normalised", "memory bank", "cosine", "InfoNCE", "P / K"):
+        assert GLOSSARY[name] in shown, name
+    (glossary,) = [m for m in _texts(at.markdown) if m.startswith("- **pooling**")]
+    assert all(f"- **{k}**: {v}." in glossary for k, v in GLOSSARY.items())
 
 
 def test_start_temporal_twin_and_a_baseline(demo):
@@ -108,7 +118,14 @@ def test_models_page_shows_and_switches_checkpoints(demo):
     assert dict(zip(meta_b.iloc[:, 0], meta_b["value"]))["STD-CL head"] == "no (baseline)"
     assert any("synthetic test (joint, 858 samples, 13 classes)" in s for s in _texts(at.success))
 
+    # choosing A brings its pair as B: the CTR-GCN STD-CL checkpoint with the CTR-GCN baseline
+    at.selectbox(key="models_a").set_value("bundled: synthetic_ctrgcn_stdcl").run()
+    assert not at.exception
+    assert at.session_state["model_b"] == at.selectbox(key="models_b").value == "bundled: synthetic_ctrgcn_baseline"
+    assert any("B is now **bundled: synthetic_ctrgcn_baseline**, the baseline counterpart of A" in i
+               for i in _texts(at.info))
     at.selectbox(key="models_a").set_value(BASELINE).run()
+    assert at.session_state["model_b"] == STDCL  # a baseline's counterpart is its STD-CL checkpoint
     at.selectbox(key="models_b").set_value("(none)").run()
     assert not at.exception
     assert at.session_state["model_a"] == BASELINE and at.session_state["model_b"] is None
@@ -198,6 +215,29 @@ def test_upload_one_sequence(demo):
     assert "bad.npy: not a .npy file (no NumPy header)" in _texts(at.error)
 
 
+def test_upload_of_a_real_ntu_recording_says_where_it_comes_from(demo, tmp_path):
+    from tests.ntu_skeleton_synth import synth_files, write_files
+
+    write_files(synth_files("ntu60"), tmp_path / "raw", None)
+    path = sorted((tmp_path / "raw").glob("*.skeleton"))[0]
+    at = open_app("models")
+    at.file_uploader(key="models_seq_file").set_value((path.name, path.read_bytes(), "application/octet-stream")).run()
+    assert not at.exception and not at.error
+    assert any(w.startswith(f"{path.stem} is a NTU RGB+D (ntu25 skeleton) recording") for w in _texts(at.warning))
+    # the attribution parts are checked against the cosine they split, as on the Attention page
+    checks = [m for m in _texts(at.markdown) if m.startswith("**Check (")]
+    assert [c.split(")")[0] for c in checks] == ["**Check (spatial", "**Check (temporal"]
+    totals = []
+    for c in checks:
+        m = re.search(r"contributions = (-?[\d.]+), plus the bias part (-?[\d.]+), gives \*\*(-?[\d.]+) = cos", c)
+        assert m, c
+        parts, bias, total = (float(g) for g in m.groups())
+        assert parts + bias == pytest.approx(total, abs=2e-4)
+        totals.append(total)
+    negative = [x for x in _texts(at.caption) if x.startswith("The cosine is negative")]
+    assert len(negative) == sum(t < 0 for t in totals)
+
+
 def test_upload_checkpoint_and_import_official(demo, tmp_path):
     src = demo.model.path
     at = open_app("models")
@@ -232,3 +272,33 @@ def test_upload_checkpoint_and_import_official(demo, tmp_path):
     assert any(m.startswith("**B: hcn_official: hcn, baseline") for m in _texts(at.markdown))
     # imported without naming its dataset: which data it reads is a message, not a traceback
     assert "hcn_official: records no dataset; choose one" in _texts(at.error)
+
+
+def test_sum_check_explains_a_negative_cosine():
+    def page(cos):
+        import numpy as np
+
+        from app.widgets import sum_check
+
+        sum_check({"contributions": np.array([0.1, -0.4]), "bias_contribution": cos + 0.3, "cosine": cos,
+                   "axis": "joint"}, "spatial", "s", "wave")
+
+    for cos, explained in ((-0.25, True), (0.25, False)):
+        at = AppTest.from_function(page, args=(cos,)).run()
+        assert not at.exception
+        assert f"gives **{cos:.4f} = cos(s, centroid of “wave”)**" in at.markdown[0].value
+        assert any("The cosine is negative" in c.value for c in at.caption) == explained
+
+
+def test_paired_keys_of_bundled_checkpoints_and_grid_runs():
+    from app.state import paired_key
+
+    refs = dict.fromkeys(["bundled: synthetic_hcn_stdcl", "bundled: synthetic_hcn_baseline", "bundled: solo_stdcl",
+                          "runs: g/encoder-hcn_stdcl-on_seed-1", "runs: g/encoder-hcn_stdcl-off_seed-1",
+                          "runs: g/encoder-agcn_stdcl-on_seed-1"])
+    assert paired_key("bundled: synthetic_hcn_stdcl", refs) == "bundled: synthetic_hcn_baseline"
+    assert paired_key("bundled: synthetic_hcn_baseline", refs) == "bundled: synthetic_hcn_stdcl"
+    assert paired_key("runs: g/encoder-hcn_stdcl-on_seed-1", refs) == "runs: g/encoder-hcn_stdcl-off_seed-1"
+    assert paired_key("runs: g/encoder-hcn_stdcl-off_seed-1", refs) == "runs: g/encoder-hcn_stdcl-on_seed-1"
+    assert paired_key("runs: g/encoder-agcn_stdcl-on_seed-1", refs) is None  # its baseline is not there
+    assert paired_key("bundled: solo_stdcl", refs) is None

@@ -16,7 +16,8 @@ from analysis.attributions import class_centroids, sample_attributions
 from analysis.embeddings import Embeddings
 from analysis.models import LoadedModel
 from app import state
-from app.widgets import class_and_sample, present_classes, publish_widget, sync_widget
+from app.glossary import GLOSSARY
+from app.widgets import class_and_sample, present_classes, publish_widget, sum_check, sync_widget
 
 BRANCHES = ("spatial", "temporal")
 
@@ -36,11 +37,11 @@ def _attributions(model_digest: str, emb_key: str, row: int, class_index: int, _
     return sample_attributions(_model, _x, _centroids, class_index)
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def _skeleton(key: str, frame: int, value_label: str, _x: np.ndarray, _layout: Any, _values: np.ndarray):
-    """The animated skeleton (building its plotly frames is the slow part of the page: reuse it)."""
-    return figures.skeleton_figure(_x, _layout, joint_values=_values, frame=frame, animate=True,
-                                   value_label=value_label, height=480)
+    """The skeleton at the page slider's frame (one frame control per page: the slider, no play button)."""
+    return figures.skeleton_figure(_x, _layout, joint_values=_values, frame=frame, animate=False,
+                                   value_label=value_label)
 
 
 # -- pickers (kept in step with the session keys other pages set) -------------------------------------
@@ -84,16 +85,6 @@ def _pick_class(names: list[str], label: int, prediction: int) -> int:
 
 # -- sections --------------------------------------------------------------------------------------
 
-def _sum_check(res: dict[str, Any], part: str, vec: str, cls_name: str) -> None:
-    """The exact-decomposition check: per-position parts + bias part = the cosine."""
-    parts = res["contributions"]
-    unit = "joint" if res["axis"] == "joint" else "frame"
-    st.markdown(
-        f"**Check ({part}):** sum of the {len(parts)} {unit} contributions = {float(parts.sum()):.4f}, "
-        f"plus the bias part {res['bias_contribution']:.4f}, gives **{res['cosine']:.4f} = "
-        f"cos({vec}, centroid of “{cls_name}”)**.")
-
-
 def _norms_caption(res: dict[str, Any], vec: str, positions: list[str]) -> None:
     """Norms of the embedding, its largest / smallest term and the bias; ``positions`` names the terms."""
     norms = res["term_norms"]
@@ -123,14 +114,14 @@ def _decomposition(res: dict[str, Any], x: np.ndarray, model: LoadedModel, cls_n
         "cos(s, c) = Σⱼ aⱼ·c / (|s||c|) + b·c / (|s||c|). A positive part pulls s towards the class, a negative one "
         "away. On the skeleton a joint's colour is its part (see the colour bar) and its size the part's "
         "magnitude; in the bar chart positive parts are blue, negative ones red.")
-    _sum_check(sp, "spatial", "s", cls_name)
+    sum_check(sp, "spatial", "s", cls_name)
     left, right = st.columns([3, 2])
     with left:
         if len(sp["contributions"]) == layout.num_joints:
             st.plotly_chart(_skeleton(f"{model.digest}|{key}|contributions", frame, "part of cos(s, c)", x, layout,
                                       sp["contributions"]), key="att_skeleton")
-            st.caption("Play runs through the frames (the colours are per joint, the same in every frame: "
-                       "the spatial embedding averages over time).")
+            st.caption("The skeleton at the frame the slider above chooses (the colours are per joint, the same "
+                       "in every frame: the spatial embedding averages over time).")
         else:
             st.info(f"The encoder's map has {len(sp['contributions'])} joints, the layout {layout.num_joints}: "
                     "the contributions are shown as bars only.")
@@ -151,7 +142,7 @@ def _decomposition(res: dict[str, Any], x: np.ndarray, model: LoadedModel, cls_n
                "shows each frame's part of cos(t, c); peaks are the moments that make the sample look like "
                "its class, dips (below 0) the moments that argue against it. The dotted line is the frame "
                "chosen with the slider.")
-    _sum_check(tp, "temporal", "t", cls_name)
+    sum_check(tp, "temporal", "t", cls_name)
     n_map = len(tp["contributions"])
     xs = np.linspace(0, frames - 1, n_map) if n_map > 1 else np.zeros(1)
     if n_map != frames:
@@ -164,7 +155,7 @@ def _decomposition(res: dict[str, Any], x: np.ndarray, model: LoadedModel, cls_n
 
 def _grad_cam(res: dict[str, Any], model: LoadedModel, cls_name: str, frame: int) -> None:
     st.subheader(f"Grad-CAM for “{cls_name}” (frames × joints)")
-    st.caption("The gradient of the class logit with respect to the encoder's last feature map weights its "
+    st.caption(f"Grad-CAM: {GLOSSARY['Grad-CAM']}. The gradient of the class logit with respect to the encoder's last feature map weights its "
                "channels; the weighted map, clipped at 0 and scaled to [0, 1], says which joints at which "
                "frames raise that logit. It is resampled from the map's frames to the input frames. Unlike "
                "the decomposition it is a local, gradient-based explanation: it does not add up to anything.")
@@ -255,8 +246,9 @@ c3.metric("P(predicted)", f"{prob[prediction]:.3f}")
 c4.metric("Grad-CAM class", names[cls], f"P = {prob[cls]:.3f}", delta_color="off", delta_arrow="off")
 
 frames = x.shape[1]
-frame = st.slider("Play through frames", 0, frames - 1, frames // 2, key="att_frame",
-                  help="Moves the marker on the per-frame curve and the Grad-CAM map, and the skeleton's start frame.")
+frame = st.slider("Frame", 0, frames - 1, frames // 2, key="att_frame",
+                  help="The one frame control of this page: the skeleton shows this frame, and the per-frame "
+                       "curve and the Grad-CAM map mark it.")
 
 if model.head is None:
     st.warning(f"**{model.label} is a baseline: it has no STD-CL head**, so its embeddings have no exact per-joint / "
@@ -264,7 +256,8 @@ if model.head is None:
                "the decomposition.")
     st.plotly_chart(_skeleton(f"{model.digest}|{emb.key}|{row}|grad-cam {cls}", frame, "Grad-CAM", x, model.layout,
                               cam["grad_cam_frames"]), key="att_skeleton")
-    st.caption(f"Joints coloured by each frame's Grad-CAM for “{names[cls]}”; press play to run through the frames.")
+    st.caption(f"Joints coloured by this frame's Grad-CAM for “{names[cls]}”; the Frame slider above moves through "
+               "the frames.")
 else:
     _decomposition(res, x, model, names[label], frame, frames, f"{emb.key}|{row}")
 _grad_cam(cam, model, names[cls], frame)

@@ -21,7 +21,6 @@ from app import state
 from app.inspector import show_inspector
 from stdcl.errors import StdclError
 
-METHOD_NAMES = {"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}
 COLOR_NAMES = {"label": "true label", "prediction": "prediction", "correct": "correct / wrong",
                "twin": "twin pair (synthetic set)"}
 POOLED = ("spatial_pooled", "temporal_pooled")
@@ -29,6 +28,7 @@ SPACE_TITLES = {"global": "global (classifier input)", "spatial": "spatial s", "
                 "spatial_pooled": "spatial, pooled", "temporal_pooled": "temporal, pooled"}
 MAX_POINTS = 5000  # more points than this: a stratified sample is drawn (the chart says so)
 MAX_LISTED = 500  # rows listed in the table of selected samples
+LEGEND_ROOM = 170  # right margin (px) of every chart in a row: the legend's room in the last one
 
 
 def chart_key(which: str, space: str) -> str:
@@ -111,8 +111,10 @@ def _draw_row(which: str, emb: Embeddings, label: str, spaces: list[str], method
                 coords = state.get_projection(emb.key, space, method, emb)
                 fig = figures.embedding_scatter(coords, emb, color_by, highlight, max_points=MAX_POINTS,
                                                 title=f"{which}: {SPACE_TITLES.get(space, space)}", height=470)
-            if i < len(spaces) - 1:
-                fig.update_layout(showlegend=False)  # one legend per row (the colours are shared), more room
+            # one legend per row (the colours are shared), in a right margin every chart of the row keeps,
+            # so the chart with the legend is as wide as the others
+            fig.update_layout(showlegend=i == len(spaces) - 1, margin_r=LEGEND_ROOM,
+                              legend=dict(x=1.02, xanchor="left", y=1.0, yanchor="top"))
             st.plotly_chart(fig, key=chart_key(which, space), on_select="rerun",
                             selection_mode=("box", "lasso", "points"))
     st.caption(f"{which} = {label}: {len(emb):,} samples, accuracy {emb.accuracy:.1%}, "
@@ -182,7 +184,7 @@ spaces = c1.multiselect("Spaces", space_options, key=key, on_change=_copy_back, 
                              "its learned projection; for a baseline they are its spatial / temporal spaces.")
 spaces = [s for s in space_options if s in spaces] or ["spatial", "temporal"]
 method = _persistent_widget(c2.selectbox, "Projection", "projection_method", list(METHODS), "umap",
-                            format_func=lambda m: METHOD_NAMES.get(m, m))
+                            format_func=lambda m: state.METHOD_NAMES.get(m, m))
 color_options = [c for c in figures.COLOR_BY if c != "twin" or has_twins]
 color_by = _persistent_widget(c3.selectbox, "Colour by", "emb_color_by", color_options, "label",
                               format_func=lambda c: COLOR_NAMES.get(c, c))
@@ -192,31 +194,29 @@ if sel.other is not None:
     compare = c4.toggle("Show B below", value=True, key="emb_compare",
                         help=f"Draw the same spaces for B ({sel.other.label}) under A's, same colours and selection.")
 
-emb_b = None
-b_rows = None
-if compare:
-    with state.guard():
-        emb_b = sel.embeddings("B")
-    b_rows = _aligned_rows(emb_a, emb_b)
-
 n = len(emb_a)
-charts = {chart_key("A", s): np.arange(n) for s in spaces}
-if b_rows is not None:
-    a_of_b = np.empty(len(b_rows), np.int64)
-    a_of_b[b_rows] = np.arange(len(b_rows))
-    charts.update({chart_key("B", s): a_of_b for s in spaces})
-_adopt_selections(charts)
+_adopt_selections({chart_key("A", s): np.arange(n) for s in spaces})
 selected = _valid_rows(ss.get("selected_rows"), n)
 ss["selected_rows"] = selected
 
-if selected:
-    c1, c2 = st.columns([4, 1])
-    c1.markdown(f"**{len(selected):,} selected** samples are drawn large; the others are dimmed.")
-    c2.button("Clear selection", on_click=_clear_selection, key="emb_clear")
+c1, c2 = st.columns([4, 1], vertical_alignment="center")  # always drawn: a new selection never moves the charts
+c1.markdown(f"**{len(selected):,} selected** samples are drawn large; the others are dimmed." if selected else
+            "No selection yet: click a point, or use the Box or Lasso tool of a chart's toolbar.")
+c2.button("Clear selection", on_click=_clear_selection, key="emb_clear", disabled=not selected)
 
-highlight = selected or None
-_draw_row("A", emb_a, sel.model.label, spaces, method, color_by, highlight)
-if emb_b is not None:
+_draw_row("A", emb_a, sel.model.label, spaces, method, color_by, selected or None)
+emb_b = None
+b_rows = None
+if compare:  # A is on screen while B is computed
+    with state.guard():
+        emb_b = sel.embeddings("B")
+    b_rows = _aligned_rows(emb_a, emb_b)
+    if b_rows is not None:
+        a_of_b = np.empty(len(b_rows), np.int64)
+        a_of_b[b_rows] = np.arange(len(b_rows))
+        _adopt_selections({chart_key("B", s): a_of_b for s in spaces})
+        if _valid_rows(ss.get("selected_rows"), n) != selected:
+            st.rerun()  # a selection made in B's charts: redraw A's with it
     hl_b = None if b_rows is None or not selected else b_rows[selected].tolist()
     _draw_row("B", emb_b, sel.other.label, spaces, method, color_by, hl_b)
 
@@ -225,7 +225,7 @@ if any(e is not None and e.st_source == "pooled" for e in (emb_a, emb_b)) or set
         st.markdown("A baseline has no STD-CL head, so its *spatial* and *temporal* embeddings are parameter-free "
                     "poolings of its encoder's last feature map (the same as the *pooled* spaces of any checkpoint):")
         st.markdown(POOLED_DEFINITION)
-st.caption(f"{METHOD_NAMES.get(method, method)} keeps neighbourhoods, not distances: compare which samples are "
+st.caption(f"{state.METHOD_NAMES.get(method, method)} keeps neighbourhoods, not distances: compare which samples are "
            "together, not how far apart clusters are. Cosine geometry (rows L2-normalised) as in the contrastive loss.")
 
 if selected:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,18 @@ def pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def shell_lines(words: list[str]) -> str:
+    """``words`` as a shell command, quoted, one option (with its value) or ``key=value`` per line."""
+    lines: list[list[str]] = [[]]
+    for i, w in enumerate(words):
+        q = shlex.quote(w)
+        starts = w.startswith("--") or ("=" in w and not w.startswith("-"))
+        if i and starts and lines[-1]:
+            lines.append([])
+        lines[-1].append(q)
+    return " \\\n    ".join(" ".join(line) for line in lines)
+
+
 def new_run_dir() -> Path:
     base = state.RUNS_DIR / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, i = base, 1
@@ -269,7 +282,8 @@ def contrastive_note(start_step: int | None) -> str:
            "K of other classes (`stdcl.loss.num_pos` / `num_neg`, InfoNCE over its hardest positives and "
            "negatives), and not before `stdcl.loss.start_epoch` when that is set")
     if start_step is None:
-        return f"The spatial and temporal terms are still 0 while the banks fill: {why}. Until then the loss is cross-entropy alone."
+        return (f"The spatial and temporal terms are still 0 while the banks fill: {why}. Until then the loss is "
+                "cross-entropy alone.")
     return (f"Before step {start_step} the banks were filling and the loss was cross-entropy alone: {why}. "
             f"The jump at step {start_step} is the spatial and temporal terms joining the total.")
 
@@ -473,4 +487,5 @@ if running and st.button("Cancel", key="ft_cancel", help="Stop the run (SIGTERM,
     st.rerun()
 st.fragment(run_every=POLL_S if running else None)(job_panel)(running)
 with st.expander("Command of the job"):
-    st.code(" ".join(status.command) if status.command else "stdcl train " + " ".join(args), language="bash")
+    st.code(shell_lines(status.command if status.command else ["stdcl", "train", *args]), language="bash")
+    st.caption("Copy it into a terminal to run the same job by hand (values are shell-quoted).")

@@ -26,7 +26,8 @@ from analysis.embeddings import Embeddings
 from analysis.models import LoadedModel, ModelRef, discover_models
 from analysis.projections import METHODS
 from app import state
-from app.widgets import publish_widget, sync_widget
+from app.glossary import term
+from app.widgets import publish_widget, sum_check, sync_widget
 from stdcl.data.layouts import available_layouts
 from stdcl.encoders import available as available_encoders
 from stdcl.errors import DataError, StdclError
@@ -81,7 +82,8 @@ def _runs_folder() -> None:
         st.caption("No folder given: only the bundled and uploaded checkpoints are listed.")
         found: list[ModelRef] = []
     elif not folder.exists() and folder.resolve() == state.RUNS_DIR.resolve():
-        st.caption(f"No run directories yet: {folder} does not exist (fine-tuning, the last page, creates it).")
+        st.caption(f"No run directories yet: {folder.resolve()} does not exist (fine-tuning, the last page, "
+                   "creates it; the STDCL_RUNS environment variable sets the folder).")
         found = []
     elif not folder.exists():
         st.error(f"{folder}: no such folder")
@@ -98,7 +100,8 @@ def _runs_folder() -> None:
         same = folder.resolve() == state.RUNS_DIR.resolve()
         st.caption(f"{len(found)} run director{'y' if len(found) == 1 else 'ies'} or checkpoint"
                    f"{'' if len(found) == 1 else 's'} found in {folder}." + ("" if found else
-                   " Fine-tuning (last page) writes its runs to the default folder."))
+                   f" Fine-tuning (last page) writes its runs to {state.RUNS_DIR.resolve()} (the STDCL_RUNS "
+                   "environment variable sets it)."))
         if not same:
             prefix = f"runs ({folder.name or folder})"
             entries = {f"{prefix}: {r.label}": str(r.path) for r in found}
@@ -199,9 +202,20 @@ def _describe(which: str, key: str | None, refs: dict[str, ModelRef]) -> None:
             "recorded val top-1": f"{rec['val_top1']:.2%}" if isinstance(rec.get("val_top1"), (int, float))
             else "not recorded",
             "STD-CL head": (f"yes (D = {model.head.dim}, r = {model.head.reduction}, {model.head.pooling} pooling)"
-                            if model.head is not None else "no (baseline)"),
-            "file": str(model.path)}
-    st.dataframe(pd.DataFrame({"": list(rows), "value": [str(v) for v in rows.values()]}), hide_index=True)
+                            if model.head is not None else "no (baseline)")}
+    st.dataframe(pd.DataFrame({"": list(rows), "value": [str(v) for v in rows.values()]}), hide_index=True,
+                 width="stretch")
+    st.caption(f"File: `{model.path}`")  # a path wraps in text; in a table cell it would be cut
+
+
+def _follow_a() -> None:
+    """A changed: make B the other half of A's baseline / STD-CL pair, when there is one."""
+    pair = state.paired_key(st.session_state["models_a"], state.model_options())
+    if pair is not None and pair != st.session_state.get("model_b"):
+        st.session_state["models_b"] = st.session_state["model_b"] = pair
+        half = "baseline" if any(off in pair for _, off in state.PAIR_MARKS) else "STD-CL"
+        st.session_state["_models_flash_b"] = (f"B is now **{pair}**, the {half} counterpart of A; choose "
+                                               "another B below if you like.")
 
 
 def _checkpoints() -> None:
@@ -223,11 +237,15 @@ def _checkpoints() -> None:
     b_shared = st.session_state.get("model_b", b_default)
     sync_widget("models_b", NONE if b_shared is None else b_shared, b_keys, b_default or NONE)
     c1, c2 = st.columns(2)
-    c1.selectbox("Checkpoint A (main)", keys, key="models_a")
+    c1.selectbox("Checkpoint A (main)", keys, key="models_a", on_change=_follow_a,
+                 help="Choosing A also makes B its paired baseline (or STD-CL) checkpoint when there is one.")
     c2.selectbox("Checkpoint B (comparison)", b_keys, key="models_b")
     publish_widget("models_a", "model_a", st.session_state["models_a"])
     b = st.session_state["models_b"]
     publish_widget("models_b", "model_b", None if b == NONE else b)
+    flash_b = st.session_state.pop("_models_flash_b", None)
+    if flash_b:
+        st.info(flash_b, icon=":material/compare_arrows:")
     if b != NONE and b == st.session_state["models_a"]:
         st.warning("A and B are the same checkpoint: nothing to compare.")
     d1, d2 = st.columns(2)
@@ -368,6 +386,9 @@ def _sequence(sel: state.Selection) -> None:
     if seq.label is not None:
         m3.metric("True class (from the file name)", names[seq.label],
                   "correct" if seq.label == pred else "wrong", delta_color="normal" if seq.label == pred else "inverse")
+    notice = up.origin_notice(seq, model)
+    if notice:
+        st.warning(notice, icon=":material/travel_explore:")
     st.caption(f"{seq.name}: read as {seq.format}, raw shape {' × '.join(map(str, seq.raw.shape))}, model input "
                f"{' × '.join(map(str, seq.x.shape))}; transform of {seq.dataset}: {seq.transform}; modality "
                f"{seq.modality}.")
@@ -377,7 +398,7 @@ def _sequence(sel: state.Selection) -> None:
         st.dataframe(pd.DataFrame([{"class": r["name"], "probability": round(r["probability"], 4)}
                                    for r in res["top"]]), hide_index=True)
     with right:
-        st.plotly_chart(figures.skeleton_figure(seq.x, model.layout, animate=True, height=380),
+        st.plotly_chart(figures.skeleton_figure(seq.x, model.layout, animate=True),
                         key="models_seq_skeleton")
     _sequence_spaces(res, emb, model)
     _sequence_attention(model, seq, emb, file_key)
@@ -392,18 +413,24 @@ def _sequence_spaces(res: dict[str, Any], emb: Embeddings, model: LoadedModel) -
     if st.session_state.get("models_seq_projection") not in methods:  # start from the Embeddings page's choice
         shared = st.session_state.get("projection_method", "umap")
         st.session_state["models_seq_projection"] = shared if shared in methods else methods[0]
-    method = st.radio("Projection", methods, key="models_seq_projection", horizontal=True)
+    method = st.radio("Projection", methods, key="models_seq_projection", horizontal=True,
+                      format_func=lambda m: state.METHOD_NAMES.get(m, m))
     cols = st.columns(2)
     for col, space in zip(cols, ("spatial", "temporal")):
         if space not in res["neighbours"]:
             continue
         with col:
             st.markdown(f"**{space.capitalize()} space**")
-            st.dataframe(_neighbour_table(res["neighbours"][space]), hide_index=True)
+            recs = res["neighbours"][space]
+            st.dataframe(_neighbour_table(recs), hide_index=True, width="stretch")
+            if recs and not any(r["same_class"] for r in recs):
+                st.caption(f"None of the {len(recs)} nearest samples is of the predicted class: in this space the "
+                           "sequence sits among other classes, so the prediction rests on little here.")
             with state.guard():
                 coords = state.get_projection(emb.key, space, method, emb)
                 xy = up.place_by_neighbours(coords, emb, space, res["spaces"][space], k=10)
-            fig = figures.embedding_scatter(coords, emb, "label", height=420, title=f"{space} ({method})")
+            fig = figures.embedding_scatter(coords, emb, "label", height=420,
+                                            title=f"{space} ({state.METHOD_NAMES.get(method, method)})")
             st.plotly_chart(wt.add_query_marker(fig, xy), key=f"models_seq_proj_{space}")
     st.caption("The star is placed, not projected: the projection is fitted on the split alone (the same "
                "picture as on the Embeddings page), and the star sits at the mean position of your sequence's "
@@ -416,8 +443,8 @@ def _sequence_attention(model: LoadedModel, seq: up.SequenceInput, emb: Embeddin
         att = _attributions(model.digest, file_key, emb.key, model, seq.x, emb)
     names = model.class_names
     cls = att["class_index"]
-    st.caption(f"Grad-CAM for the predicted class “{names[cls]}”: which joints at which frames raise its logit "
-               "(scaled to [0, 1]). The Attention page explains each view in detail.")
+    st.caption(f"{term('Grad-CAM')} for the predicted class “{names[cls]}”: which joints at which frames raise "
+               "its logit (scaled to [0, 1]). The Attention page explains each view in detail.")
     st.plotly_chart(figures.frames_joints_heatmap(att["grad_cam_frames"], model.layout, value_label="Grad-CAM",
                                                   height=480), key="models_seq_cam")
     sp, tp = att["spatial"], att["temporal"]
@@ -433,8 +460,11 @@ def _sequence_attention(model: LoadedModel, seq: up.SequenceInput, emb: Embeddin
     c2.plotly_chart(figures.contribution_curve(tp["contributions"], x=np.linspace(0, frames - 1, n) if n > 1 else None,
                                                value_label="part of cos(t, c)", xlabel="input frame",
                                                title="per frame (temporal)"), key="models_seq_frames")
-    st.caption(f"Exact split of cos(s, c) and cos(t, c), c the centroid of the predicted class: the parts add up "
-               f"to {sp['cosine']:.3f} (spatial) and {tp['cosine']:.3f} (temporal).")
+    st.caption("Exact split of cos(s, c) and cos(t, c), c the centroid of the predicted class (the mean of the "
+               "normalised embeddings of that class over the analysed samples); the Attention page explains it.")
+    cls_name = names[cls]
+    sum_check(sp, "spatial", "s", cls_name)
+    sum_check(tp, "temporal", "t", cls_name)
 
 
 # -- the page -----------------------------------------------------------------------------------------

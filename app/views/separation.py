@@ -15,7 +15,7 @@ import streamlit as st
 
 from analysis import figures
 from analysis.embeddings import POOLED_DEFINITION, SPACES, Embeddings
-from analysis.metrics import METRIC_INFO, TWIN_METRICS, compare_metrics, space_metrics, twin_separation
+from analysis.metrics import METRIC_INFO, TWIN_METRICS, compare_metrics, metric_name, space_metrics, twin_separation
 from app import state
 
 POOLED = ("spatial_pooled", "temporal_pooled")
@@ -50,28 +50,32 @@ def _metric_help(metric: str) -> str:
     return "" if info is None else info.description
 
 
+def overall_metrics(metrics: dict[str, Any]) -> list[str]:
+    """The overall metrics present, in :data:`METRIC_INFO` order."""
+    return [m for m in METRIC_INFO if any(m in v["overall"] for v in metrics.values())]
+
+
 def overall_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Metrics down, spaces across, with the direction and the description of each metric."""
-    names = [m for m in METRIC_INFO if any(m in v["overall"] for v in metrics.values())]
-    df = pd.DataFrame({s: [v["overall"].get(m) for m in names] for s, v in metrics.items()}, index=names,
-                      dtype=float)
+    """Metrics down (by name), spaces across, and which direction is better (descriptions: below the table)."""
+    names = overall_metrics(metrics)
+    df = pd.DataFrame({s: [v["overall"].get(m) for m in names] for s, v in metrics.items()},
+                      index=[metric_name(m) for m in names], dtype=float)
     df["better"] = [METRIC_INFO[m].better for m in names]
-    df["what it measures"] = [_metric_help(m) for m in names]
     df.index.name = "metric"
     return df
 
 
 def per_class_table(metrics: dict[str, Any], space: str, class_names: list[str]) -> pd.DataFrame:
     pc = metrics[space]["per_class"]
-    df = pd.DataFrame({k: pc[k] for k in PER_CLASS if k in pc}, index=list(class_names))
+    df = pd.DataFrame({metric_name(k): pc[k] for k in PER_CLASS if k in pc}, index=list(class_names))
     df.index.name = "class"
-    return df.astype({k: float for k in df.columns if k != "n"})
+    return df.astype({k: float for k in df.columns if k != metric_name("n")})
 
 
 def comparison_table(rows: list[dict[str, Any]], label_a: str, label_b: str) -> pd.DataFrame:
     who = {"a": f"A: {label_a}", "b": f"B: {label_b}", "=": "equal", None: "–"}
     return pd.DataFrame({
-        "space": [r["space"] for r in rows], "metric": [r["metric"] for r in rows],
+        "space": [r["space"] for r in rows], "metric": [metric_name(r["metric"]) for r in rows],
         f"A: {label_a}": [r["a"] for r in rows], f"B: {label_b}": [r["b"] for r in rows],
         "B − A": [r["delta"] for r in rows], "better": [who.get(r["better"], r["better"]) for r in rows],
         "higher or lower is better": [METRIC_INFO[r["metric"]].better for r in rows]}).astype(
@@ -110,6 +114,8 @@ def _overall(metrics: dict[str, Any], emb: Embeddings, label: str) -> None:
                "the classes best; the *better* column says which direction is good.")
     df = overall_table(metrics)
     st.dataframe(df, column_config=_number_columns(df), key="sep_overall")
+    st.markdown("\n".join(f"- **{metric_name(m)}** ({METRIC_INFO[m].better} is better): {_metric_help(m)}"
+                           for m in overall_metrics(metrics)))
     _space_note(emb, label)
 
 
@@ -120,17 +126,18 @@ def _per_class(metrics: dict[str, Any], emb: Embeddings) -> None:
     space = c1.selectbox("Space for the table", list(metrics), index=list(metrics).index("spatial")
                          if "spatial" in metrics else 0, key="sep_space")
     metric = c2.selectbox("Metric for the bars", [m for m in PER_CLASS if m != "n"], key="sep_class_metric",
+                          format_func=metric_name,
                           help="Per-class k-NN accuracy is the recall of the leave-one-out k-NN classifier.")
-    st.caption("n: samples of the class analysed; knn_accuracy: share of its samples whose 5 nearest neighbours "
-               "vote for it; silhouette and centroid_margin: their class means (how far inside its own cluster a "
-               "sample sits); alignment: mean squared distance between its samples (lower is tighter). Empty "
-               "cells: the class has no sample here.")
+    st.caption("samples: of the class, analysed; k-NN accuracy: share of its samples whose 5 nearest neighbours "
+               "vote for it; silhouette and centroid margin: their class means (how far inside its own cluster a "
+               "sample sits; the centroid is the mean of the class's normalised embeddings); alignment: mean "
+               "squared distance between its samples (lower is tighter). Empty cells: the class has no sample here.")
     df = per_class_table(metrics, space, names)
     st.dataframe(df, column_config=_number_columns(df), key="sep_per_class")
     bars = pd.DataFrame({s: metrics[s]["per_class"][metric] for s in metrics}, index=list(names), dtype=float)
-    st.markdown(f"**{metric} per class in every space** ({_metric_help(metric) or 'see above'})")
+    st.markdown(f"**{metric_name(metric)} per class in every space** ({_metric_help(metric) or 'see above'})")
     st.bar_chart(bars, stack=False, horizontal=True, sort=False, height=max(300, 22 * len(names) + 80),
-                 x_label="class", y_label=metric)  # horizontal: x is the class axis, drawn vertically
+                 x_label="class", y_label=metric_name(metric))  # horizontal: x is the class axis, drawn vertically
 
 
 def _per_pair(metrics: dict[str, Any], emb: Embeddings) -> None:
@@ -151,7 +158,7 @@ def _per_pair(metrics: dict[str, Any], emb: Embeddings) -> None:
         m = np.asarray(metrics[space][key], dtype=float)
         col.plotly_chart(figures.similarity_matrix_figure(m, emb.class_names,
                                                           title=f"{space}: {PAIR_VIEWS[key].split(' (')[0]}",
-                                                          value_label=key.replace("pair_", ""), height=520),
+                                                          value_label=metric_name(key), height=520),
                          key=f"sep_pair_{key}")
 
 
@@ -191,9 +198,9 @@ def _twin_section(sel: state.Selection, embs: dict[str, Embeddings]) -> None:
         "and the *temporal* column is high on the temporal rows, while the global space separates both; a row "
         "that breaks the pattern is a difference that branch does not capture. Compare with the baseline's "
         "pooled spaces to see what the contrastive head adds.")
-    metric = st.selectbox("Twin metric", list(TWIN_METRICS), key="sep_twin_metric", format_func=str,
-                          help="; ".join(f"{k}: {v}" for k, v in TWIN_INFO.items()))
-    st.caption(f"{metric}: {TWIN_INFO.get(metric, '')}. Columns: model (A, B) and space.")
+    metric = st.selectbox("Twin metric", list(TWIN_METRICS), key="sep_twin_metric", format_func=metric_name,
+                          help="; ".join(f"{metric_name(k)}: {v}" for k, v in TWIN_INFO.items()))
+    st.caption(f"{metric_name(metric)}: {TWIN_INFO.get(metric, '')}. Columns: model (A, B) and space.")
     with state.guard():
         twins = {w: _twins(e.key, e) for w, e in embs.items()}
     df = twin_table(twins, metric)

@@ -18,6 +18,7 @@ from analysis import walkthrough as wt
 from analysis.embeddings import POOLED_DEFINITION, Embeddings
 from analysis.models import LoadedModel
 from app import state
+from app.glossary import GLOSSARY, glossary_markdown, term
 from app.widgets import class_and_sample, present_classes
 
 SPACES = ("spatial", "temporal")
@@ -74,7 +75,7 @@ def _input(x: np.ndarray, model: LoadedModel, emb: Embeddings, row: int) -> None
     st.subheader("1 · The input: a skeleton sequence")
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(figures.skeleton_figure(x, model.layout, animate=True, height=430), key="start_skeleton")
+        st.plotly_chart(figures.skeleton_figure(x, model.layout, animate=True), key="start_skeleton")
     with right:
         c, t, v, m = x.shape
         st.markdown(f"**{emb.names[row]}**: *{emb.class_names[label]}*")
@@ -110,6 +111,7 @@ def _feature_map(walk: wt.SampleWalk, model: LoadedModel) -> None:
 def _pooled(walk: wt.SampleWalk, model: LoadedModel) -> None:
     c, t, v = walk.feature_shape
     st.subheader("3 · Decoupling: pool over frames, pool over joints")
+    st.caption(f"Decoupling is {term('pooling')}, done twice: once over frames, once over joints.")
     center = st.toggle("Subtract each channel's mean", value=True, key="start_center",
                        help="On: the colours show how joints (frames) differ within each channel. Off: the raw "
                             "pooled values, where differences between channels dominate.")
@@ -162,11 +164,11 @@ def _contrast(emb: Embeddings, row: int, model: LoadedModel) -> None:
     st.subheader("5 · What the contrastive loss pulls together and pushes apart")
     how = "the trained head's s and t" if emb.st_source == "head" else "the pooled embeddings (a baseline has no head)"
     st.markdown(
-        "During training each embedding (L2-normalised) is compared with a memory bank of other samples' "
-        "embeddings. The loss **pulls** it towards its **hardest positives**, the samples of its own class it "
+        f"During training each embedding, {term('L2-normalised')}, is compared with a {term('memory bank')}. "
+        "The loss **pulls** it towards its **hardest positives**, the samples of its own class it "
         "is *least* similar to, and **pushes** it away from its **hardest negatives**, the samples of other "
         f"classes it is *most* similar to. Here the bank is the analysed split and the embeddings are {how}; "
-        "similarity is the cosine.")
+        f"similarity is the {term('cosine')}.")
     cols = st.columns(len(SPACES))
     for col, space in zip(cols, SPACES):
         res = _partners(emb.key, row, space, emb)
@@ -193,6 +195,7 @@ def _contrast(emb: Embeddings, row: int, model: LoadedModel) -> None:
                            f"negatives, τ = {loss['tau']:g}"
                            + ("; P and K capped by the split's size, training uses 128 and 512" if loss["capped"]
                               else "") + "). Lower is better separated.")
+    st.caption(f"InfoNCE: {GLOSSARY['InfoNCE']}. P / K: {GLOSSARY['P / K']}.")
 
 
 def _twins(emb: Embeddings, row: int) -> None:
@@ -280,3 +283,5 @@ _pooled(walk, model)
 _embeddings(walk, model)
 _contrast(emb, row, model)
 _twins(emb, row)
+with st.expander("Glossary: the terms of this app in one line each"):
+    st.markdown(glossary_markdown())

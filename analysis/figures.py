@@ -278,7 +278,7 @@ def skeleton_figure(x: np.ndarray, layout: Layout, joint_values: np.ndarray | No
         rng = [rng[0], rng[2], rng[1]]
         span = [r[1] - r[0] for r in rng]
         fig.update_layout(scene=dict(
-            xaxis=dict(range=rng[0], title="x"), yaxis=dict(range=rng[1], title="depth"),
+            xaxis=dict(range=rng[0], title="x"), yaxis=dict(range=rng[1], title="depth", showticklabels=False),
             zaxis=dict(range=rng[2], title="y (up)"), aspectmode="manual",
             aspectratio=dict(x=span[0] / max(span), y=span[1] / max(span), z=span[2] / max(span)),
             camera=dict(up=dict(x=0, y=0, z=1), eye=dict(x=0.3, y=-1.9, z=0.45))))  # far enough: head and feet in view
@@ -382,7 +382,9 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], normalise: 
     fig = go.Figure(go.Heatmap(
         z=z, x=list(class_names), y=list(class_names), colorscale="Blues", zmin=0,
         zmax=1 if normalise else None, customdata=counts,
-        text=np.vectorize(lambda v: f"{v:.2f}" if normalise else f"{v:.0f}")(z) if show_text else None,
+        # empty cells stay blank: the few non-zero numbers stand out and have room
+        text=np.vectorize(lambda v: "" if v == 0 else f"{v:.2f}" if normalise else f"{v:.0f}")(z)
+        if show_text else None,
         texttemplate="%{text}" if show_text else None, textfont=dict(size=13 if k <= 10 else 11 if k <= 15 else 9),
         hovertemplate="true %{y}<br>predicted %{x}<br>count %{customdata}" +
                       ("<br>share of the row %{z:.3f}" if normalise else "") + "<extra></extra>"))

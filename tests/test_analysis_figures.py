@@ -190,6 +190,7 @@ def test_confusion_figure_values():
     np.testing.assert_array_equal(fig.data[0].customdata, m)
     assert list(fig.data[0].x) == names and list(fig.data[0].y) == names
     assert fig.data[0].text[1][1] == "0.75"
+    assert fig.data[0].text[0][2] == "" and fig.data[0].text[2][2] == ""  # empty cells stay blank
     raw = F.confusion_figure(m, names, normalise=False)
     np.testing.assert_allclose(raw.data[0].z, m)
     with pytest.raises(ConfigError):

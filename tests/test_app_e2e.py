@@ -322,3 +322,35 @@ def test_results_page_shows_the_committed_records(page, server, artifacts):
     # in a clone the runs are absent: the cell cannot be opened, and the page says how to rerun it
     assert button.is_disabled() == (notice.count() > 0)
     screenshot(page, artifacts, "results", FULL)
+
+
+#: Page rectangles of an animated skeleton's parts: the play / pause buttons, the slider rail, its "frame N"
+#: label and the 3-D scene.
+SKELETON_PARTS_JS = """gd => {
+  const r = el => { const b = el.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
+  const box = gd.getBoundingClientRect(), s = gd._fullLayout._size;  // the plot area the scene fills
+  return {buttons: [...gd.querySelectorAll('g.updatemenu-button')].map(r),
+          rail: [...gd.querySelectorAll('rect.slider-rail-rect')].map(r),
+          label: [...gd.querySelectorAll('text.slider-label')].filter(t => t.textContent.startsWith('frame ')).map(r),
+          scene: [[box.left + s.l, box.top + s.t, box.left + s.l + s.w, box.top + s.t + s.h]]};
+}"""
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_skeleton_controls_cover_nothing(page, server, artifacts):
+    """The skeleton widget's play / pause buttons, frame label and slider do not overlap one another, and
+    all of them sit below the drawing (the same widget on every page)."""
+    open_page(page, server, "")
+    skel = page.locator(".js-plotly-plot").filter(has=page.locator("g.updatemenu-button")).first
+    skel.scroll_into_view_if_needed()
+    parts = skel.evaluate(SKELETON_PARTS_JS)
+    assert len(parts["buttons"]) == 2 and parts["rail"] and parts["label"] and parts["scene"], parts
+    controls = parts["buttons"] + parts["rail"] + parts["label"]
+    assert not any(_overlap(b, c) for b in parts["buttons"] for c in parts["rail"] + parts["label"]), parts
+    assert not _overlap(*parts["buttons"]), parts
+    scene = parts["scene"][0]
+    assert all(c[1] >= scene[3] - 1 for c in controls), parts  # below the drawing, not over its feet
+    screenshot(page, artifacts, "start-skeleton", False)

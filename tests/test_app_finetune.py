@@ -94,6 +94,17 @@ def test_page_renders_with_defaults_and_plan(runs):
     assert "--stdcl off" in cmd and f"{BUNDLED_DIR.resolve() / 'synthetic_hcn_baseline.safetensors'}" in cmd
 
 
+def test_extra_overrides_that_replace_the_form_are_flagged(runs):
+    at = open_page()
+    assert not [w for w in at.warning if "replace what the form shows" in w.value]
+    at.text_area(key="ft_overrides").set_value("train.batch_size=8\nstdcl.loss.num_pos=2\noptim.lr=0.5").run()
+    assert not at.exception
+    (w,) = [w.value for w in at.warning if "replace what the form shows" in w.value]
+    assert "`train.batch_size` (the form's *Batch size*)" in w and "`optim.lr` (the form's *Learning rate*)" in w
+    assert "num_pos" not in w
+    assert "steps of 8" in " ".join(i.value for i in at.info)  # the plan follows the override, and says so
+
+
 def test_bad_settings_are_messages(runs):
     at = open_page()
     at.text_area(key="ft_overrides").set_value("train.epochz=3")

@@ -341,6 +341,26 @@ def job_panel(polling: bool) -> None:
         st.rerun()
 
 
+#: Config keys the form sets itself (the extra overrides, applied last, would replace them).
+FORM_KEYS = {"optim.lr": "Learning rate", "train.batch_size": "Batch size", "train.epochs": "Epochs",
+             "train.max_steps": "Steps", "stdcl.enabled": "Train with the STD-CL head",
+             "train.init_from": "Start from checkpoint"}
+
+
+def form_keys_overridden(extra: list[str]) -> list[str]:
+    """The form's own keys among ``key=value`` lines (malformed lines are left to the plan's check)."""
+    keys = []
+    for line in extra:
+        try:
+            parts, _ = parse_override(line)
+        except StdclError:
+            continue
+        key = ".".join(parts)
+        if key in FORM_KEYS and key not in keys:
+            keys.append(key)
+    return keys
+
+
 def checkpoint_defaults(meta: dict[str, Any]) -> dict[str, Any]:
     """The settings a checkpoint starts with: its own STD-CL flag, a tenth of its encoder's recipe lr,
     the batch it was trained with (else the recipe's)."""
@@ -427,6 +447,11 @@ with st.expander("Advanced"):
                               placeholder="data.source={num_samples: 200}\nstdcl.loss.num_pos=32",
                               help="Any key of the training config (see `stdcl train --print-config`).")
 extra = [ln.strip() for ln in (extra_text or "").splitlines() if ln.strip() and not ln.strip().startswith("#")]
+replaced = form_keys_overridden(extra)
+if replaced:
+    st.warning("The extra overrides replace what the form shows: " + "; ".join(
+        f"`{k}` (the form's *{FORM_KEYS[k]}*)" for k in replaced) + ". The plan and the command below use the "
+        "overrides' values.", icon=":material/edit_note:")
 
 plan_error = None
 args: list[str] = []

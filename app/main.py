@@ -16,15 +16,13 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` from a clone withou
 import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="STD-CL explorer", page_icon=":material/accessibility_new:", layout="wide")
-_booting = None
+_booting = st.empty()  # on every run, so the page's elements keep their positions from run to run
 if "app.state" not in sys.modules:  # the server's first run imports PyTorch and the analysis code: say so
-    _booting = st.empty()
     _booting.info("Starting: loading PyTorch and the analysis code (once per server, a few seconds)…",
                   icon=":material/hourglass_top:")
 from app import state  # noqa: E402
 
-if _booting is not None:
-    _booting.empty()
+_booting.empty()
 
 VIEWS = Path(__file__).resolve().parent / "views"
 PAGES = [

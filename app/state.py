@@ -99,15 +99,26 @@ def _seconds(s: float) -> str:
 METHOD_NAMES = {"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
 def get_projection(emb_key: str, space: str, method: str, _emb: Embeddings) -> np.ndarray:
-    from analysis.projections import project_embeddings, umap_ready
+    """The 2-D projection of one space, saying what is computed while it runs (instant when cached).
+
+    The spinner is drawn on every call, cached or not, so the page's elements keep their positions
+    from one run to the next (an element that appears only on a cache miss would shift the charts
+    after it, and the browser would briefly show stale copies of them)."""
+    from analysis.projections import umap_ready
 
     first = (" (the first UMAP compiles it: about 10 s, once per server)"
              if method == "umap" and not umap_ready() else "")
     with st.spinner(f"Projecting the {space} embeddings of {len(_emb):,} samples to 2-D with "
                     f"{METHOD_NAMES.get(method, method)}{first}… (once: the result is cached)"):
-        return project_embeddings(_emb, space, method)
+        return _projection(emb_key, space, method, _emb)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _projection(emb_key: str, space: str, method: str, _emb: Embeddings) -> np.ndarray:
+    from analysis.projections import project_embeddings
+
+    return project_embeddings(_emb, space, method)
 
 
 @st.cache_data(show_spinner="Computing separation metrics…", max_entries=32)

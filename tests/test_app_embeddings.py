@@ -99,6 +99,17 @@ def test_page_draws_each_space_of_a_and_b_with_every_row(app, ref):
     # the baseline (B) is shown: the page says what its spatial / temporal spaces are
     assert any(POOLED_DEFINITION in m.value for m in at.markdown)
     assert "Click a point to inspect that sample" in " ".join(i.value for i in at.info)
+    # layout: the selection line is there before any selection (a new one does not push the charts down),
+    # every chart of a row keeps the same right margin and only the last holds the legend (equal widths),
+    # the charts start in pan mode (a click selects), the projection is named as on every page
+    assert any(m.value.startswith("No selection yet") for m in at.markdown)
+    assert at.button(key="emb_clear").disabled
+    for which in ("A", "B"):
+        row = [drawn[f"emb_{which}_{s}"]["layout"] for s in ("spatial", "temporal")]
+        assert [lay["margin"]["r"] for lay in row] == [row[0]["margin"]["r"]] * 2 and row[0]["margin"]["r"] >= 150
+        assert [lay.get("showlegend", True) for lay in row] == [False, True]
+        assert all(lay["dragmode"] == "pan" for lay in row)
+    assert at.selectbox(key="_w_projection_method").format_func("tsne") == "t-SNE"
 
 
 def test_stored_selection_is_highlighted_in_every_chart(app, ref):

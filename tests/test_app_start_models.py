@@ -145,6 +145,11 @@ def test_runs_folder_is_validated_and_searched(demo, tmp_path):
     at.text_input(key="models_runs_folder").set_value(str(missing)).run()
     assert not at.exception
     assert f"{missing}: no such folder" in _texts(at.error)
+    (tmp_path / "empty").mkdir()
+    at.text_input(key="models_runs_folder").set_value(str(tmp_path / "empty")).run()
+    from app.state import RUNS_DIR  # where fine-tuning writes is named, not "the default folder"
+
+    assert any(f"writes its runs to {RUNS_DIR.resolve()}" in c for c in _texts(at.caption))
     src = demo.model.path
     run = tmp_path / "myruns" / "r1"
     run.mkdir(parents=True)

@@ -179,10 +179,11 @@ def _contrast(emb: Embeddings, row: int, model: LoadedModel) -> None:
                       help=f"over the {res['num_positives']} other samples of this class")
             m2.metric("mean cosine, other classes", f"{res['mean_negative']:.3f}",
                       help=f"over the {res['num_negatives']} samples of other classes")
+            narrow = {"cosine": st.column_config.NumberColumn(format="%.4f", width="small")}
             st.markdown("**Hardest positives** (pulled closer)")
-            st.dataframe(_partner_table(res["positives"]), hide_index=True)
+            st.dataframe(_partner_table(res["positives"]), hide_index=True, width="stretch", column_config=narrow)
             st.markdown("**Hardest negatives** (pushed away)")
-            st.dataframe(_partner_table(res["negatives"]), hide_index=True)
+            st.dataframe(_partner_table(res["negatives"]), hide_index=True, width="stretch", column_config=narrow)
             twin = (emb.class_meta[int(emb.labels[row])].get("twin")
                     if emb.class_meta and int(emb.labels[row]) < len(emb.class_meta) else None)
             if twin is not None and any(r["label"] == twin for r in res["negatives"]):

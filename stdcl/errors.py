@@ -31,3 +31,13 @@ class DataError(StdclError):
 
 class ConfigError(StdclError):
     """An invalid option, layout or configuration value."""
+
+
+class OutputError(DataError):
+    """An output path that cannot be written (a folder where a file goes, a read-only place, ...)."""
+
+
+def describe_os_error(e: OSError) -> str:
+    """``"<file>: <problem>"`` of an OSError about a path (its ``filename``), e.g. from ``open``."""
+    names = [os.fspath(n) for n in (e.filename, e.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {e.strerror or type(e).__name__}"

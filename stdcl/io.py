@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from stdcl.errors import OutputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -18,9 +20,21 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     ``suffix`` keeps an extension libraries insist on (e.g. ``np.savez`` adds ``.npz``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise OutputError(path, "is a folder; give a file name to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(path, f"cannot create it: {_first_file(path.parent)} is a file, not a folder") from None
+    except PermissionError:
+        raise OutputError(path, "cannot create its folder: permission denied") from None
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    except PermissionError:
+        raise OutputError(path, f"cannot write in {path.parent}: permission denied") from None
+    except OSError as e:
+        raise OutputError(path, f"cannot write in {path.parent}: {e.strerror or e}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -28,11 +42,22 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except IsADirectoryError:
+            raise OutputError(path, "is a folder; give a file name to write") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _first_file(folder: Path) -> Path:
+    """The nearest ancestor of ``folder`` (or itself) that exists and is not a folder."""
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            return p
+    return folder
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

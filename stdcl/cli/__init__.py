@@ -1,7 +1,10 @@
 """The ``stdcl`` command line: a thin face over the package.
 
 Every subcommand module exposes ``register(subparsers)`` and sets ``func`` on its parser;
-expected errors (:class:`stdcl.errors.StdclError`) print one line and exit with 2.
+expected errors (:class:`stdcl.errors.StdclError`) print one line and exit with 2, and so does an
+``OSError`` about a path (it names the file: a user's file or folder could not be read or
+written). Any other exception is a bug in the project and keeps its traceback; ``--debug`` shows
+the traceback of every error.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import logging
 import sys
 
 from stdcl import __version__
-from stdcl.errors import StdclError
+from stdcl.errors import StdclError, describe_os_error
 from stdcl.logs import setup_logging
 
 EPILOG = """examples:
@@ -44,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stdcl {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (attach it when you report a problem)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (data, encoders, train, experiment, analyze, bench):
         module.register(sub)
@@ -68,11 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(func(args) or 0)
     except StdclError as e:
+        if args.debug:
+            raise
         print(f"stdcl: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `stdcl ... | head`
+    except BrokenPipeError:  # `stdcl ... | head` (an OSError: before the path funnel)
         sys.stderr.close()
         return 0
+    except OSError as e:
+        if args.debug or e.filename is None:  # no path: not a user's file, so a bug (keep the traceback)
+            raise
+        print(f"stdcl: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         logging.getLogger("stdcl").warning("interrupted")
         return 130

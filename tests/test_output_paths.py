@@ -1,0 +1,73 @@
+"""Output paths users get wrong: one line naming the path, exit 2, nothing half-written; a bug keeps its traceback."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+
+import pytest
+
+from stdcl import cli
+from stdcl.errors import OutputError
+from stdcl.io import atomic_path, write_text_atomic
+
+BUILD_PARSER = cli.build_parser
+
+
+def test_atomic_writes_refuse_bad_targets_with_the_path_named(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(OutputError, match=f"^{folder}: is a folder; give a file name to write$"):
+        write_text_atomic(folder, "x")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    target = blocker / "deeper" / "x.json"
+    with pytest.raises(OutputError, match=f"^{target}: cannot create it: {blocker} is a file, not a folder$"):
+        write_text_atomic(target, "x")
+    with pytest.raises(OutputError, match="^/proc/stdcl-x.json: cannot write in /proc"):
+        write_text_atomic("/proc/stdcl-x.json", "x")  # not writable even for root
+    # a folder appearing at the target while the file is written: refused, and no temporary file is left
+    late = tmp_path / "late.txt"
+    with pytest.raises(OutputError, match="is a folder"):
+        with atomic_path(late) as tmp:
+            tmp.write_text("x")
+            late.mkdir()
+            (late / "keep").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "late.txt", "out"]
+    assert [p.name for p in late.iterdir()] == ["keep"]
+
+
+def _run_with(monkeypatch, capsys, exc: BaseException, *flags: str) -> tuple[int, str]:
+    def boom(args: argparse.Namespace) -> int:
+        raise exc
+
+    parser = BUILD_PARSER()
+    real = parser.parse_args
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv=None: argparse.Namespace(
+        **(vars(real([*flags, "data", "layouts"])) | {"func": boom})))
+    code = cli.main([])
+    return code, capsys.readouterr().err
+
+
+def test_the_cli_funnel_names_the_path_and_keeps_bugs_visible(monkeypatch, capsys):
+    code, err = _run_with(monkeypatch, capsys, PermissionError(errno.EACCES, "Permission denied", "/data/x.npz"))
+    assert (code, err) == (2, "stdcl: error: /data/x.npz: Permission denied\n")
+    code, err = _run_with(monkeypatch, capsys, OutputError("/out/r.json", "is a folder; give a file name to write"))
+    assert (code, err) == (2, "stdcl: error: /out/r.json: is a folder; give a file name to write\n")
+    with pytest.raises(OSError, match="no path here"):  # an OSError about no file is a bug: traceback
+        _run_with(monkeypatch, capsys, OSError("no path here"))
+    with pytest.raises(PermissionError):  # --debug: the traceback of every error
+        _run_with(monkeypatch, capsys, PermissionError(errno.EACCES, "Permission denied", "/x"), "--debug")
+    with pytest.raises(OutputError):
+        _run_with(monkeypatch, capsys, OutputError("/x", "is a folder"), "--debug")
+
+
+
+def test_a_real_command_with_an_output_under_a_file(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    code = cli.main(["data", "synth", "--out", str(blocker / "synthetic"), "--num-samples", "26"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"stdcl: error: {blocker}/synthetic")
+    assert f"{blocker} is a file, not a folder" in err[0]

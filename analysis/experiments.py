@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from stdcl.experiment.table import Row, Table
-from stdcl.io import atomic_path
+from stdcl.io import atomic_path, make_folder
 
 ARMS = (("off", "baseline", "#636EFA"), ("on", "STD-CL", "#EF553B"))
 
@@ -125,7 +125,7 @@ def write_table_outputs(table: Table, out: str | os.PathLike, fusion: list[Any] 
     from stdcl.io import write_json_atomic, write_text_atomic
 
     d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
+    make_folder(d)
     md = to_markdown(table)
     doc = to_json(table)
     if fusion:

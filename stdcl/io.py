@@ -22,12 +22,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     if path.is_dir():
         raise OutputError(path, "is a folder; give a file name to write")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OutputError(path, f"cannot create it: {_first_file(path.parent)} is a file, not a folder") from None
-    except PermissionError:
-        raise OutputError(path, "cannot create its folder: permission denied") from None
+    make_folder(path.parent, for_file=path)
     suffix = path.suffix if suffix is None else suffix
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
@@ -50,6 +45,23 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def make_folder(folder: str | os.PathLike, for_file: str | os.PathLike | None = None) -> Path:
+    """Create ``folder`` (and its parents) for output; an :class:`OutputError` naming the path when it
+    is a file, lies under a file or cannot be created (``for_file``: the file it is made for, named instead)."""
+    folder = Path(folder)
+    named = Path(for_file) if for_file is not None else folder
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(named, f"cannot create it: {folder} is a file, not a folder" if for_file is not None
+                          else "is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(named, f"cannot create it: {_first_file(folder)} is a file, not a folder") from None
+    except OSError as e:
+        raise OutputError(named, f"cannot create {folder}: {e.strerror or e}") from None
+    return folder
 
 
 def _first_file(folder: Path) -> Path:

@@ -9,7 +9,7 @@ import pytest
 
 from stdcl import cli
 from stdcl.errors import OutputError
-from stdcl.io import atomic_path, write_text_atomic
+from stdcl.io import atomic_path, make_folder, write_text_atomic
 
 BUILD_PARSER = cli.build_parser
 
@@ -35,6 +35,18 @@ def test_atomic_writes_refuse_bad_targets_with_the_path_named(tmp_path):
             (late / "keep").write_text("x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "late.txt", "out"]
     assert [p.name for p in late.iterdir()] == ["keep"]
+
+
+def test_output_folders_refuse_files_with_the_path_named(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match=f"^{blocker}: is a file; give a folder$"):
+        make_folder(blocker)
+    with pytest.raises(OutputError, match=f"^{blocker}/a/b: cannot create it: {blocker} is a file, not a folder$"):
+        make_folder(blocker / "a" / "b")
+    with pytest.raises(OutputError, match="^/proc/stdcl-x: cannot create /proc/stdcl-x"):
+        make_folder("/proc/stdcl-x")
+    assert make_folder(tmp_path / "new" / "deep").is_dir()
 
 
 def _run_with(monkeypatch, capsys, exc: BaseException, *flags: str) -> tuple[int, str]:

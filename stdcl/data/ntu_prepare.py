@@ -39,7 +39,7 @@ from stdcl.data.ntu_denoise import (DROP_LENGTH, DROP_NO_SLOT, DROP_SPREAD, Unus
                                     to_two_actors)
 from stdcl.data.ntu_raw import parse_skeleton
 from stdcl.errors import ConfigError, DataError
-from stdcl.io import write_json_atomic
+from stdcl.io import make_folder, write_json_atomic
 from stdcl.logs import progress as progress_bar
 
 log = logging.getLogger("stdcl.data.ntu_prepare")
@@ -355,7 +355,7 @@ def prepare_ntu(benchmark: str, raw_dirs: Sequence[str | os.PathLike] | str | os
     n = len(names)
     log.info("%s: %d files to process (%d found)", bench.name, n, len(found))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     _free_space_check(out_dir, n, len(bench.evaluations))
     tmp = Path(tempfile.mkdtemp(prefix=".stdcl-prepare-", dir=out_dir))
     try:

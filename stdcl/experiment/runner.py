@@ -26,7 +26,7 @@ from stdcl.errors import ConfigError
 from stdcl.experiment.grid import Cell, Grid, config_digest
 from stdcl.experiment.records import build_record, record_path, write_record
 from stdcl.experiment.status import cell_status, log_path, read_json
-from stdcl.io import write_json_atomic
+from stdcl.io import make_folder, write_json_atomic
 
 
 @dataclass
@@ -199,8 +199,8 @@ def run_grid(grid: Grid, root: Path, results: Path, opts: RunOptions, only: list
         from tqdm import tqdm
 
         report = tqdm.write
-    root.mkdir(parents=True, exist_ok=True)
-    results.mkdir(parents=True, exist_ok=True)
+    make_folder(root)
+    make_folder(results)
     for name in write_missing_records(grid, root, results):
         report(f"record written for finished run {name}")
     cells = [c for c in grid.cells if only is None or c.name in only]

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from stdcl.errors import ConfigError
-from stdcl.io import atomic_path, write_json_atomic, write_text_atomic
+from stdcl.io import atomic_path, make_folder, write_json_atomic, write_text_atomic
 from stdcl.logs import progress
 
 log = logging.getLogger("stdcl.train")
@@ -112,7 +112,7 @@ def write_eval_outputs(out_dir: str | os.PathLike, metrics: dict[str, Any], logi
                        names: Sequence[str], class_names: Sequence[str], info: dict[str, Any]) -> Path:
     """Write the files listed in the module docstring (each atomically); returns ``out_dir``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     conf = metrics["confusion"]
     summary = {k: v for k, v in metrics.items() if k != "confusion"} | info
     write_json_atomic(out / "metrics.json", summary)

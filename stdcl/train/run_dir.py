@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stdcl.errors import ConfigError, DataError
-from stdcl.io import write_text_atomic
+from stdcl.io import make_folder, write_text_atomic
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -38,7 +38,7 @@ def prepare_new(run_dir: str | os.PathLike) -> Path:
     if p.exists() and (not p.is_dir() or any(p.iterdir())):
         raise ConfigError(f"{p} already exists; continue it with `stdcl train --resume {p}` "
                           "or choose another --out")
-    p.mkdir(parents=True, exist_ok=True)
+    make_folder(p)
     return p
 
 

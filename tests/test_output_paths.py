@@ -54,10 +54,10 @@ def _run_with(monkeypatch, capsys, exc: BaseException, *flags: str) -> tuple[int
         raise exc
 
     parser = BUILD_PARSER()
-    real = parser.parse_args
+    real = BUILD_PARSER().parse_args  # a parser of its own: this one's parse_known_args is replaced
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    monkeypatch.setattr(parser, "parse_args", lambda argv=None: argparse.Namespace(
-        **(vars(real([*flags, "data", "layouts"])) | {"func": boom})))
+    monkeypatch.setattr(parser, "parse_known_args", lambda argv=None: (argparse.Namespace(
+        **(vars(real([*flags, "data", "layouts"])) | {"func": boom})), []))
     code = cli.main([])
     return code, capsys.readouterr().err
 
@@ -83,3 +83,27 @@ def test_a_real_command_with_an_output_under_a_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith(f"stdcl: error: {blocker}/synthetic")
     assert f"{blocker} is a file, not a folder" in err[0]
+
+
+def test_overrides_may_follow_options_in_every_command_that_takes_them(capsys):
+    parser = BUILD_PARSER()
+    takes = []
+    for action in parser._subparsers._group_actions:  # every (sub)command with a KEY=VALUE list
+        for name, sub in action.choices.items():
+            stack = [(name, sub)]
+            while stack:
+                path, p = stack.pop()
+                if any(a.dest == "overrides" for a in p._actions):
+                    takes.append(path)
+                for a in p._actions:
+                    if isinstance(a, argparse._SubParsersAction):
+                        stack += [(f"{path} {n}", s) for n, s in a.choices.items()]
+    assert {"train", "eval"} <= set(takes)
+    args = cli.parse_args(parser, ["eval", "m.safetensors", "--out", "ev", "data.path=/d", "--split", "val", "a.b=1"])
+    assert args.overrides == ["data.path=/d", "a.b=1"] and args.split == "val"
+    args = cli.parse_args(parser, ["train", "x.y=0", "--config", "synthetic", "--out", "r", "train.epochs=2"])
+    assert args.overrides == ["x.y=0", "train.epochs=2"]  # order kept: later ones win
+    for bad in (["eval", "m.safetensors", "--nope"], ["data", "synth", "--out", "x", "a.b=1"]):
+        with pytest.raises(SystemExit) as e:
+            cli.parse_args(parser, bad)
+        assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err

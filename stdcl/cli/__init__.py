@@ -61,10 +61,24 @@ def subparser(sub: argparse._SubParsersAction, name: str, help: str, examples: s
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that ``key=value`` overrides may also follow options
+    (``stdcl eval RUN --out ev/ data.path=...``): argparse stops filling a positional list at the
+    first option, so later ``key=value`` words join the command's ``overrides``, in order."""
+    args, extra = parser.parse_known_args(argv)
+    late = [w for w in extra if "=" in w and not w.startswith("-")]
+    if late and isinstance(getattr(args, "overrides", None), list):
+        args.overrides = [*args.overrides, *late]
+        extra = [w for w in extra if w not in late]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stdcl`` console script and ``python -m stdcl``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     setup_logging(-1 if args.quiet else args.verbose)
     func = getattr(args, "func", None)
     if func is None:

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from stdcl.errors import OutputError
+from stdcl.errors import DataError, OutputError
 
 
 @contextlib.contextmanager
@@ -81,3 +81,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def parse_json(text: str | bytes, source: str | os.PathLike | None, what: str = "JSON") -> Any:
+    """``json.loads`` with a one-line :class:`DataError` naming ``source`` for invalid text, a nesting
+    too deep to parse (RecursionError) or non-UTF-8 bytes."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise DataError(source, f"{what} nested too deeply to read") from None
+    except UnicodeDecodeError:
+        raise DataError(source, f"{what} is not UTF-8 text") from None
+    except ValueError as e:
+        raise DataError(source, f"not valid {what} ({e})") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON") -> Any:
+    """The parsed contents of a JSON file; any failure (missing, unreadable, invalid, too deep) is a
+    one-line :class:`DataError` naming ``path``. Callers still validate the structure they get."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, "no such file") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, not a JSON file") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read it ({e.strerror or e})") from None
+    return parse_json(data, path, what)

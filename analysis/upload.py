@@ -39,7 +39,7 @@ from analysis.models import LoadedModel, load_model, load_official_model
 from analysis.neighbours import nearest_neighbours, neighbour_records
 from stdcl.checkpoint import save_encoder
 from stdcl.data.base import SampleSource, SkeletonDataset
-from stdcl.errors import ConfigError, DataError
+from stdcl.errors import ConfigError, DataError, first_line
 from stdcl.head.checkpoint import head_path
 from stdcl.io import atomic_path
 
@@ -224,7 +224,7 @@ def _read_npy(path: Path) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
         problem = ("holds Python objects; only numeric arrays are read (nothing is unpickled)"
-                   if "pickle" in str(e) else f"not a readable .npy array ({str(e).splitlines()[0]})")
+                   if "pickle" in str(e) else f"not a readable .npy array ({first_line(e)})")
         raise DataError(path, problem) from None
     except (OSError, EOFError) as e:
         raise DataError(path, f"not a readable .npy array ({type(e).__name__}: truncated file?)") from None

@@ -22,7 +22,7 @@ import streamlit as st
 from analysis.datasets import AnalysisData, open_analysis_data, stratified_subset
 from analysis.embeddings import Embeddings, extract_embeddings
 from analysis.models import LoadedModel, ModelRef, bundled_models, discover_models, load_model
-from stdcl.errors import StdclError
+from stdcl.errors import StdclError, user_error_line
 
 #: Where the app looks for run directories (``stdcl train --out``) and where fine-tuning writes.
 RUNS_DIR = Path(os.environ.get("STDCL_RUNS", "runs")).expanduser()
@@ -32,14 +32,15 @@ DEFAULT_MAX_SAMPLES = 2000
 
 @contextlib.contextmanager
 def guard() -> Iterator[None]:
-    """Show an expected error (bad file, incompatible checkpoint, missing data) as a message and stop the page."""
+    """Show an error the user's input caused (bad file, incompatible checkpoint, missing data, an unreadable
+    path) as its one line and stop the page; anything else is a bug and keeps Streamlit's traceback."""
     try:
         yield
-    except StdclError as e:
-        st.error(str(e))
-        st.stop()
-    except (OSError, ValueError) as e:
-        st.error(f"{type(e).__name__}: {e}")
+    except (StdclError, OSError) as e:
+        line = user_error_line(e)
+        if line is None:
+            raise
+        st.error(line)
         st.stop()
 
 

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from stdcl import __version__
+from stdcl.checkpoint_schema import validate_meta
 from stdcl.data.layouts import get_layout
 from stdcl.encoders.base import Encoder
-from stdcl.encoders.official import check_state_dict
+from stdcl.encoders.official import check_finite, state_dict_mismatch
 from stdcl.encoders.registry import build_encoder
-from stdcl.errors import DataError
-from stdcl.io import atomic_path, write_json_atomic
+from stdcl.errors import ConfigError, DataError, first_line
+from stdcl.io import atomic_path, read_json, write_json_atomic
+
+T = TypeVar("T")
 
 
 def meta_path(path: str | os.PathLike) -> Path:
@@ -50,17 +53,12 @@ def save_encoder(path: str | os.PathLike, encoder: Encoder, half: bool = False, 
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata of a checkpoint (one-line error if missing or malformed)."""
+    """The metadata of a checkpoint, checked against :mod:`stdcl.checkpoint_schema` (one-line error
+    naming the .json and the field when missing, malformed or inconsistent)."""
     mp = meta_path(path)
-    try:
-        info = json.loads(mp.read_text())
-    except FileNotFoundError:
-        raise DataError(mp, "metadata file missing (every .safetensors checkpoint has a .json beside it)") from None
-    except ValueError as e:
-        raise DataError(mp, f"not valid JSON ({e})") from None
-    if not isinstance(info, dict) or "encoder" not in info or "name" not in info.get("encoder", {}):
-        raise DataError(mp, "not stdcl checkpoint metadata (no 'encoder' entry)")
-    return info
+    if not mp.exists():
+        raise DataError(mp, "metadata file missing (every .safetensors checkpoint has a .json beside it)")
+    return validate_meta(read_json(mp, "checkpoint metadata"), mp)
 
 
 def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Encoder, dict]:
@@ -68,11 +66,21 @@ def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cp
     path = Path(path)
     info = read_meta(path)
     cfg = info["encoder"]
-    model = build_encoder(cfg["name"], num_classes=cfg["num_classes"], layout=get_layout(cfg["layout"]),
-                          in_channels=cfg["in_channels"], num_person=cfg["num_person"], window=cfg["window"],
-                          **cfg.get("options", {}))
+    model = construct(build_encoder, meta_path(path), f"a {cfg['name']} encoder", cfg["name"],
+                      num_classes=cfg["num_classes"], layout=get_layout(cfg["layout"]),
+                      in_channels=cfg["in_channels"], num_person=cfg["num_person"], window=cfg["window"],
+                      **cfg["options"])
     load_weights(model, path, map_location)
     return model.eval(), info
+
+
+def construct(factory: Callable[..., T], source: str | os.PathLike, what: str, /, *args: Any, **kwargs: Any) -> T:
+    """``factory(*args, **kwargs)`` for arguments read from ``source`` (checkpoint metadata): options the
+    constructor rejects are a one-line :class:`DataError` naming ``source``, not a traceback."""
+    try:
+        return factory(*args, **kwargs)
+    except (TypeError, ValueError, ConfigError, RuntimeError, AssertionError) as e:
+        raise DataError(source, f"its recorded options do not build {what} ({first_line(e)})") from None
 
 
 def read_tensors(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -88,6 +96,10 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike,
     """Load a safetensors state dict into ``module``: keys and shapes checked, dtypes cast (fp16 files)."""
     own = module.state_dict()
     sd = {k: v.to(own[k].dtype) if k in own else v for k, v in read_tensors(path, map_location).items()}
-    check_state_dict(module, sd, str(path))
+    problem = state_dict_mismatch(module, sd)
+    if problem:
+        raise DataError(path, f"{problem} (a {type(module).__name__} as its metadata describes)")
+    check_finite(sd, path)
     module.load_state_dict(sd)
     return module
+

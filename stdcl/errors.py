@@ -41,3 +41,20 @@ def describe_os_error(e: OSError) -> str:
     """``"<file>: <problem>"`` of an OSError about a path (its ``filename``), e.g. from ``open``."""
     names = [os.fspath(n) for n in (e.filename, e.filename2) if n is not None]
     return f"{' -> '.join(names)}: {e.strerror or type(e).__name__}"
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``str(e)`` (at most ``limit`` characters), else the exception's type name:
+    for quoting a library's long or empty message inside a one-line error."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0][:limit] if lines else type(e).__name__
+
+
+def user_error_line(e: BaseException) -> str | None:
+    """The one line to show for an error the user's input caused (a :class:`StdclError`, or an OSError
+    about a named path), or None for anything else: that is a bug and keeps its traceback."""
+    if isinstance(e, StdclError):
+        return str(e)
+    if isinstance(e, OSError) and e.filename is not None and not isinstance(e, BrokenPipeError):
+        return describe_os_error(e)
+    return None

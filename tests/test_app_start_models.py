@@ -15,6 +15,8 @@ pytest.importorskip("streamlit")
 
 from analysis import walkthrough as wt  # noqa: E402
 from analysis.embeddings import POOLED_DEFINITION, embed_batch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from safetensors.torch import save as save  # noqa: E402
 from stdcl.encoders import build_encoder  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 from tests.app_helpers import module_env, open_app, reference, tables  # noqa: E402
@@ -307,3 +309,29 @@ def test_paired_keys_of_bundled_checkpoints_and_grid_runs():
     assert paired_key("runs: g/encoder-hcn_stdcl-off_seed-1", refs) == "runs: g/encoder-hcn_stdcl-on_seed-1"
     assert paired_key("runs: g/encoder-agcn_stdcl-on_seed-1", refs) is None  # its baseline is not there
     assert paired_key("bundled: solo_stdcl", refs) is None
+
+
+def test_uploaded_checkpoint_with_bad_metadata_or_nan_weights_is_one_line(demo):
+    """The upload shows the schema's line naming the uploaded file and field; nothing is added."""
+    src = demo.model.path
+    meta = json.loads(src.with_suffix(".json").read_text())
+    del meta["encoder"]["num_classes"]
+    at = open_app("models")
+    files = [("bad.safetensors", src.read_bytes(), "application/octet-stream"),
+             ("bad.json", json.dumps(meta).encode(), "application/json")]
+    at.file_uploader(key="models_ckpt_files").set_value(files).run()
+    at.button(key="models_ckpt_add").click().run()
+    assert not at.exception
+    assert "bad.json: 'encoder.num_classes' is missing" in _texts(at.error)
+    assert "upload: bad" not in at.session_state["extra_models"]
+
+    sd = load_file(str(src))
+    key = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[key] = torch.full_like(sd[key], float("nan"))
+    files = [("nan.safetensors", save(sd), "application/octet-stream"),
+             ("nan.json", src.with_suffix(".json").read_bytes(), "application/json")]
+    at.file_uploader(key="models_ckpt_files").set_value(files).run()
+    at.button(key="models_ckpt_add").click().run()
+    assert not at.exception
+    assert any(e.startswith(f"nan.safetensors: tensor {key!r} holds") for e in _texts(at.error))
+    assert "upload: nan" not in at.session_state["extra_models"]

@@ -1,8 +1,13 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stdcl.data.graph import hop_distance, spatial_adjacency
-from stdcl.data.layouts import NTU25, UCLA20, get_layout, layout_from_mapping, load_layout_file
+from stdcl.data.layouts import (COCO17, NTU25, UCLA20, available_layouts, get_layout, layout_from_mapping,
+                                load_layout_file)
 from stdcl.errors import ConfigError
 
 
@@ -93,7 +98,28 @@ def test_custom_layout_yaml(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("name: x\njoints: [a, b]\nedges: [[a, c]]\ncenter: a\n", "unknown joint 'c'"),
     ("name: x\njoints: [a, b]\nedges: [[b, a]]\n", "'center'"),
-    ("name: x\njoints: [a, a]\nedges: []\ncenter: a\n", "not unique"),
+    ("name: x\njoints: [a, a]\nedges: []\ncenter: a\n", "joint name 'a' appears twice"),
+    # the bone tree: one tree rooted at the centre
+    ("name: x\njoints: [a, b, c]\nedges: [[b, a]]\ncenter: a\n", "not connected: 'c' has no parent"),
+    ("name: x\njoints: [a, b, c]\nedges: [[b, c], [c, b]]\ncenter: a\n", "cycle (b -> c -> b)"),
+    ("name: x\njoints: [a, b, c]\nedges: [[b, a], [c, a], [a, b]]\ncenter: a\n", "cannot have a parent"),
+    ("name: x\njoints: [a, b, c]\nedges: [[b, a], [b, c], [c, a]]\ncenter: a\n", "'b' has two parents"),
+    ("name: x\njoints: [a, b]\nedges: [[b, a, a]]\ncenter: a\n", "list of [child, parent] pairs"),
+    ("name: x\njoints: [a, b]\nedges: 5\ncenter: a\n", "list of [child, parent] pairs"),
+    # groups
+    ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\ngroups: {g: 3}\n", "group 'g' must list its joints"),
+    ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\ngroups: {g: [a, b], h: [b]}\n", "'b' is in two groups"),
+    ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\ngroups: {g: [a]}\n", "'b' is in no group"),
+    ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\ngroups: [0, x]\n", "'groups' must map"),
+    ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\ngroups: [0, -1]\n", "'groups' must map"),
+    ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\ngroups: [0]\n", "'groups' must map"),
+    # other fields
+    ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\nnum_person: two\n", "'num_person' must be an integer"),
+    ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\nnum_person: 0\n", "num_person 0 is outside"),
+    ("name: x\njoints: [a, {b: 1}]\nedges: []\ncenter: a\n", "'joints' must be a non-empty list of names"),
+    ("name: [x]\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\n", "'name' must be a non-empty string"),
+    ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: true\n", "True is not a joint name"),
+    ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\nbone_pairs: [[a, 7]]\n", "7 is not a joint name"),
     ("[1, 2", "not valid YAML"),
 ])
 def test_bad_layout_files(tmp_path, text, message):
@@ -103,6 +129,45 @@ def test_bad_layout_files(tmp_path, text, message):
         load_layout_file(p)
     assert message in str(e.value) and "bad.yaml" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.data())
+def test_layout_mutations_give_a_layout_or_a_config_error(data):
+    """Random field deletions, type swaps and edits of a valid layout: a checked Layout or ConfigError."""
+    spec = NTU25.to_mapping() if data.draw(st.booleans()) else COCO17.to_mapping()
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 30), st.floats(allow_nan=True),
+                        st.text(max_size=3), st.sampled_from(list(spec["joints"])))
+    values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                           st.dictionaries(st.text(max_size=2), inner, max_size=3)),
+                          max_leaves=8)
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(sorted(spec)))
+        action = data.draw(st.sampled_from(["delete", "replace", "edit"]))
+        if action == "delete":
+            spec.pop(key, None)
+        elif action == "replace" or not isinstance(spec.get(key), list) or not spec[key]:
+            spec[key] = data.draw(values)
+        else:
+            items = list(spec[key])
+            items[data.draw(st.integers(0, len(items) - 1))] = data.draw(values)
+            spec[key] = items
+    try:
+        lay = layout_from_mapping(spec)
+    except ConfigError as e:
+        assert "\n" not in str(e)
+        return
+    par = lay.parents  # a valid layout is a tree rooted at its centre
+    assert par[lay.center] == -1 and (par >= 0).sum() == lay.num_joints - 1
+    assert layout_from_mapping(lay.to_mapping()) == lay
+
+
+def test_shipped_and_experiment_layouts_are_trees():
+    for name in available_layouts():
+        lay = get_layout(name)
+        assert (lay.parents >= 0).sum() == lay.num_joints - 1
+    for path in sorted(Path("experiments/layouts").glob("*.yaml")):
+        assert load_layout_file(path).num_joints >= 2
 
 
 def test_unknown_layout_name():

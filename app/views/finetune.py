@@ -23,7 +23,7 @@ import streamlit as st
 from app import state
 from stdcl.checkpoint import read_meta
 from stdcl.data.registry import available_datasets
-from stdcl.errors import ConfigError, StdclError
+from stdcl.errors import ConfigError, StdclError, user_error_line
 from stdcl.train.config import (
     ENCODERS,
     PROTOCOLS,
@@ -461,10 +461,10 @@ try:
                            int(batch), strict, extra)
     sizes = data_sizes(json.dumps(cfg["data"], sort_keys=True))
     steps, epochs_spanned = planned_steps(cfg, sizes["train_items"])
-except StdclError as e:
-    plan_error = str(e)
-except (OSError, ValueError) as e:
-    plan_error = f"{type(e).__name__}: {e}"
+except (StdclError, OSError) as e:
+    plan_error = user_error_line(e)
+    if plan_error is None:
+        raise
 
 if plan_error:
     st.error(plan_error)

@@ -14,7 +14,7 @@ import logging
 import sys
 
 from stdcl import __version__
-from stdcl.errors import StdclError, describe_os_error
+from stdcl.errors import StdclError, user_error_line
 from stdcl.logs import setup_logging
 
 EPILOG = """examples:
@@ -86,18 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(func(args) or 0)
-    except StdclError as e:
-        if args.debug:
-            raise
-        print(f"stdcl: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `stdcl ... | head` (an OSError: before the path funnel)
+    except BrokenPipeError:  # `stdcl ... | head`
         sys.stderr.close()
         return 0
-    except OSError as e:
-        if args.debug or e.filename is None:  # no path: not a user's file, so a bug (keep the traceback)
+    except (StdclError, OSError) as e:
+        line = user_error_line(e)
+        if args.debug or line is None:  # an OSError without a path is not about a user's file: a bug
             raise
-        print(f"stdcl: error: {describe_os_error(e)}", file=sys.stderr)
+        print(f"stdcl: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         logging.getLogger("stdcl").warning("interrupted")

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from stdcl.errors import ConfigError
+from stdcl.errors import ConfigError, first_line
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,9 @@ class Layout:
         v = len(self.joints)
         if v < 2:
             raise ConfigError(f"layout {self.name!r}: needs at least 2 joints, got {v}")
-        if len(set(self.joints)) != v:
-            raise ConfigError(f"layout {self.name!r}: joint names are not unique")
+        dup = next((j for i, j in enumerate(self.joints) if j in self.joints[:i]), None)
+        if dup is not None:
+            raise ConfigError(f"layout {self.name!r}: joint name {dup!r} appears twice")
         for name, j in (("center", self.center), ("origin", self.origin)):
             if not 0 <= j < v:
                 raise ConfigError(f"layout {self.name!r}: {name} joint {j} is not in 0..{v - 1}")
@@ -56,8 +57,29 @@ class Layout:
                 raise ConfigError(f"layout {self.name!r}: bad edge ({c}, {p}) for {v} joints")
         if len(self.groups) != v:
             raise ConfigError(f"layout {self.name!r}: {len(self.groups)} group ids for {v} joints")
+        if any(g < 0 for g in self.groups):
+            raise ConfigError(f"layout {self.name!r}: group ids must be 0 or more, got {min(self.groups)}")
+        if not 1 <= self.num_person <= 16:
+            raise ConfigError(f"layout {self.name!r}: num_person {self.num_person} is outside 1..16")
+        self._check_tree()
+        for a, b in self.bone_pairs:
+            if not (0 <= a < v and 0 <= b < v):
+                raise ConfigError(f"layout {self.name!r}: bad bone pair ({a}, {b}) for {v} joints")
         if not self.bone_pairs:
             object.__setattr__(self, "bone_pairs", tuple(self.edges) + ((self.center, self.center),))
+
+    def _check_tree(self) -> None:
+        """The edges must form one tree rooted at ``center``: every other joint has exactly one parent
+        and reaches the centre by following parents (no cycle, nothing disconnected)."""
+        par = self.parents
+        for j in range(self.num_joints):
+            seen, k = [], j
+            while k != self.center:
+                if k in seen:
+                    cycle = " -> ".join(self.joints[i] for i in [*seen[seen.index(k):], k])
+                    raise ConfigError(f"layout {self.name!r}: the bone tree has a cycle ({cycle})")
+                seen.append(k)
+                k = int(par[k])
 
     @property
     def num_joints(self) -> int:
@@ -78,16 +100,20 @@ class Layout:
 
     @property
     def parents(self) -> np.ndarray:
-        """Parent id per joint (-1 for the centre); raises if the edges are not a tree."""
+        """Parent id per joint (-1 for the centre); raises if a joint has two parents or none."""
         par = np.full(self.num_joints, -1, dtype=np.int64)
         for c, p in self.edges:
             if par[c] != -1:
                 raise ConfigError(f"layout {self.name!r}: joint {self.joints[c]!r} has two parents")
             par[c] = p
-        roots = [j for j in range(self.num_joints) if par[j] == -1]
-        if roots != [self.center]:
-            raise ConfigError(f"layout {self.name!r}: bone tree must have the centre as its only root, "
-                              f"found roots {[self.joints[j] for j in roots]}")
+        if par[self.center] != -1:
+            raise ConfigError(f"layout {self.name!r}: the centre {self.joints[self.center]!r} is the root of the "
+                              "bone tree and cannot have a parent")
+        roots = [j for j in range(self.num_joints) if par[j] == -1 and j != self.center]
+        if roots:
+            raise ConfigError(f"layout {self.name!r}: the bone tree is not connected: "
+                              f"{', '.join(repr(self.joints[j]) for j in roots)} has no parent (only the centre "
+                              f"{self.joints[self.center]!r} may have none)")
         return par
 
     def index(self, joint: str | int) -> int:
@@ -156,47 +182,69 @@ def register_layout(layout: Layout) -> Layout:
 
 
 def layout_from_mapping(spec: Mapping[str, Any]) -> Layout:
-    """Build a layout from a mapping (see the module docstring for the keys)."""
-    name = str(spec.get("name", "custom"))
+    """Build a layout from a mapping (see the module docstring for the keys); every field is checked."""
+    name = spec.get("name", "custom")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"layout: 'name' must be a non-empty string, got {name!r}")
     joints = spec.get("joints")
-    if not joints or not isinstance(joints, (list, tuple)):
+    if not joints or not isinstance(joints, (list, tuple)) or not all(isinstance(j, str) and j for j in joints):
         raise ConfigError(f"layout {name!r}: 'joints' must be a non-empty list of names")
-    joints = tuple(str(j) for j in joints)
+    joints = tuple(joints)
+    dup = next((j for i, j in enumerate(joints) if j in joints[:i]), None)
+    if dup is not None:
+        raise ConfigError(f"layout {name!r}: joint name {dup!r} appears twice")
 
     def jid(j: Any) -> int:
         if isinstance(j, str):
             if j not in joints:
                 raise ConfigError(f"layout {name!r}: unknown joint {j!r}")
             return joints.index(j)
-        if isinstance(j, (int, np.integer)) and 0 <= int(j) < len(joints):
+        if isinstance(j, (int, np.integer)) and not isinstance(j, bool) and 0 <= int(j) < len(joints):
             return int(j)
         raise ConfigError(f"layout {name!r}: {j!r} is not a joint name or a 0-based id")
 
-    try:
-        edges = tuple((jid(c), jid(p)) for c, p in spec.get("edges", []))
-    except (TypeError, ValueError):
-        raise ConfigError(f"layout {name!r}: 'edges' must be a list of [child, parent] pairs") from None
+    def pairs(key: str) -> tuple[tuple[int, int], ...]:
+        items = spec.get(key) or []
+        if not isinstance(items, (list, tuple)) or not all(isinstance(e, (list, tuple)) and len(e) == 2
+                                                           for e in items):
+            raise ConfigError(f"layout {name!r}: {key!r} must be a list of [child, parent] pairs")
+        return tuple((jid(c), jid(p)) for c, p in items)
+
+    edges = pairs("edges")
     if "center" not in spec:
         raise ConfigError(f"layout {name!r}: 'center' (the root joint) is required")
     center = jid(spec["center"])
     origin = jid(spec.get("origin", spec["center"]))
-    groups_spec = spec.get("groups")
-    if groups_spec is None:
-        groups = (0,) * len(joints)
-    elif isinstance(groups_spec, Mapping):
+    groups = _groups(spec.get("groups"), joints, jid, name)
+    num_person = spec.get("num_person", 1)
+    if isinstance(num_person, bool) or not isinstance(num_person, int):
+        raise ConfigError(f"layout {name!r}: 'num_person' must be an integer, got {num_person!r}")
+    return Layout(name=name, joints=joints, edges=edges, center=center, origin=origin, groups=groups,
+                  bone_pairs=pairs("bone_pairs"), num_person=num_person)
+
+
+def _groups(spec: Any, joints: tuple[str, ...], jid: Any, name: str) -> tuple[int, ...]:
+    """Group id per joint from ``{group: [joints]}`` (each joint in exactly one) or a list of ids."""
+    if spec is None:
+        return (0,) * len(joints)
+    if isinstance(spec, Mapping):
         g = [-1] * len(joints)
-        for k, (_, members) in enumerate(groups_spec.items()):
+        for k, (group, members) in enumerate(spec.items()):
+            if not isinstance(members, (list, tuple)):
+                raise ConfigError(f"layout {name!r}: group {group!r} must list its joints")
             for m in members:
-                g[jid(m)] = k
+                j = jid(m)
+                if g[j] != -1:
+                    raise ConfigError(f"layout {name!r}: joint {joints[j]!r} is in two groups")
+                g[j] = k
         if -1 in g:
             raise ConfigError(f"layout {name!r}: joint {joints[g.index(-1)]!r} is in no group")
-        groups = tuple(g)
-    else:
-        groups = tuple(int(x) for x in groups_spec)
-    bones = spec.get("bone_pairs")
-    bone_pairs = tuple((jid(a), jid(b)) for a, b in bones) if bones else ()
-    return Layout(name=name, joints=joints, edges=edges, center=center, origin=origin, groups=groups,
-                  bone_pairs=bone_pairs, num_person=int(spec.get("num_person", 1)))
+        return tuple(g)
+    if (isinstance(spec, (list, tuple)) and len(spec) == len(joints)
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in spec)):
+        return tuple(spec)
+    raise ConfigError(f"layout {name!r}: 'groups' must map group names to joints or give one id (0 or more) "
+                      f"per joint ({len(joints)})")
 
 
 def load_layout_file(path: str | os.PathLike) -> Layout:
@@ -209,7 +257,7 @@ def load_layout_file(path: str | os.PathLike) -> Layout:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read layout file ({e.strerror})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({first_line(e)})") from None
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{path}: a layout file must hold a mapping")
     try:

@@ -11,7 +11,7 @@ import torch
 from stdcl.data.layouts import Layout
 from stdcl.encoders.base import Encoder
 from stdcl.encoders.registry import build_encoder
-from stdcl.errors import ConfigError, DataError
+from stdcl.errors import ConfigError, DataError, first_line
 
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
@@ -22,12 +22,16 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module."
 def load_official_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read an official ``.pt`` checkpoint with ``weights_only=True`` (never unpickles code)."""
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(path, "is empty (0 bytes), not a PyTorch checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DataError(path, "no such file") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, not a PyTorch checkpoint") from None
     except Exception as e:  # torch raises UnpicklingError / RuntimeError with long texts
-        raise DataError(path, f"not a weights-only PyTorch checkpoint ({str(e).splitlines()[0][:160]})") from None
+        raise DataError(path, f"not a weights-only PyTorch checkpoint ({first_line(e, 160)})") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -37,8 +41,9 @@ def load_official_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    """One-line error naming missing/unexpected keys or the first shape mismatch."""
+def state_dict_mismatch(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps ``state_dict`` from loading into ``model`` (missing/unexpected keys, the first shape
+    mismatch), or None when it fits."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     extra = [k for k in state_dict if k not in own]
@@ -48,11 +53,27 @@ def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tens
             parts.append(f"{len(missing)} missing keys (e.g. {missing[0]!r})")
         if extra:
             parts.append(f"{len(extra)} unexpected keys (e.g. {extra[0]!r})")
-        raise ConfigError(f"{what}: state dict does not fit: " + ", ".join(parts))
+        return "state dict does not fit: " + ", ".join(parts)
     for k, v in own.items():
         if tuple(state_dict[k].shape) != tuple(v.shape):
-            raise ConfigError(f"{what}: key {k!r} has shape {tuple(state_dict[k].shape)}, "
-                              f"expected {tuple(v.shape)}")
+            return f"key {k!r} has shape {tuple(state_dict[k].shape)}, expected {tuple(v.shape)}"
+    return None
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """One-line :class:`ConfigError` ``"<what>: <mismatch>"`` unless ``state_dict`` fits ``model``."""
+    problem = state_dict_mismatch(model, state_dict)
+    if problem:
+        raise ConfigError(f"{what}: {problem}")
+
+
+def check_finite(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """A :class:`DataError` naming ``path`` and the first tensor holding NaN or infinite values."""
+    for k, v in state_dict.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise DataError(path, f"tensor {k!r} holds {bad} NaN or infinite values of {v.numel()}: "
+                                  "the weights are unusable (a diverged or damaged run)")
 
 
 def from_official(name: str, state_dict: Mapping[str, torch.Tensor], num_classes: int,
@@ -66,5 +87,6 @@ def from_official(name: str, state_dict: Mapping[str, torch.Tensor], num_classes
     if convert is not None:
         sd = convert(sd)
     check_state_dict(model, sd, f"{name} (official weights)")
+    check_finite(sd, f"{name} (official weights)")
     model.load_state_dict(sd, strict=True)
     return model.eval()

@@ -13,7 +13,7 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from stdcl.checkpoint import load_weights
+from stdcl.checkpoint import construct, load_weights, meta_path
 from stdcl.encoders.base import Encoder
 from stdcl.head.decoupling import DecouplingHead
 from stdcl.io import atomic_path
@@ -41,5 +41,6 @@ def load_head(checkpoint: str | os.PathLike, encoder: Encoder, meta: dict[str, A
     path = head_path(checkpoint)
     if opts is None or not path.is_file():
         return None
-    head = DecouplingHead(encoder.feature_shape(encoder.window), **opts)
+    head = construct(DecouplingHead, meta_path(checkpoint), "the STD-CL head", encoder.feature_shape(encoder.window),
+                     **opts)
     return load_weights(head, path).eval()

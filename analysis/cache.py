@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -56,7 +57,7 @@ def load_arrays(kind: str, key: str, root: str | os.PathLike | None = None) -> d
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # e.g. a damaged entry: recomputed
         return None
 
 

@@ -155,7 +155,10 @@ def extract_embeddings(model: LoadedModel, data: AnalysisData, indices: np.ndarr
     if use_cache:
         hit = load_arrays("embeddings", key, cache_root)
         if hit is not None:
-            return _from_arrays(hit, key)
+            try:
+                return _from_arrays(hit, key)
+            except (KeyError, ValueError, TypeError, AttributeError):  # an entry of another layout: recompute
+                pass
     emb = compute_embeddings(model, data, indices, batch_size, device, progress)
     if use_cache:
         save_arrays("embeddings", key, _to_arrays(emb), cache_root)

@@ -148,6 +148,16 @@ def test_extract_is_cached_by_content_data_and_selection(models, data, tmp_path,
         extract_embeddings(models["stdcl"], data, rows[:-1])  # another selection: another key
     with pytest.raises(AssertionError, match="recomputed"):
         extract_embeddings(models["baseline"], data, rows)  # another checkpoint: another key
+    # a damaged cache entry (flipped bytes, cut short, another layout) is recomputed, not an error
+    entry = next((tmp_path / "embeddings").glob("*.npz"))
+    good = entry.read_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF
+    for damaged in (bytes(flipped), good[: len(good) // 3], b""):
+        entry.write_bytes(damaged)
+        with pytest.raises(AssertionError, match="recomputed"):
+            extract_embeddings(models["stdcl"], data, rows)
+    entry.write_bytes(good)
     sub = emb.subset(np.array([2, 0]))
     assert sub.names == [emb.names[2], emb.names[0]] and np.array_equal(sub.spaces["global"][1], emb.spaces["global"][0])
     assert isinstance(data, AnalysisData)

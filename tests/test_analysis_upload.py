@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import torch
 
 from analysis import upload as up
@@ -314,3 +316,30 @@ def test_official_import_becomes_a_normal_checkpoint(tmp_path):
     assert up.dataset_class_names("synthetic", 13) is None
     with pytest.raises(DataError, match="hcn_official.pt"):
         up.import_official(pt, tmp_path / "out", "hcn", 60, "ntu25", 32, 2)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_npy_upload_mutations_give_a_sequence_or_a_data_error(tmp_path, data):
+    """Truncated, byte-flipped, re-typed or re-shaped .npy uploads: a finite (C, T, V, M) array or DataError."""
+    arr = np.random.default_rng(0).normal(size=(3, 6, 4, 1)).astype(np.float32)
+    kind = data.draw(st.sampled_from(["bytes", "dtype", "shape"]))
+    path = tmp_path / "seq.npy"
+    if kind == "dtype":
+        np.save(path, arr.astype(data.draw(st.sampled_from(["<U3", "?", "c8", "f2", "i1", "V4", "M8[s]"]))))
+    elif kind == "shape":
+        shape = data.draw(st.sampled_from([(72,), (3, 24), (6, 4, 3), (1, 3, 6, 4, 1), (0, 6, 4, 1)]))
+        np.save(path, arr.ravel()[: int(np.prod(shape))].reshape(shape))
+    else:
+        np.save(path, arr)
+        raw = bytearray(path.read_bytes())
+        for _ in range(data.draw(st.integers(1, 4))):
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+        path.write_bytes(bytes(raw[: data.draw(st.integers(0, len(raw)))]))
+    try:
+        out = up.read_sequence(path)
+    except DataError as e:
+        assert str(e).startswith(str(path)) and "\n" not in str(e)
+        return
+    assert out.ndim == 4 and out.dtype == np.float32 and np.isfinite(out).all()

@@ -73,6 +73,11 @@ def test_the_cli_funnel_names_the_path_and_keeps_bugs_visible(monkeypatch, capsy
         _run_with(monkeypatch, capsys, PermissionError(errno.EACCES, "Permission denied", "/x"), "--debug")
     with pytest.raises(OutputError):
         _run_with(monkeypatch, capsys, OutputError("/x", "is a folder"), "--debug")
+    monkeypatch.setenv("STDCL_DEBUG", "1")  # the environment variable does what --debug does
+    with pytest.raises(OutputError):
+        _run_with(monkeypatch, capsys, OutputError("/x", "is a folder"))
+    monkeypatch.setenv("STDCL_DEBUG", "0")
+    assert _run_with(monkeypatch, capsys, OutputError("/x", "is a folder"))[0] == 2
 
 
 

@@ -3,13 +3,14 @@
 Every subcommand module exposes ``register(subparsers)`` and sets ``func`` on its parser;
 expected errors (:class:`stdcl.errors.StdclError`) print one line and exit with 2, and so does an
 ``OSError`` about a path (it names the file: a user's file or folder could not be read or
-written). Any other exception is a bug in the project and keeps its traceback; ``--debug`` shows
-the traceback of every error.
+written). Any other exception is a bug in the project and keeps its traceback; ``--debug`` (or
+``STDCL_DEBUG=1`` in the environment) shows the traceback of every error.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 
@@ -47,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stdcl {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error (attach it when you report a problem)")
+    parser.add_argument("--debug", action="store_true", default=os.environ.get("STDCL_DEBUG", "") not in ("", "0"),
+                        help="show the full traceback of an error (attach it when you report a problem); "
+                             "also STDCL_DEBUG=1")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (data, encoders, train, experiment, analyze, bench):
         module.register(sub)

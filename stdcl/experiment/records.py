@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stdcl.errors import DataError
-from stdcl.io import write_json_atomic
+from stdcl.io import read_json, write_json_atomic
 
 FORMAT = "stdcl-experiment-record"
 VERSION = 1
@@ -147,16 +147,7 @@ def _check(path: Path, rec: Any) -> dict[str, Any]:
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
     """A results record, every field checked (one-line :class:`DataError` naming the file)."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise DataError(p, f"cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise DataError(p, "not UTF-8 text") from None
-    try:
-        rec = json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise DataError(p, f"invalid JSON ({e})") from None
+    rec = read_json(p, "results record")
     return _check(p, rec)
 
 

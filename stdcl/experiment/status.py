@@ -87,7 +87,7 @@ def read_json(path: Path) -> Any:
     """The JSON in ``path``, or None when it is missing or not JSON (callers check the shape)."""
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

@@ -213,3 +213,26 @@ def test_foreign_pt_files(tmp_path):
     sd[key].view(-1)[0] = float("inf")
     with pytest.raises(DataError, match=f"tensor '{key}' holds 1 NaN or infinite"):
         from_official("hcn", sd, 3, layout="ucla20", num_person=1, window=16)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("nan", "holds 2 NaN or infinite values"),
+    ("meta", "'encoder.window' must be an integer, got str"),
+    ("cut", "not a readable safetensors file"),
+])
+def test_cli_commands_reading_a_checkpoint_print_one_line(ckpt, tmp_path, capsys, damage, message):
+    from stdcl.cli import main
+
+    path = _copy(ckpt, tmp_path, _set("encoder.window", "16") if damage == "meta" else None)
+    if damage == "nan":
+        sd = load_file(str(path))
+        key = sorted(k for k, v in sd.items() if v.is_floating_point())[0]
+        sd[key].view(-1)[:2] = float("nan")
+        save_file(sd, str(path))
+    elif damage == "cut":
+        path.write_bytes(path.read_bytes()[:100])
+    out = tmp_path / "out.safetensors"
+    assert main(["export", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stdcl: error: ") and message in err and err.count("\n") == 1
+    assert not out.exists() and not out.with_suffix(".json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from stdcl.errors import ConfigError
-from stdcl.train.config import ENCODERS, PROTOCOLS, dump_config, load_config, parse_override, read_yaml
+from stdcl.train.config import (CHOICES, ENCODERS, NUMBERS, OPTIONAL_TEXT, PROTOCOLS, _INTERVAL, _leaves, dump_config,
+                                load_config, parse_override, read_yaml, schema, validate)
 from stdcl.train.optim import Schedule, build_optimizer, lr_at
 from stdcl.train.splits import EpochSampler, carve_validation, describe_validation
 from stdcl.train.state import join_tensors, load_state, rng_state, save_state, set_rng_state, split_tensors
@@ -72,7 +74,17 @@ def test_parse_override_values():
 
 @pytest.mark.parametrize("override, message", [
     ("train.epochz=3", "did you mean train.epochs"),
-    ("optim.lr=-1", "optim.lr must be a number >= 0"),
+    ("optim.lr=-1", "optim.lr must be a finite number >= 0, got -1"),
+    ("optim.lr=nan", "optim.lr must be a finite number >= 0, got 'nan'"),
+    ("stdcl.loss.tau=.inf", "stdcl.loss.tau must be a finite number > 0, got inf"),
+    ("optim.momentum=1", r"optim.momentum must be a finite number in \[0, 1\), got 1"),
+    ("optim.betas=[0.9, .nan]", "optim.betas must be two numbers in"),
+    ("train.epochs=2.5", "train.epochs must be a whole number >= 1, got 2.5"),
+    ("optim.nesterov=maybe", "optim.nesterov must be true or false"),
+    ("train.tensorboard=1", "train.tensorboard must be one of auto, true, false; got 1"),
+    ("stdcl.head.branches=[spatial, spatial]", "stdcl.head.branches must be a non-empty list"),
+    ("stdcl.loss.bank=class_queue", "stdcl.loss.queue_length must be set"),
+    ("optim=null", "config key optim must be a mapping, got None"),
     ("schedule.kind=linear", "schedule.kind must be one of"),
     ("data.val_fraction=1.5", "val_fraction"),
     ("nonsense=1", "unknown config key nonsense"),
@@ -81,6 +93,43 @@ def test_bad_overrides_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message) as e:
         load_config("synthetic", overrides=[override])
     assert "\n" not in str(e.value)
+
+
+def _bad_values(spec: str) -> list:
+    """Values outside a :data:`NUMBERS` rule: non-finite, of the wrong kind, just past each bound."""
+    integer, _, lo_br, lo, hi, hi_br = _INTERVAL.match(spec).groups()
+    bad = [".nan", ".inf", "-.inf", "true", "abc"] + (["1.5"] if integer else [])
+    step = 1 if integer else 1e-9
+    bad.append(str(float(lo) - step if lo_br == "[" else lo))
+    if hi != "inf":
+        bad.append(str(float(hi) + step if hi_br == "]" else hi))
+    return bad
+
+
+@pytest.mark.parametrize("key", sorted(NUMBERS))
+def test_every_numeric_option_rejects_non_finite_and_out_of_range_values(key):
+    for value in _bad_values(NUMBERS[key]):
+        with pytest.raises(ConfigError, match=f"^config key {key} must be ") as e:
+            load_config("synthetic", overrides=[f"{key}={value}"])
+        assert "\n" not in str(e.value), value
+
+
+def test_every_option_of_base_yaml_has_a_check():
+    """A number (or null) default needs a range rule; everything else is checked by its default's type."""
+    leaves = dict(_leaves(schema()))
+    numeric = {k for k, v in leaves.items() if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)}
+    assert numeric - {"protocol", "config_file"} <= set(NUMBERS) | set(CHOICES) | set(OPTIONAL_TEXT)
+    assert set(NUMBERS) | set(CHOICES) | set(OPTIONAL_TEXT) <= set(leaves)
+    resolved = load_config("synthetic")
+    for key in leaves:  # none may go missing
+        cfg = copy.deepcopy(resolved)
+        node = cfg
+        *path, last = key.split(".")
+        for k in path:
+            node = node[k]
+        del node[last]
+        with pytest.raises(ConfigError, match=f"config key {key} is missing"):
+            validate(cfg)
 
 
 def test_free_form_sections_accept_any_key_and_unknown_protocol_fails():
@@ -204,7 +253,8 @@ def test_state_round_trip_without_pickle(tmp_path):
     opt.step()
     gen = np.random.default_rng(5)
     random.seed(7)
-    state = {"global_step": 12, "optimizer": opt.state_dict(), "rng": rng_state(gen), "best": {"val_top1": None},
+    state = {"global_step": 12, "epoch": 1, "batch_in_epoch": 2, "model": model.state_dict(), "schedule": {},
+             "optimizer": opt.state_dict(), "rng": [rng_state(gen)], "best": {"val_top1": None},
              "tuple": (1, "a"), "bools": torch.ones(3, dtype=torch.bool)}
     save_state(tmp_path, state)
     expect_np, expect_py, expect_torch = gen.random(3), random.random(), torch.rand(2)
@@ -213,7 +263,7 @@ def test_state_round_trip_without_pickle(tmp_path):
     assert back["optimizer"]["param_groups"] == opt.state_dict()["param_groups"]
     assert torch.equal(back["optimizer"]["state"][0]["momentum_buffer"],
                        opt.state_dict()["state"][0]["momentum_buffer"])
-    set_rng_state(back["rng"], gen)
+    set_rng_state(back["rng"][0], gen)
     assert np.array_equal(gen.random(3), expect_np) and random.random() == expect_py
     assert torch.equal(torch.rand(2), expect_torch)
     text = (tmp_path / "state.json").read_text()
@@ -222,6 +272,25 @@ def test_state_round_trip_without_pickle(tmp_path):
     tensors: dict = {}
     tree = split_tensors({1: torch.zeros(2), "x": [torch.ones(1)]}, "s", tensors)
     assert set(tensors) == {"s.0", "s.1.0"} and join_tensors(tree, tensors)[1].shape == (2,)
+
+
+def test_each_state_file_is_complete_and_the_previous_one_is_kept(tmp_path, caplog):
+    model = torch.nn.Linear(2, 2)
+
+    def state(step):
+        return {"global_step": step, "epoch": 0, "batch_in_epoch": step, "model": model.state_dict(),
+                "optimizer": {}, "schedule": {}, "rng": []}
+
+    for step in (3, 6, 9):
+        save_state(tmp_path, state(step))
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        ["state-000000006.safetensors", "state-000000009.safetensors", "state.json"]
+    assert load_state(tmp_path)["global_step"] == 9 and not caplog.records
+    (tmp_path / "state.json").unlink()  # the tensor file alone is a complete state
+    assert load_state(tmp_path)["global_step"] == 9
+    assert "state.json: no training state" in caplog.text and "resuming from state-000000009" in caplog.text
+    (tmp_path / "state-000000009.safetensors").write_bytes(b"\0" * 10)  # damaged: the one before
+    assert load_state(tmp_path)["global_step"] == 6
 
 
 def test_relative_paths_are_stored_absolute(tmp_path, monkeypatch):

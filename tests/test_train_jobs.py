@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from stdcl.train.jobs import JobError, JobManager, JobStatus, gpu_available, rea
 from tests.train_helpers import TINY
 
 BASE = ["--config", "synthetic", "--encoder", "hcn", "--stdcl", "on", *TINY]
+LONG = BASE + ["train.epochs=50"]  # long enough to be killed or cancelled while it trains
 
 
 @pytest.fixture
@@ -46,13 +50,18 @@ def wait_for(jobs: JobManager, cond, timeout: float = 60.0) -> JobStatus:
 
 
 def status_elsewhere(folder: Path) -> dict:
-    """The job's status as another process (a reloaded page on another server) sees it."""
+    """The job's status (:meth:`JobStatus.to_dict`) as another process (a reloaded page on another server) sees it."""
     code = ("import json, sys; from stdcl.train.jobs import JobManager; "
-            "s = JobManager(sys.argv[1]).status(); "
-            "print(json.dumps({'state': s.state, 'pid': s.pid, 'step': s.progress.step, 'run_dir': s.run_dir}))")
+            "print(json.dumps(JobManager(sys.argv[1]).status().to_dict()))")
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def ended_elsewhere(folder: Path) -> tuple[str, int | None, str | None]:
+    """(state, exit code, error) as another process sees them."""
+    there = status_elsewhere(folder)
+    return there["state"], there["exit_code"], there["error"]
 
 
 def pid_gone(pid: int) -> bool:
@@ -61,6 +70,20 @@ def pid_gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def training_processes(marker: str) -> list[int]:
+    """Pids of live `stdcl train` processes whose command line names ``marker``."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        try:
+            cmd = (p / "cmdline").read_bytes().split(b"\0")
+            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"stdcl" in cmd and b"train" in cmd and any(marker.encode() in c for c in cmd) and state != "Z":
+            pids.append(int(p.name))
+    return pids
 
 
 def test_run_finishes_with_progress_and_reattaches(jobs, tmp_path):
@@ -111,7 +134,9 @@ def test_run_finishes_with_progress_and_reattaches(jobs, tmp_path):
     # reattach: a new manager (same process, then another process) reports the same
     again = JobManager(jobs.folder).status()
     assert again == st
-    assert status_elsewhere(jobs.folder) == {"state": "finished", "pid": st.pid, "step": 8, "run_dir": str(run)}
+    there = status_elsewhere(jobs.folder)
+    assert (there["state"], there["pid"], there["progress"]["step"], there["run_dir"]) == \
+        ("finished", st.pid, 8, str(run))
 
     # the end seen by nobody: the record still says running, the pid is dead -> decided from the run directory
     rec = json.loads(jobs.record_path.read_text())
@@ -173,6 +198,70 @@ def test_failed_run_reports_the_error_line(jobs, tmp_path):
     assert st.progress.records == [] and st.progress.step is None
     # a new job may start once the previous one ended
     jobs.clear()
+
+
+def test_a_job_killed_from_outside_is_failed_with_its_last_log_line_everywhere(jobs, tmp_path):
+    folder = jobs.folder
+    st = jobs.start(LONG, tmp_path / "run")
+    st = wait_for(jobs, lambda s: s.state != "running" or s.progress.step is not None)
+    assert st.state == "running", jobs.log_tail()
+    os.kill(st.pid, signal.SIGKILL)  # not a cancel: the process is simply gone
+    st = wait_for(jobs, lambda s: s.state != "running")
+    last = [ln.strip() for ln in jobs.log_tail(50).splitlines() if ln.strip()][-1]
+    reason = f"killed by signal SIGKILL; its log ends: {last}"
+    assert (st.state, st.exit_code, st.error) == ("failed", -signal.SIGKILL, reason)
+    assert JobManager(folder).status().error == reason  # another manager in this process
+    assert ended_elsewhere(folder) == ("failed", -signal.SIGKILL, reason)
+
+    # nobody saw it end (the starting server died too): decided from the folder, the same last line
+    rec = json.loads(jobs.record_path.read_text())
+    jobs.record_path.write_text(json.dumps(rec | {"state": "running", "exit_code": None, "ended": None}))
+    assert ended_elsewhere(folder) == ("failed", None, f"the run ended without completing; its log ends: {last}")
+
+    nxt = jobs.start(LONG, tmp_path / "next")  # the next job may start
+    assert nxt.state == "running" and nxt.pid != st.pid
+    assert jobs.cancel(timeout=10).state == "cancelled"
+
+
+def _press_start(folder: str, run_dir: str, barrier, results) -> None:
+    """One browser tab: its own manager on the shared folder, pressing Start when the other does."""
+    manager = JobManager(folder)
+    barrier.wait(timeout=60)
+    try:
+        results.put(("started", manager.start(LONG, run_dir).pid))
+    except JobError as e:
+        results.put(("refused", str(e)))
+
+
+def check_one_started(outcomes: list[tuple[str, object]], folder: Path, tmp_path: Path) -> None:
+    assert sorted(kind for kind, _ in outcomes) == ["refused", "started"], outcomes
+    (pid,) = [v for kind, v in outcomes if kind == "started"]
+    (refusal,) = [v for kind, v in outcomes if kind == "refused"]
+    assert refusal.startswith("a training job is already running") and "\n" not in refusal
+    assert [p.exists() for p in (tmp_path / "tab0", tmp_path / "tab1")].count(True) == 1  # the other never began
+    assert training_processes(str(tmp_path)) == [pid]
+    jobs = JobManager(folder)
+    assert jobs.status().pid == pid
+    assert jobs.cancel(timeout=10).state == "cancelled"
+
+
+@pytest.mark.parametrize("tabs_are", ["threads", "processes"])
+def test_two_tabs_pressing_start_at_once_get_one_job(tabs_are, jobs, tmp_path):
+    folder = jobs.folder
+    if tabs_are == "threads":
+        barrier, results, tab = threading.Barrier(2), queue.Queue(), threading.Thread
+    else:  # each its own interpreter, as two app servers on one folder
+        ctx = multiprocessing.get_context("spawn")
+        barrier, results, tab = ctx.Barrier(2), ctx.Queue(), ctx.Process
+    tabs = [tab(target=_press_start, args=(str(folder), str(tmp_path / f"tab{i}"), barrier, results))
+            for i in range(2)]
+    for t in tabs:
+        t.start()
+    outcomes = [results.get(timeout=120) for _ in tabs]
+    for t in tabs:
+        t.join(timeout=60)
+        assert getattr(t, "exitcode", 0) == 0
+    check_one_started(outcomes, folder, tmp_path)
 
 
 def test_start_refuses_bad_requests(jobs, tmp_path):

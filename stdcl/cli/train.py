@@ -28,9 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="encoder and its reference recipe (default: the config's, ctrgcn)")
     p.add_argument("--modality", default=None, choices=["joint", "bone", "joint_motion", "bone_motion"])
     p.add_argument("--stdcl", default=None, choices=["on", "off"], help="train with the STD-CL head (default on)")
-    p.add_argument("--out", type=Path, default=None, help="run directory to create (must not exist)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory to create (new or empty; one whose run failed before its first checkpoint "
+                        "is reused)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN",
-                   help="continue RUN from its last saved state (overrides still apply, e.g. train.epochs=90)")
+                   help="continue RUN from its last saved state, or from step 0 if it saved none (overrides still "
+                        "apply, e.g. train.epochs=90)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the config's device: auto)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

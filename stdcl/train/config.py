@@ -89,8 +89,12 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         text = p.read_text()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
     try:
         return _as_mapping(yaml_load(text), str(p))
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to read") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -148,9 +152,9 @@ def get_dotted(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
 def check_keys(cfg: dict[str, Any], schema: dict[str, Any], prefix: tuple[str, ...] = ()) -> None:
     """Raise a :class:`ConfigError` for a key the schema (``base.yaml``) does not have."""
     for k, v in cfg.items():
-        path = prefix + (k,)
+        path = prefix + (str(k),)
         if k not in schema:
-            close = difflib.get_close_matches(k, list(schema), n=1)
+            close = difflib.get_close_matches(str(k), list(schema), n=1)
             hint = f"; did you mean {'.'.join(prefix + (close[0],))}?" if close else \
                 f"; known: {', '.join(schema)}"
             raise ConfigError(f"unknown config key {'.'.join(path)}{hint}")
@@ -225,12 +229,11 @@ def load_config(config: str | os.PathLike = "synthetic", encoder: str | None = N
                           "use --encoder NAME instead")
     cfg["protocol"] = protocol
     cfg["config_file"] = str(user_path) if user_path else None
-    for keys in (("data", "path"), ("train", "init_from")):  # a run is analysed from anywhere: absolute paths
-        section, key = keys
-        if isinstance(cfg[section].get(key), str) and cfg[section][key]:
-            cfg[section][key] = os.path.abspath(os.path.expanduser(cfg[section][key]))
     check_keys(cfg, schema())
     validate(cfg)
+    for section, key in (("data", "path"), ("train", "init_from")):  # a run is analysed from anywhere: absolute
+        if cfg[section][key]:
+            cfg[section][key] = os.path.abspath(os.path.expanduser(cfg[section][key]))
     return cfg
 
 
@@ -245,60 +248,132 @@ def parse_on_off(value: bool | str) -> bool:
     raise ConfigError(f"expected on or off, got {value!r}")
 
 
-def validate(cfg: dict[str, Any]) -> None:
-    """Type and range checks of the keys the engine reads (one-line errors)."""
-    def num(key: str, lo: float | None = None, integer: bool = False, optional: bool = False) -> None:
-        v = get_dotted(cfg, key)
-        if v is None and optional:
-            return
-        ok = isinstance(v, int) if integer else isinstance(v, (int, float)) and math.isfinite(v)
-        if isinstance(v, bool) or not ok or (lo is not None and v < lo):
-            kind = "an integer" if integer else "a number"
-            rng = f" >= {lo}" if lo is not None else ""
-            raise ConfigError(f"config key {key} must be {kind}{rng}, got {v!r}")
+#: Numeric keys: ``"[int] [?] <interval>"``; ``int`` where only whole numbers make sense, ``?`` where null
+#: is allowed (off / the dataset's default), the interval with ``[``/``]`` for included and ``(``/``)`` for
+#: excluded bounds (``inf``: none). Every number must be finite (no NaN, no infinity). A test checks that
+#: every numeric key of ``base.yaml`` has a rule here, so a new option cannot slip past validation.
+NUMBERS = {
+    "seed": "int [0, 4294967295]",
+    "data.window": "int ? [1, inf)",
+    "data.repeat": "int ? [1, inf)",
+    "data.num_workers": "int [0, inf)",
+    "data.val_fraction": "[0, 1)",
+    "data.val_seed": "int [0, 4294967295]",
+    "stdcl.head.reduction": "int [1, inf)",
+    "stdcl.head.dim": "int [1, inf)",
+    "stdcl.loss.num_pos": "int [1, inf)",
+    "stdcl.loss.num_neg": "int [1, inf)",
+    "stdcl.loss.tau": "(0, inf)",
+    "stdcl.loss.weight": "[0, inf)",
+    "stdcl.loss.queue_length": "int ? [1, inf)",
+    "stdcl.loss.scale_fraction": "(0, 1]",
+    "stdcl.loss.start_epoch": "[0, inf)",
+    "stdcl.loss.ramp_epochs": "[0, inf)",
+    "optim.lr": "[0, inf)",
+    "optim.momentum": "[0, 1)",
+    "optim.weight_decay": "[0, inf)",
+    "optim.grad_clip": "? [0, inf)",
+    "schedule.warmup_epochs": "[0, inf)",
+    "schedule.gamma": "(0, inf)",
+    "schedule.min_lr": "[0, inf)",
+    "train.epochs": "int [1, inf)",
+    "train.batch_size": "int [1, inf)",
+    "train.eval_batch_size": "int [1, inf)",
+    "train.max_steps": "int ? [1, inf)",
+    "train.log_every": "int [1, inf)",
+    "train.eval_every": "int [0, inf)",
+    "train.checkpoint_every_steps": "int ? [1, inf)",
+    "debug.stop_after_steps": "int ? [1, inf)",
+    "debug.nan_at_step": "int ? [1, inf)",
+}
+#: Keys with a fixed set of values (``train.amp: false`` is read as ``off``).
+CHOICES = {"optim.name": ("sgd", "adam", "adamw"), "schedule.kind": ("step", "cosine", "exponential", "constant"),
+           "train.amp": ("auto", "off", "fp16", "bf16"), "train.tensorboard": ("auto", True, False),
+           "stdcl.head.pooling": ("mean", "attention"), "stdcl.head.init": ("kaiming", "released"),
+           "stdcl.loss.bank": ("per_sample", "class_queue"),
+           "data.modality": ("joint", "bone", "joint_motion", "bone_motion")}
+#: Keys whose null default stands for a text value (a path).
+OPTIONAL_TEXT = ("data.path", "train.init_from")
+_INTERVAL = re.compile(r"^(int )?(\? )?([\[(])(\S+), (\S+)([\])])$")
 
-    num("seed", 0, integer=True)
-    num("train.epochs", 1, integer=True)
-    num("train.batch_size", 1, integer=True)
-    num("train.eval_batch_size", 1, integer=True)
-    num("train.max_steps", 1, integer=True, optional=True)
-    num("train.log_every", 1, integer=True)
-    num("train.eval_every", 0, integer=True)
-    num("train.checkpoint_every_steps", 1, integer=True, optional=True)
-    num("debug.stop_after_steps", 1, integer=True, optional=True)
-    num("debug.nan_at_step", 1, integer=True, optional=True)
-    num("data.num_workers", 0, integer=True)
-    num("data.window", 1, integer=True, optional=True)
-    num("data.repeat", 1, integer=True, optional=True)
-    num("data.val_seed", 0, integer=True)
-    num("optim.lr", 0)
-    num("optim.weight_decay", 0)
-    num("optim.momentum", 0)
-    num("optim.grad_clip", 0, optional=True)
-    num("schedule.warmup_epochs", 0)
-    num("schedule.gamma", 0)
-    num("schedule.min_lr", 0)
-    num("stdcl.loss.weight", 0)
-    num("stdcl.loss.start_epoch", 0)
-    num("stdcl.loss.ramp_epochs", 0)
-    vf = cfg["data"]["val_fraction"]
-    if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
-        raise ConfigError(f"config key data.val_fraction must be in [0, 1), got {vf!r}")
-    choices = {"optim.name": ("sgd", "adam", "adamw"), "schedule.kind": ("step", "cosine", "exponential", "constant"),
-               "train.amp": ("auto", "off", "fp16", "bf16"), "train.tensorboard": ("auto", True, False),
-               "stdcl.head.pooling": ("mean", "attention"), "stdcl.loss.bank": ("per_sample", "class_queue"),
-               "data.modality": ("joint", "bone", "joint_motion", "bone_motion")}
-    for key, allowed in choices.items():
-        v = get_dotted(cfg, key)
-        if key == "train.amp" and v is False:
-            cfg["train"]["amp"] = v = "off"
-        if v not in allowed:
-            raise ConfigError(f"config key {key} must be one of {', '.join(map(str, allowed))}; got {v!r}")
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Check a resolved config (one-line :class:`ConfigError` naming the key): every key of ``base.yaml``
+    present; numbers finite and within :data:`NUMBERS`; :data:`CHOICES`; every other key of the type of
+    its default (true/false, text, list)."""
+    leaves = dict(_leaves(schema()))
+    for key, default in leaves.items():
+        v = _get_required(cfg, key)
+        if key in NUMBERS:
+            _check_number(key, v, NUMBERS[key])
+        elif key in CHOICES:
+            if key == "train.amp" and v is False:
+                v = cfg["train"]["amp"] = "off"
+            allowed = CHOICES[key]
+            if not any(type(v) is type(a) and v == a for a in allowed):  # 1 is not true, nor 0 false
+                names = ", ".join(str(a).lower() if isinstance(a, bool) else a for a in allowed)
+                raise ConfigError(f"config key {key} must be one of {names}; got {v!r}")
+        elif key in OPTIONAL_TEXT:
+            if v is not None and not isinstance(v, str):
+                raise ConfigError(f"config key {key} must be a path or null, got {v!r}")
+        elif isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise ConfigError(f"config key {key} must be true or false, got {v!r}")
+        elif isinstance(default, str) and not isinstance(v, str):
+            raise ConfigError(f"config key {key} must be text, got {v!r}")
     ms = cfg["schedule"]["milestones"]
-    if not isinstance(ms, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms):
-        raise ConfigError(f"config key schedule.milestones must be a list of epochs, got {ms!r}")
-    if cfg["stdcl"]["enabled"] not in (True, False):
-        raise ConfigError(f"config key stdcl.enabled must be true or false, got {cfg['stdcl']['enabled']!r}")
+    if not isinstance(ms, list) or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in ms):
+        raise ConfigError(f"config key schedule.milestones must be a list of epochs (whole numbers >= 0), got {ms!r}")
+    betas = cfg["optim"]["betas"]
+    if not (isinstance(betas, list) and len(betas) == 2
+            and all(_in_interval(b, False, 0, True, 1, False) for b in betas)):
+        raise ConfigError(f"config key optim.betas must be two numbers in [0, 1), got {betas!r}")
+    br = cfg["stdcl"]["head"]["branches"]
+    if not (isinstance(br, list) and br and set(br) <= {"spatial", "temporal"} and len(set(br)) == len(br)):
+        raise ConfigError(f"config key stdcl.head.branches must be a non-empty list of spatial, temporal; got {br!r}")
+    if cfg["stdcl"]["loss"]["bank"] == "class_queue" and cfg["stdcl"]["loss"]["queue_length"] is None:
+        raise ConfigError("config key stdcl.loss.queue_length must be set for stdcl.loss.bank=class_queue")
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(dotted key, default) of every checked key of a schema (free-form mappings are not descended)."""
+    for k, v in tree.items():
+        key = prefix + k
+        if isinstance(v, dict) and tuple(key.split(".")) not in FREE_FORM:
+            yield from _leaves(v, key + ".")
+        else:
+            yield key, v
+
+
+def _get_required(cfg: dict[str, Any], key: str) -> Any:
+    node: Any = cfg
+    parts = key.split(".")
+    for i, k in enumerate(parts):
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key {'.'.join(parts[:i])} must be a mapping, got {node!r}")
+        if k not in node:
+            raise ConfigError(f"config key {key} is missing")
+        node = node[k]
+    return node
+
+
+def _check_number(key: str, v: Any, spec: str) -> None:
+    integer, optional, lo_br, lo, hi, hi_br = _INTERVAL.match(spec).groups()
+    if v is None and optional:
+        return
+    if not _in_interval(v, bool(integer), float(lo), lo_br == "[", float(hi), hi_br == "]"):
+        kind = "a whole number" if integer else "a finite number"
+        where = (f">= {lo}" if lo_br == "[" else f"> {lo}") if hi == "inf" else f"in {lo_br}{lo}, {hi}{hi_br}"
+        raise ConfigError(f"config key {key} must be {kind} {where}{' or null' if optional else ''}, got {v!r}")
+
+
+def _in_interval(v: Any, integer: bool, lo: float, lo_in: bool, hi: float, hi_in: bool) -> bool:
+    """Whether ``v`` is a (whole, when ``integer``) finite number within the bounds (true/false are not numbers)."""
+    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+        return False
+    if not math.isfinite(v):
+        return False
+    return (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
 
 
 class _Dumper(yaml.SafeDumper):

@@ -10,8 +10,13 @@ banks, loss RNG), the optimiser and GradScaler states, the schedule position, ev
 (torch CPU/CUDA, numpy legacy, python ``random``, the training dataset's numpy Generator, per
 rank), the sampler position (epoch and batch within it; the permutation is a function of
 seed + epoch) and the best validation score. On CPU with ``num_workers=0`` a resumed run
-ends with weights identical to an uninterrupted one. (With workers, each resumed epoch
-re-derives the workers' seeds, so augmentations after a mid-epoch resume differ.)
+ends with weights identical to an uninterrupted one, wherever the previous session was killed.
+(With workers, each resumed epoch re-derives the workers' seeds, so augmentations after a
+mid-epoch resume differ.) A save writes ``best`` (when it improved), then ``last``, then the
+state, which commits them: on resume ``last`` and ``best`` are checked against the state, a
+``last`` from a cut-short save is written again from it, and a ``best`` that is not the one
+the state records (cut short, damaged) is dropped with its record, so the next evaluation
+writes a new one. A damaged ``run.json`` / ``val_split.json`` is written again.
 """
 
 from __future__ import annotations
@@ -34,17 +39,19 @@ from torch.utils.data import DataLoader
 
 from stdcl import __version__
 from stdcl.data.base import worker_init_fn
-from stdcl.errors import ConfigError, StdclError
-from stdcl.io import write_json_atomic, write_text_atomic
+from stdcl.errors import ConfigError, DataError, StdclError
+from stdcl.io import read_json, write_json_atomic, write_text_atomic
 from stdcl.logs import progress
 from stdcl.train import distributed as D
 from stdcl.train.config import dump_config
 from stdcl.train.data import TrainData, build_train_data
 from stdcl.train.evaluate import accuracy_metrics, autocast, autocast_dtype, predict
 from stdcl.train.optim import Schedule, build_optimizer, contrastive_factor
-from stdcl.train.run_dir import BEST, CONFIG, LAST, METRICS, SUMMARY, MetricsLog, prepare_new
+from stdcl.train.faults import fault_point
+from stdcl.train.run_dir import (BEST, CONFIG, LAST, METRICS, RUN_INFO, STATE_JSON, SUMMARY, TRAIN_LOG, VAL_SPLIT,
+                                 MetricsLog, clear_attempt, has_state, is_run_dir, prepare_new, remove_partial_writes)
 from stdcl.train.splits import EpochSampler
-from stdcl.train.state import load_state, rng_state, save_state, set_rng_state
+from stdcl.train.state import keep_latest_state, load_state, rng_state, save_state, set_rng_state
 
 log = logging.getLogger("stdcl.train")
 
@@ -68,7 +75,10 @@ def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
     name = name or "auto"
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"config key device: {name!r} is not a device (auto, cpu, cuda, cuda:1, ...)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} requested but CUDA is not available")
@@ -161,24 +171,22 @@ class Trainer:
         self.is_main = self.dist.is_main
         self.num_workers = worker_count(cfg["data"]["num_workers"])
         # the run directory: rank 0 decides, everyone learns the outcome
-        err = None
+        err, note, start_over = None, None, False
         if self.is_main:
             try:
-                if self.resume:
-                    if not (self.run_dir / CONFIG).is_file():
-                        raise ConfigError(f"{self.run_dir}: not a run directory (no {CONFIG}); nothing to resume")
-                else:
-                    prepare_new(self.run_dir)
-                    self._created = True
+                note, start_over = self._prepare_run_dir()
             except StdclError as e:
                 err = str(e)
-        err = D.broadcast_object(err, self.dist)
+        err, start_over = D.broadcast_object((err, start_over), self.dist)
         if err is not None:
             raise ConfigError(err)
+        self.resume = self.resume and not start_over
         if self.is_main:
-            self._file_handler = logging.FileHandler(self.run_dir / "train.log")
+            self._file_handler = logging.FileHandler(self.run_dir / TRAIN_LOG)
             self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logging.getLogger("stdcl").addHandler(self._file_handler)
+            if note:
+                log.warning(note)
 
         seed = int(cfg["seed"])
         if cfg.get("deterministic"):
@@ -238,6 +246,28 @@ class Trainer:
                 if cfg["train"].get("tensorboard") is True:
                     log.warning("train.tensorboard is true but tensorboard is not installed; skipping it")
 
+    def _prepare_run_dir(self) -> tuple[str | None, bool]:
+        """Rank 0: create (new run) or check (resume) the run directory; returns (a note for the log once
+        ``train.log`` is open, whether a resume starts over from step 0). See :mod:`stdcl.train.run_dir`."""
+        d = self.run_dir
+        if not self.resume:
+            reused = prepare_new(d)
+            self._created = not reused
+            return (f"{d}: the previous attempt ended before its first checkpoint; starting afresh here"
+                    if reused else None), False
+        if not is_run_dir(d):
+            raise ConfigError(f"{d}: not a run directory (no {CONFIG}); nothing to resume")
+        gone = remove_partial_writes(d)
+        if has_state(d):
+            return (f"removed {len(gone)} unfinished file(s) of a killed session: {', '.join(gone)}" if gone
+                    else None), False
+        if (d / SUMMARY).exists():
+            raise DataError(d / STATE_JSON, f"missing: the run ended ({SUMMARY}) but its training state is gone; "
+                                            "nothing to resume")
+        clear_attempt(d, keep=(TRAIN_LOG, CONFIG))  # the config stays until this start has written its own
+        return (f"{d} has no training state (it ended before its first checkpoint): starting it from step 0 with "
+                f"its {CONFIG}"), True
+
     def _build_model(self) -> torch.nn.Module:
         from stdcl.encoders import build_encoder
         from stdcl.head.model import build_stdcl_model
@@ -287,9 +317,16 @@ class Trainer:
         log.info("initialised %s from %s%s", enc.name, path,
                  f" (skipped {len(skipped)} tensors: {skipped})" if skipped else "")
 
-    def _write_run_files(self) -> None:
+    def _write_run_files(self, only: tuple[str, ...] = (CONFIG, RUN_INFO, VAL_SPLIT)) -> None:
+        if CONFIG in only:
+            write_text_atomic(self.run_dir / CONFIG, dump_config(self.cfg))
+        if RUN_INFO in only:
+            self._write_run_info()
+        if VAL_SPLIT in only:
+            self._write_val_split()
+
+    def _write_run_info(self) -> None:
         d = self.data
-        write_text_atomic(self.run_dir / CONFIG, dump_config(self.cfg))
         n_params = sum(p.numel() for p in self.model.encoder.parameters())
         head = self.model.head
         info = {"version": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
@@ -300,17 +337,20 @@ class Trainer:
                 "train_items": len(d.train), "val_samples": 0 if d.val is None else len(d.val),
                 "test_samples": len(d.test), "classes": d.num_classes, "steps_per_epoch": self.steps_per_epoch,
                 "total_steps": self.total_steps}
-        write_json_atomic(self.run_dir / "run.json", info)
+        write_json_atomic(self.run_dir / RUN_INFO, info)
+
+    def _write_val_split(self) -> None:
         from stdcl.train.data import validation_samples
         from stdcl.train.splits import describe_validation
 
+        d = self.data
         taken = describe_validation(validation_samples(self.cfg, d.base), d.base.num_samples, d.base.subjects)
         if taken["by"] != "none":
             log.info("validation: %d training samples (%.1f %%) held out by %s%s", taken["held_out"],
                      100 * taken["held_out_fraction"], taken["by"],
                      f" (subjects {taken['subjects']})" if taken["subjects"] else
                      " (whole subjects would miss the asked fraction)" if d.base.subjects is not None else "")
-        write_json_atomic(self.run_dir / "val_split.json",
+        write_json_atomic(self.run_dir / VAL_SPLIT,
                           {"fraction": self.cfg["data"]["val_fraction"], "seed": self.cfg["data"]["val_seed"],
                            **taken, "names": [] if d.val is None else d.val.names})
 
@@ -322,8 +362,9 @@ class Trainer:
             st["loss"] = loss.get_rng_state()
         return st
 
-    def _save(self, kind: str = "step") -> None:
-        """Write ``last`` (and the resume state) for the current position; rank 0 writes.
+    def _save(self, best: dict[str, Any] | None = None) -> None:
+        """Write ``best`` (when given: its metrics), ``last`` and the resume state, which commits them, for
+        the current position; rank 0 writes.
 
         Weights that are no longer finite are never saved: the run stops and keeps the previous save.
         """
@@ -348,7 +389,11 @@ class Trainer:
             "rng": rngs,
             "meters": {"window": self.window.state(), "epoch": self.epoch_meter.state()},
         }
+        if best is not None:
+            self._save_encoder(self.run_dir / BEST, kind="best", metrics=best)
+            fault_point("best")
         self._save_encoder(self.run_dir / LAST, kind="last", metrics=self.last_eval)
+        fault_point("last")
         save_state(self.run_dir, state)
         self.last_saved_step = self.global_step
 
@@ -371,6 +416,32 @@ class Trainer:
 
     def _load_resume_state(self) -> None:
         st = load_state(self.run_dir)
+        try:
+            self._apply_state(st)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            what = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise DataError(self.run_dir / STATE_JSON, f"the saved state does not fit this run ({type(e).__name__}"
+                                                       f"{': ' + what if what else ''})") from e
+        spe = self.steps_per_epoch
+        if self.global_step != self.epoch * spe + self.batch_in_epoch or self.batch_in_epoch > spe:
+            raise DataError(self.run_dir / STATE_JSON, f"inconsistent position: global step {self.global_step} is "
+                                                       f"not epoch {self.epoch} x {spe} steps + batch "
+                                                       f"{self.batch_in_epoch}")
+        dropped = self.metrics.truncate_after(self.global_step)
+        if dropped:
+            log.warning("%s: dropped %d damaged line(s) (cut short or not a record)", self.run_dir / METRICS, dropped)
+        self.last_saved_step = self.global_step
+        if self.is_main:
+            damaged = tuple(n for n in (RUN_INFO, VAL_SPLIT) if not _json_object(self.run_dir / n))
+            if damaged:
+                log.warning("%s missing or damaged: written again", " and ".join(damaged))
+            self._write_run_files((CONFIG, *damaged))
+            self._reconcile_checkpoints()
+        log.info("resumed %s at epoch %d, batch %d (global step %d)", self.run_dir, self.epoch + 1,
+                 self.batch_in_epoch, self.global_step)
+
+    def _apply_state(self, st: dict[str, Any]) -> None:
+        """Load a saved state into the model, optimiser, counters and RNGs (its errors: a state that does not fit)."""
         self.model.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
         if st.get("scaler") and self.scaler.is_enabled():
@@ -378,9 +449,14 @@ class Trainer:
         self.global_step = int(st["global_step"])
         self.epoch = int(st["epoch"])
         self.batch_in_epoch = int(st["batch_in_epoch"])
-        self.best = st.get("best") or self.best
+        best = st.get("best") or self.best
+        if not all(best.get(k) is None or isinstance(best[k], (int, float)) for k in ("val_top1", "global_step")):
+            raise TypeError(f"best must hold numbers, got {best!r}")
+        self.best = best
         self._meters = st.get("meters") or {}
-        self.last_eval = st.get("last_eval") or {}
+        for k in ("window", "epoch"):
+            _Window.from_state(self._meters.get(k))
+        self.last_eval = dict(st.get("last_eval") or {})
         if int(st["schedule"]["steps_per_epoch"]) != self.steps_per_epoch:
             raise ConfigError(f"{self.run_dir}: the saved run has {st['schedule']['steps_per_epoch']} steps per epoch, "
                               f"this configuration {self.steps_per_epoch} (batch size or data changed)")
@@ -395,12 +471,25 @@ class Trainer:
             loss = getattr(self.model, "loss", None)
             if loss is not None and "loss" in mine:
                 loss.set_rng_state(mine["loss"])
-        self.metrics.truncate_after(self.global_step)
-        self.last_saved_step = self.global_step
-        if self.is_main:
-            write_text_atomic(self.run_dir / CONFIG, dump_config(self.cfg))
-        log.info("resumed %s at epoch %d, batch %d (global step %d)", self.run_dir, self.epoch + 1,
-                 self.batch_in_epoch, self.global_step)
+
+    def _reconcile_checkpoints(self) -> None:
+        """Resume: make ``last`` and ``best`` the checkpoints the state commits (module docstring)."""
+        if _checkpoint_step(self.run_dir / LAST) != self.global_step:
+            log.warning("%s: missing, damaged or from a save cut short; written again from the state",
+                        self.run_dir / LAST)
+            self._save_encoder(self.run_dir / LAST, kind="last", metrics=self.last_eval)
+        want = self.best.get("global_step")
+        if _checkpoint_step(self.run_dir / BEST) == want:
+            return
+        from stdcl.checkpoint import meta_path
+        from stdcl.head.checkpoint import head_path
+
+        if want is not None:
+            log.warning("%s is missing, damaged or not the best checkpoint of the saved state (global step %s); "
+                        "the next evaluation writes a new one", self.run_dir / BEST, want)
+            self.best = {"val_top1": None, "epoch": None, "global_step": None}
+        for p in (self.run_dir / BEST, meta_path(self.run_dir / BEST), head_path(self.run_dir / BEST)):
+            p.unlink(missing_ok=True)
 
     # -- evaluation ---------------------------------------------------------------------------
     def _evaluate(self) -> dict[str, Any]:
@@ -437,6 +526,11 @@ class Trainer:
             log.info("stopped after %d steps as requested (debug.stop_after_steps); resume with "
                      "`stdcl train --resume %s`", self.global_step, self.run_dir)
             return {"stopped": True, "global_step": self.global_step, "run_dir": str(self.run_dir)}
+        except BaseException as e:  # train.log tells why the session ended, whatever the log level
+            if self._file_handler is not None:
+                self._file_handler.handle(logging.LogRecord(log.name, logging.ERROR, __file__, 0,
+                                                            "session ended: %s: %s", (type(e).__name__, e), None))
+            raise
         finally:
             if self._tb is not None:
                 self._tb.close()
@@ -509,6 +603,7 @@ class Trainer:
                 n = x.shape[0] * world
                 self.window.add(values, n, correct)
                 self.epoch_meter.add(values, n, correct)
+                fault_point("step")
                 if self.global_step % log_every == 0:
                     rec = {"kind": "step", "epoch": epoch + 1, "global_step": self.global_step, "lr": lr} | \
                         self.window.summary()
@@ -549,9 +644,7 @@ class Trainer:
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 self.window, self.epoch_meter = _Window(), _Window()
-            self._save("epoch")
-            if improved and self.is_main:
-                self._save_encoder(self.run_dir / BEST, kind="best", metrics=evals)
+            self._save(best=evals if improved else None)
 
         result = {"run_dir": str(self.run_dir), "global_step": self.global_step, "epochs": self.epoch,
                   "best": self.best, "final": self.last_eval, "stopped": False}
@@ -559,6 +652,7 @@ class Trainer:
             self.metrics.write({"kind": "final", "global_step": self.global_step} | self.last_eval
                                | {"best": self.best})
             write_json_atomic(self.run_dir / SUMMARY, result)
+            keep_latest_state(self.run_dir)
             log.info("done: %d steps; best val top-1 %s (epoch %s, test %s); last test top-1 %s", self.global_step,
                      _pct(self.best.get("val_top1")), self.best.get("epoch"), _pct(self.best.get("test_top1")),
                      _pct(self.last_eval.get("test_top1")))
@@ -628,6 +722,32 @@ class Trainer:
                 self._tb.add_scalar(f"{kind}/{k}", v, rec["global_step"])
 
 
+def _json_object(path: Path) -> bool:
+    """Whether ``path`` holds a JSON object."""
+    try:
+        return isinstance(read_json(path), dict)
+    except DataError:
+        return False
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The global step of an intact encoder checkpoint (weights, metadata and head all readable), else None."""
+    from stdcl.checkpoint import read_meta, read_tensors
+    from stdcl.head.checkpoint import head_path
+
+    if not path.is_file():
+        return None
+    try:
+        meta = read_meta(path)
+        read_tensors(path)
+        if meta.get("stdcl"):
+            read_tensors(head_path(path))
+    except DataError:
+        return None
+    step = meta.get("global_step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
@@ -639,16 +759,27 @@ def train(cfg: dict[str, Any], run_dir: str | os.PathLike, resume: bool = False,
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: list[str] = ()) -> dict[str, Any]:
-    """The saved config of a run with ``key=value`` overrides applied (validated)."""
+    """The saved config of a run with ``key=value`` overrides applied (validated). A ``config.yaml`` that
+    is damaged or no longer valid is a one-line :class:`DataError` naming it (an override may mend it)."""
     from stdcl.train.config import check_keys, parse_override, read_yaml, schema, set_dotted, validate
 
-    if not (Path(run_dir) / CONFIG).is_file():
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG}); nothing to resume")
-    cfg = read_yaml(Path(run_dir) / CONFIG)
+    saved = read_yaml(path)
+    cfg = copy.deepcopy(saved)
     for o in overrides:
         set_dotted(cfg, *parse_override(o))
-    check_keys(cfg, schema())
-    validate(cfg)
+    try:
+        check_keys(cfg, schema())
+        validate(cfg)
+    except ConfigError as e:
+        try:  # the file alone: is it the file or an override that is wrong?
+            check_keys(saved, schema())
+            validate(saved)
+        except ConfigError:
+            raise DataError(path, f"{e} (edit the file, or give the key as key=value, to resume)") from None
+        raise
     return cfg
 
 

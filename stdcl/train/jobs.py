@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from stdcl.errors import ConfigError, StdclError
-from stdcl.io import write_json_atomic
+from stdcl.errors import ConfigError, DataError, StdclError
+from stdcl.io import read_json, write_json_atomic
 from stdcl.train.estimate import Estimate, record_outcome
 from stdcl.train.run_dir import METRICS, SUMMARY, prepare_new, read_metrics
 
@@ -185,7 +185,7 @@ class JobManager:
             if rec is not None and rec["state"] == "running":
                 raise JobError(f"a training job is already running (pid {rec['pid']}, {rec['run_dir']}); "
                                "wait for it or cancel it first")
-            prepare_new(run_dir)  # an existing non-empty run directory is a ConfigError here, not in the log
+            prepare_new(run_dir)  # a used run directory (not a failed attempt) is a ConfigError here, not in the log
             command = [sys.executable, "-m", "stdcl", "train", *args, "--out", str(run_dir)]
             child_env = dict(os.environ) | dict(env or {}) | {"PYTHONUNBUFFERED": "1"}
             with open(self.log_path, "wb") as log:
@@ -263,9 +263,13 @@ class JobManager:
         return self.status()
 
     def clear(self) -> None:
-        """Forget a finished, failed or cancelled job (its run directory stays); refused while running."""
+        """Forget a finished, failed or cancelled job, or a damaged record (its run directory stays); refused
+        while running."""
         with self._locked():
-            rec = self._settle_locked()
+            try:
+                rec = self._settle_locked()
+            except JobError:  # a damaged record: nothing in it can be trusted, so forgetting it is all there is
+                rec = None
             if rec is not None and rec["state"] == "running":
                 raise JobError(f"the training job (pid {rec['pid']}) is still running; cancel it before clearing")
             self.record_path.unlink(missing_ok=True)
@@ -282,14 +286,16 @@ class JobManager:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def _read(self) -> dict[str, Any] | None:
-        try:
-            rec = json.loads(self.record_path.read_text())
-        except FileNotFoundError:
+        if not self.record_path.exists():
             return None
-        except ValueError as e:
-            raise JobError(f"{self.record_path}: unreadable job record ({e}); remove it to start afresh") from None
-        if rec.get("state") not in STATES:
-            raise JobError(f"{self.record_path}: unknown job state {rec.get('state')!r}")
+        try:
+            rec = read_json(self.record_path, "job record")
+        except DataError as e:
+            raise JobError(f"{e}; clear the job to start afresh") from None
+        if not isinstance(rec, dict) or rec.get("state") not in STATES or not isinstance(rec.get("pid"), int) \
+                or not isinstance(rec.get("run_dir"), str) or not isinstance(rec.get("command"), list):
+            raise JobError(f"{self.record_path}: not a job record (state, pid, run_dir, command); "
+                           "clear the job to start afresh")
         return rec
 
     def _settle_locked(self, exit_code: int | None = None, job_id: str | None = None) -> dict[str, Any] | None:
@@ -304,12 +310,13 @@ class JobManager:
         rec["exit_code"] = exit_code
         rec["ended"] = time.time() if exit_code is not None else self._last_activity(rec)
         rec["state"] = self._end_state(rec)
-        write_json_atomic(self.record_path, rec)
         est = rec.get("estimate")
+        # the calibration first: whoever reads "finished" (status() reads without the lock) finds it written
         if rec["state"] == "finished" and exit_code is not None and isinstance(est, dict):  # end time exact
             with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
                 record_outcome(self.folder, est["encoder"], est["device"], float(est["table_s"]),
                                rec["ended"] - rec["started"])
+        write_json_atomic(self.record_path, rec)
         with _CHILDREN_LOCK:
             _CHILDREN.pop(rec["pid"], None)
         return rec
@@ -332,18 +339,21 @@ class JobManager:
         return max([rec["started"], *times])
 
     def _error_line(self, exit_code: int | None) -> str:
+        """Why a run failed, in one line: its ``stdcl: error:`` line, else how it ended and its log's last line."""
         lines = [ln.strip() for ln in self.log_tail(200).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("stdcl: error:")]
         if errors:
             return errors[-1]
-        if exit_code is not None and exit_code < 0:
+        if exit_code is None:
+            how = "the run ended without completing"
+        elif exit_code < 0:
             try:
-                return f"killed by signal {signal.Signals(-exit_code).name}"
+                how = f"killed by signal {signal.Signals(-exit_code).name}"
             except ValueError:
-                return f"killed by signal {-exit_code}"
-        if lines:
-            return lines[-1]
-        return "the run ended without completing" + (f" (exit code {exit_code})" if exit_code is not None else "")
+                how = f"killed by signal {-exit_code}"
+        else:
+            how = f"the run ended with exit code {exit_code}"
+        return f"{how}; its log ends: {lines[-1]}" if lines else f"{how} (its log is empty)"
 
     def _reap(self, proc: subprocess.Popen, job_id: str) -> None:
         code = proc.wait()

@@ -13,12 +13,26 @@
       state.json + state-<step>.safetensors   everything else needed to resume
       summary.json           final metrics (written when the run ends)
       tensorboard/           event files (only when tensorboard is importable)
+
+Every file is written atomically (a temporary name, renamed when complete), except the two
+logs, which only grow: ``metrics.jsonl`` by one flushed line per record (readers skip a line
+cut short; a resume drops it) and ``train.log``. A run killed at any moment therefore leaves
+complete files, plus at most a temporary ``.<name>.*.part*`` that the next session removes.
+
+A run that ends before its first checkpoint (a data error on step 1, a kill during start-up)
+leaves a *failed attempt*: no training state and no summary, only the files of the layout
+above. Such a directory does not block the user: ``stdcl train --out RUN`` may reuse it (the
+new run keeps nothing of the attempt but appends to its ``train.log``), and ``stdcl train
+--resume RUN`` starts it again from step 0 with its ``config.yaml`` (and any overrides).
+A directory with other files, a training state or a summary is never reused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +44,70 @@ METRICS = "metrics.jsonl"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 SUMMARY = "summary.json"
+RUN_INFO = "run.json"
+VAL_SPLIT = "val_split.json"
+TRAIN_LOG = "train.log"
+STATE_JSON = "state.json"
+STATE_FILES = "state-*.safetensors"
+#: What a run writes before its first checkpoint (the files a failed attempt may hold).
+_ATTEMPT_FILES = {CONFIG, RUN_INFO, VAL_SPLIT, METRICS, TRAIN_LOG, "tensorboard", LAST, "last.json",
+                  "last.head.safetensors", BEST, "best.json", "best.head.safetensors"}
+
+_PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.part(\.[^.]+)?$")
 
 
-def prepare_new(run_dir: str | os.PathLike) -> Path:
-    """Create ``run_dir``; an existing non-empty directory is an error (no prompts)."""
+def prepare_new(run_dir: str | os.PathLike) -> bool:
+    """Create ``run_dir`` for a new run; True when it reused a failed attempt (module docstring).
+
+    An existing directory that is neither empty nor a failed attempt is a :class:`ConfigError` (no prompts).
+    """
     p = Path(run_dir)
+    if p.is_dir() and is_failed_attempt(p):
+        clear_attempt(p)
+        return True
     if p.exists() and (not p.is_dir() or any(p.iterdir())):
         raise ConfigError(f"{p} already exists; continue it with `stdcl train --resume {p}` "
                           "or choose another --out")
     make_folder(p)
-    return p
+    return False
+
+
+def has_state(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a training state (``state.json`` or a ``state-<step>.safetensors``)."""
+    p = Path(run_dir)
+    return (p / STATE_JSON).exists() or any(p.glob(STATE_FILES))
+
+
+def is_failed_attempt(run_dir: str | os.PathLike) -> bool:
+    """A non-empty directory holding only files a run writes before its first checkpoint (no state, no summary)."""
+    entries = list(Path(run_dir).iterdir())
+    return bool(entries) and all(e.name in _ATTEMPT_FILES or _is_partial(e) for e in entries)
+
+
+def clear_attempt(run_dir: str | os.PathLike, keep: tuple[str, ...] = (TRAIN_LOG,)) -> None:
+    """Remove what a failed attempt wrote (the layout's files and temporary leftovers) but ``keep``."""
+    for e in Path(run_dir).iterdir():
+        if e.name in keep or not (e.name in _ATTEMPT_FILES or _is_partial(e)):
+            continue
+        if e.is_dir() and not e.is_symlink():
+            shutil.rmtree(e)
+        else:
+            e.unlink()
+
+
+def remove_partial_writes(run_dir: str | os.PathLike) -> list[str]:
+    """Delete the temporary files of atomic writes that a killed process left (their names)."""
+    gone = []
+    for e in Path(run_dir).iterdir():
+        if _is_partial(e) and e.is_file():
+            e.unlink()
+            gone.append(e.name)
+    return gone
+
+
+def _is_partial(entry: Path) -> bool:
+    """A temporary file of :func:`stdcl.io.atomic_path` (``.<name>.<8 random characters>.part<suffix>``)."""
+    return _PARTIAL.match(entry.name) is not None
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -79,32 +147,34 @@ class MetricsLog:
             f.write(json.dumps(record, allow_nan=True) + "\n")
             f.flush()
 
-    def truncate_after(self, global_step: int) -> None:
-        """Keep only the complete records up to ``global_step`` (resume: no duplicated steps)."""
+    def truncate_after(self, global_step: int) -> int:
+        """Keep only the complete records up to ``global_step`` (resume: no duplicated steps, no final
+        record); returns how many damaged lines (cut short, not a record) were dropped with them."""
         if not self.enabled or not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a partial last line from a killed run
-            if int(rec.get("global_step", 0)) <= global_step and rec.get("kind") != "final":
-                keep.append(line)
+            return 0
+        lines = self.path.read_text(errors="replace").splitlines()
+        records = [(line, _record(line)) for line in lines if line.strip()]
+        keep = [line for line, rec in records if rec is not None and rec["global_step"] <= global_step
+                and rec.get("kind") != "final"]
         write_text_atomic(self.path, "".join(k + "\n" for k in keep))
+        return sum(rec is None for _, rec in records)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a run's metrics log; a line cut short (a killed run, a write in progress) is skipped."""
+    """The records of a run's metrics log; a line cut short (a killed run, a write in progress) or that
+    is not a record (a JSON object with a whole-number ``global_step``) is skipped."""
     p = Path(run_dir) / METRICS
-    if not p.exists():
+    try:
+        text = p.read_text(errors="replace")
+    except (FileNotFoundError, IsADirectoryError):
         return []
-    out = []
-    for line in p.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+    return [rec for rec in map(_record, text.splitlines()) if rec is not None]
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    step = rec.get("global_step") if isinstance(rec, dict) else None
+    return rec if isinstance(step, int) and not isinstance(step, bool) else None

@@ -134,14 +134,10 @@ def test_custom_layout_groups_and_disconnected_joints() -> None:
     assert model.l1.vit1.attn.rpe.shape == (int(hop_distance(MINI).max()) + 1, 216)
     with torch.no_grad():
         assert model(torch.randn(2, 3, 16, 8, 1)).shape == (2, 4)
-    # a layout whose joints are not all connected: unreachable pairs get a bucket of their own
-    apart = layout_from_mapping({"name": "apart", "joints": list("abcd"), "edges": [["b", "a"]], "center": "a",
-                                 "groups": [0, 0, 1, 1]})
-    hops = hyperformer_hops(apart)
-    assert hops[0, 1] == 1 and hops[0, 2] == hops[2, 3] == 2 and hops[2, 2] == 0
-    m2 = build_encoder("hyperformer", 3, layout=apart, num_person=1, window=8).eval()
-    with torch.no_grad():
-        assert torch.isfinite(m2(torch.randn(1, 3, 8, 4, 1))).all()
+    # a layout whose joints are not all connected is refused before any encoder is built
+    with pytest.raises(ConfigError, match="the bone tree is not connected: 'c', 'd' has no parent"):
+        layout_from_mapping({"name": "apart", "joints": list("abcd"), "edges": [["b", "a"]], "center": "a",
+                             "groups": [0, 0, 1, 1]})
 
 
 def test_groups_option_and_layout_graph_option() -> None:

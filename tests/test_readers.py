@@ -54,12 +54,28 @@ def test_ntu_npz_reading_a_sample_does_not_load_the_split(tmp_path):
     assert peak < 8 << 20, f"peak {peak / 1e6:.1f} MB while reading one sample"
 
 
-def test_ntu_npz_compressed_is_converted_once(tmp_path, caplog):
-    arrays = make_ntu_npz(tmp_path / "c.npz", compressed=True)
-    src = open_source("ntu-npz", tmp_path / "c.npz", "test")
-    assert (tmp_path / "c.x_test.npy").exists()
-    np.testing.assert_array_equal(src.read(3), arrays["x_test"][3].reshape(300, 2, 25, 3).transpose(3, 0, 2, 1))
-    assert "cannot be memory-mapped" in caplog.text
+def test_ntu_npz_compressed_is_converted_once(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("STDCL_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    arrays = make_ntu_npz(data / "c.npz", compressed=True)
+    data.chmod(0o555)  # a read-only data folder (root may still write: hence the listing below)
+    try:
+        src = open_source("ntu-npz", data / "c.npz", "test")
+        assert sorted(p.name for p in data.iterdir()) == ["c.npz"]  # nothing written beside the data
+        converted = sorted((tmp_path / "cache" / "npz").glob("c.x_test.*.npy"))
+        assert len(converted) == 1
+        np.testing.assert_array_equal(src.read(3), arrays["x_test"][3].reshape(300, 2, 25, 3).transpose(3, 0, 2, 1))
+        assert "cannot be memory-mapped" in caplog.text
+        caplog.clear()
+        open_source("ntu-npz", data / "c.npz", "test")
+        assert "cannot be memory-mapped" not in caplog.text  # converted once
+    finally:
+        data.chmod(0o755)
+    arrays = make_ntu_npz(data / "c.npz", compressed=True, seed=1, n_test=5)  # a changed source is converted again
+    src = open_source("ntu-npz", data / "c.npz", "test")
+    assert len(src) == 5 and len(list((tmp_path / "cache" / "npz").glob("c.x_test.*.npy"))) == 2
+    np.testing.assert_array_equal(src.read(4), arrays["x_test"][4].reshape(300, 2, 25, 3).transpose(3, 0, 2, 1))
 
 
 def test_ntu_npz_names_sidecar_gives_subjects(tmp_path):
@@ -138,7 +154,8 @@ def test_pyskl_2d_scores_become_third_channel(tmp_path):
 
 @pytest.mark.parametrize("payload, message", [
     ({"annotations": []}, "'split' and 'annotations'"),
-    ({"split": {"a": []}, "annotations": [{"frame_dir": "x", "label": 0}]}, "no split 'xsub_train'"),
+    ({"split": {"a": []}, "annotations": [{"frame_dir": "x", "label": 0, "keypoint": np.zeros((1, 2, 25, 3))}]},
+     "no split 'xsub_train' (has: a)"),
 ])
 def test_pyskl_bad(tmp_path, payload, message):
     p = tmp_path / "bad.pkl"

@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "  stdcl data inspect ../shared/data/nw_ucla_ctrgcn\n"
                   "  stdcl data inspect data/ntu/NTU60_CS.npz --limit 2000\n"
                   "  stdcl data inspect annotations/ntu60_3danno.pkl\n"
+                  "  stdcl data inspect ../shared/data/nw_ucla_ctrgcn/all_sqe/a01_s01_e00_v01.json\n"
                   "  stdcl data inspect S001C001P001R001A001.skeleton")
     p.add_argument("path", type=Path)
     p.add_argument("--limit", type=int, default=None, help="read at most N samples per split (random subset)")

@@ -186,19 +186,6 @@ def as_path(path: str | os.PathLike | None, what: str) -> Path:
     return p
 
 
-def one_hot_to_labels(y: np.ndarray, path: Path | None, key: str) -> np.ndarray:
-    """0-based labels from a one-hot (N, K) array, checking each row has exactly one 1."""
-    if y.ndim != 2:
-        raise DataError(path, f"expected one-hot labels of shape (N, K), got shape {tuple(y.shape)}", where=f"key {key!r}")
-    hot = y > 0
-    counts = hot.sum(1)
-    bad = np.flatnonzero(counts != 1)
-    if bad.size:
-        raise DataError(path, f"row {int(bad[0])} is not one-hot ({int(counts[bad[0]])} non-zero entries)",
-                        where=f"key {key!r}")
-    return hot.argmax(1).astype(np.int64)
-
-
 def names_to_subjects(names: Sequence[str]) -> np.ndarray | None:
     """Performer ids from NTU-style names (``...P001...``); None when a name has none."""
     import re

@@ -115,13 +115,14 @@ def _sources(path: Path) -> list[SampleSource]:
     if path.suffix == ".npy":
         raise DataError(path, "a bare .npy needs labels: wrap it in a plain-numpy .npz (see stdcl.data.numpy_source)")
     if path.suffix in (".pkl", ".pickle"):
-        from stdcl.data.safe_pickle import load_data_pickle
+        from stdcl.data.pyskl import read_annotations
 
-        data = load_data_pickle(path)
-        if not isinstance(data, dict) or "split" not in data:
-            raise DataError(path, "a pyskl pickle needs a 'split' dict", where="key 'split'")
-        return [open_source("pyskl", path, s) for s in data["split"]]
-    raise DataError(path, "unrecognised file type (expected a folder, .npz, .pkl or .skeleton)")
+        return [open_source("pyskl", path, s) for s in read_annotations(path)[0]]
+    if path.suffix == ".json":
+        return [open_source("ucla", path, "all")]
+    if path.suffix == ".ts":
+        return [open_source("natops", path, s) for s in ("train", "test")]
+    raise DataError(path, "unrecognised file type (expected a folder, .npz, .pkl, .json, .ts or .skeleton)")
 
 
 def inspect_path(path: str | Path, limit: int | None = None) -> Report:

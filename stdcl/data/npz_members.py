@@ -4,109 +4,238 @@
 7 GB member into RAM. ``np.savez`` stores members uncompressed, so each member's bytes sit
 contiguously in the file: we locate them from the ZIP local header and ``np.memmap`` them.
 Compressed members (``np.savez_compressed``) cannot be mapped; :func:`open_member` then
-converts that member once to a ``.npy`` cache file beside the archive (and says so).
+converts that member once to a ``.npy`` file in the user cache folder (:func:`cache_folder`;
+the data's own folder may be read-only) and says so. Small members (labels, names, splits)
+are read into memory with :func:`read_member`.
+
+Every member is checked before use: its ZIP headers, its ``.npy`` header against the size the
+archive records, its CRC (compressed members, and stored ones up to 16 MiB). Any problem is a
+one-line :class:`DataError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import lzma
+import math
+import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
+from typing import IO, Iterator
 
 import numpy as np
 
+from stdcl.data.validate import key_of, require_file
 from stdcl.errors import DataError
 from stdcl.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # ZIP local file header (30 bytes)
+#: what zipfile and the decompressors raise on damaged archives and member data
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError, RuntimeError,
+               UnicodeDecodeError)  # the last: a damaged member name in a local header
+#: what numpy's .npy header parser (and zipfile on absurd directory values) raise
+_HEADER_ERRORS = (ValueError, SyntaxError, TypeError, OverflowError, struct.error)
+#: stored members up to this size have their CRC checked when opened (large ones are only mapped)
+_CRC_LIMIT = 16 << 20
+_READ_LIMIT = 1 << 30  # read_member's largest member
 
 
-def _read_header(fh, version: tuple[int, int]):
-    """(shape, fortran_order, dtype) of a .npy header of any version."""
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(fh)
-    return np.lib.format.read_array_header_2_0(fh)
+def cache_folder() -> Path:
+    """Where converted copies go: ``$STDCL_CACHE``, else ``$XDG_CACHE_HOME/stdcl``, else
+    ``~/.cache/stdcl``; then ``npz/``."""
+    root = os.environ.get("STDCL_CACHE") or \
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stdcl"
+    return Path(root) / "npz"
 
 
-def member_names(path: Path) -> list[str]:
-    """Array names in an ``.npz`` (without the ``.npy`` suffix)."""
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    require_file(path, "a .npz archive")
     try:
-        with zipfile.ZipFile(path) as zf:
-            return [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
-    except (zipfile.BadZipFile, OSError) as e:
+        return zipfile.ZipFile(path)
+    except (*_ZIP_ERRORS, *_HEADER_ERRORS) as e:
         raise DataError(path, f"not a readable .npz archive ({e})") from None
 
 
-def _data_offset(fh, info: zipfile.ZipInfo, path: Path) -> int:
-    fh.seek(info.header_offset)
-    raw = fh.read(_LOCAL_HEADER.size)
+def member_names(path: str | os.PathLike) -> list[str]:
+    """Array names in an ``.npz`` (without the ``.npy`` suffix)."""
+    with _open_zip(Path(path)) as zf:
+        return [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+
+
+def _npy_header(fh: IO[bytes], path: Path, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the ``.npy`` header at ``fh``'s position."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    except _HEADER_ERRORS as e:
+        raise DataError(path, f"not a valid .npy member ({e})", where=key_of(key)) from None
+    if any(d < 0 for d in shape):
+        raise DataError(path, f"header gives a negative shape {shape}", where=key_of(key))
+    if dtype.hasobject:
+        raise DataError(path, "holds Python objects; refusing to unpickle", where=key_of(key))
+    if dtype.itemsize == 0:
+        raise DataError(path, f"header gives a zero-size dtype {dtype}", where=key_of(key))
+    return shape, fortran, dtype
+
+
+def _check_size(info: zipfile.ZipInfo, header_len: int, shape: tuple[int, ...], dtype: np.dtype,
+                path: Path, key: str) -> None:
+    """The ``.npy`` header plus its data must fill the member exactly."""
+    need = header_len + math.prod(shape) * dtype.itemsize
+    if need != info.file_size:
+        raise DataError(path, f"header says {dtype} {shape} ({need} bytes with the header) but the archive "
+                        f"records {info.file_size} bytes for this member", where=key_of(key))
+
+
+def _data_offset(fh: IO[bytes], info: zipfile.ZipInfo, path: Path, key: str) -> int:
+    """Where a stored member's bytes start, after checking its local header agrees with the directory."""
+    raw = b""
+    if info.header_offset >= 0:
+        fh.seek(info.header_offset)
+        raw = fh.read(_LOCAL_HEADER.size)
+    if len(raw) != _LOCAL_HEADER.size or raw[:4] != b"PK\x03\x04":
+        raise DataError(path, "corrupt ZIP local header", where=key_of(key))
     fields = _LOCAL_HEADER.unpack(raw)
-    if fields[0] != b"PK\x03\x04":
-        raise DataError(path, f"corrupt ZIP local header for member {info.filename!r}")
-    name_len, extra_len = fields[-2], fields[-1]
-    return info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+    name = fh.read(fields[-2])
+    if name.decode("utf-8" if fields[3] & 0x800 else "cp437", "replace") != info.orig_filename \
+            or fields[4] != zipfile.ZIP_STORED:
+        raise DataError(path, "ZIP local header disagrees with the archive's directory", where=key_of(key))
+    if fields[3] & 0x1:
+        raise DataError(path, "member is encrypted", where=key_of(key))
+    return info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1]
 
 
-def open_member(path: str | Path, key: str, cache_dir: str | Path | None = None) -> np.ndarray:
+def open_member(path: str | os.PathLike, key: str, cache_dir: str | os.PathLike | None = None) -> np.ndarray:
     """A read-only memory map of array ``key`` of the ``.npz`` at ``path``.
 
-    Never reads the whole array into memory. Compressed members are converted once into
-    ``<cache_dir or path's folder>/<stem>.<key>.npy`` and that file is mapped.
+    Never reads the whole array into memory. A compressed member is converted once into
+    ``<cache_dir or cache_folder()>/<stem>.<key>.<digest>.npy`` (the digest names the source's
+    absolute path, size and modification time, so a changed source is converted again) and that
+    file is mapped.
     """
     path = Path(path)
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DataError(path, f"not a readable .npz archive ({e})") from None
-    with zf:
-        try:
-            info = zf.getinfo(key + ".npy")
-        except KeyError:
-            have = ", ".join(n[:-4] for n in zf.namelist()) or "none"
-            raise DataError(path, f"no array named {key!r} (has: {have})", where=f"key {key!r}") from None
+    with _open_zip(path) as zf:
+        info = _member(zf, path, key)
         if info.compress_type != zipfile.ZIP_STORED:
-            return _cached_copy(path, zf, info, key, cache_dir)
-        with open(path, "rb") as fh:
-            start = _data_offset(fh, info, path)
+            return _converted(path, zf, info, key, cache_dir)
+    return _mapped(path, info, key)
+
+
+def read_member(path: str | os.PathLike, key: str) -> np.ndarray:
+    """Array ``key`` of the ``.npz`` at ``path`` read into memory (members of at most 1 GiB)."""
+    path = Path(path)
+    with _open_zip(path) as zf:
+        info = _member(zf, path, key)
+        if info.file_size > _READ_LIMIT:
+            raise DataError(path, f"member of {info.file_size} bytes is too large to read into memory",
+                            where=key_of(key))
+        with _reading(path, key):
+            with zf.open(info) as src:
+                shape, fortran, dtype = _npy_header(src, path, key)
+                _check_size(info, src.tell(), shape, dtype, path, key)
+                out = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+                _fill(src, out, fortran, path, key)
+    return out
+
+
+def _member(zf: zipfile.ZipFile, path: Path, key: str) -> zipfile.ZipInfo:
+    try:
+        return zf.getinfo(key + ".npy")
+    except KeyError:
+        have = ", ".join(n[:-4] for n in zf.namelist()) or "none"
+        raise DataError(path, f"no array named {key!r} (has: {have})", where=key_of(key)) from None
+
+
+@contextlib.contextmanager
+def _reading(path: Path, key: str) -> Iterator[None]:
+    """Turn what zipfile and zlib raise on damaged member data into a :class:`DataError`."""
+    try:
+        yield
+    except _ZIP_ERRORS as e:
+        raise DataError(path, f"member data is damaged ({e})", where=key_of(key)) from None
+
+
+def _mapped(path: Path, info: zipfile.ZipInfo, key: str) -> np.ndarray:
+    """A stored member as a memory map, after checking its headers, size and (up to
+    ``_CRC_LIMIT`` bytes) its CRC."""
+    with open(path, "rb") as fh:
+        start = _data_offset(fh, info, path, key)
+        fh.seek(start)
+        shape, fortran, dtype = _npy_header(fh, path, key)
+        offset = fh.tell()
+        _check_size(info, offset - start, shape, dtype, path, key)
+        if info.compress_size != info.file_size or start + info.file_size > os.fstat(fh.fileno()).st_size:
+            raise DataError(path, "member extends past the end of the file (truncated?)", where=key_of(key))
+        if info.file_size <= _CRC_LIMIT:
             fh.seek(start)
-            try:
-                version = np.lib.format.read_magic(fh)
-                shape, fortran, dtype = _read_header(fh, version)
-            except ValueError as e:
-                raise DataError(path, f"member {key!r} is not a valid .npy ({e})", where=f"key {key!r}") from None
-            offset = fh.tell()
-    if dtype.hasobject:
-        raise DataError(path, f"member {key!r} holds Python objects; refusing to unpickle", where=f"key {key!r}")
-    if int(np.prod(shape)) == 0:
+            if zlib.crc32(fh.read(info.file_size)) != info.CRC:
+                raise DataError(path, "data fails its CRC check (damaged file)", where=key_of(key))
+    if math.prod(shape) == 0:
         return np.zeros(shape, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
-def _cached_copy(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str,
-                 cache_dir: str | Path | None) -> np.ndarray:
-    cache = Path(cache_dir or path.parent) / f"{path.stem}.{key}.npy"
-    if cache.exists() and cache.stat().st_mtime >= path.stat().st_mtime:
-        return np.load(cache, mmap_mode="r")
-    log.warning("%s: member %r is compressed and cannot be memory-mapped; converting it once to %s",
-                path, key, cache)
-    with zf.open(info) as src:
-        version = np.lib.format.read_magic(src)
-        shape, fortran, dtype = _read_header(src, version)
-        if dtype.hasobject:
-            raise DataError(path, f"member {key!r} holds Python objects; refusing to unpickle", where=f"key {key!r}")
+def _cache_path(path: Path, key: str, cache_dir: str | os.PathLike | None) -> Path:
+    st = path.stat()
+    ident = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+    digest = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return Path(cache_dir or cache_folder()) / f"{path.stem}.{key}.{digest}.npy"
+
+
+def _load_cached(cache: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """The converted copy if it exists and matches the member's header (else None: convert again)."""
+    if not cache.is_file():
+        return None
+    try:
+        arr = np.load(cache, mmap_mode="r", allow_pickle=False)
+    except (*_ZIP_ERRORS, *_HEADER_ERRORS):
+        return None
+    return arr if arr.shape == shape and arr.dtype == dtype else None
+
+
+def _converted(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str,
+               cache_dir: str | os.PathLike | None) -> np.ndarray:
+    cache = _cache_path(path, key, cache_dir)
+    with _reading(path, key), zf.open(info) as src:
+        shape, fortran, dtype = _npy_header(src, path, key)
+        _check_size(info, src.tell(), shape, dtype, path, key)
+        if math.prod(shape) == 0:
+            out = np.zeros(shape, dtype=dtype)
+            _fill(src, out, fortran, path, key)
+            return out
+        found = _load_cached(cache, shape, dtype)
+        if found is not None:
+            return found
+        log.warning("%s: member %r is compressed and cannot be memory-mapped; converting it once to %s",
+                    path, key, cache)
         with atomic_path(cache) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape, fortran_order=fortran)
-            flat = out.reshape(-1, order="F" if fortran else "C")
-            chunk = max(1, (64 << 20) // max(1, dtype.itemsize))
-            for start in range(0, flat.size, chunk):
-                n = min(chunk, flat.size - start)
-                buf = src.read(n * dtype.itemsize)
-                if len(buf) != n * dtype.itemsize:
-                    raise DataError(path, f"member {key!r} is truncated", where=f"key {key!r}")
-                flat[start:start + n] = np.frombuffer(buf, dtype=dtype)
+            _fill(src, out, fortran, path, key)
             out.flush()
-            del out, flat
-    return np.load(cache, mmap_mode="r")
+            del out
+    return np.load(cache, mmap_mode="r", allow_pickle=False)
+
+
+def _fill(src: IO[bytes], out: np.ndarray, fortran: bool, path: Path, key: str) -> None:
+    """Stream a member's array data into ``out``, in 64 MiB chunks; nothing may follow it
+    (reading to the end makes zipfile check the CRC)."""
+    flat = out.reshape(-1, order="F" if fortran else "C")
+    itemsize = out.dtype.itemsize
+    chunk = max(1, (64 << 20) // max(1, itemsize))
+    for start in range(0, flat.size, chunk):
+        n = min(chunk, flat.size - start)
+        buf = src.read(n * itemsize)
+        if len(buf) != n * itemsize:
+            raise DataError(path, "member data ends early (truncated?)", where=key_of(key))
+        flat[start:start + n] = np.frombuffer(buf, dtype=out.dtype)
+    if src.read(1):
+        raise DataError(path, "member data is longer than the archive records", where=key_of(key))

@@ -9,16 +9,17 @@ sample touches only its 180 KB. Names come from the ``<stem>.names.json`` sideca
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from stdcl.data.base import SampleSource, names_to_subjects, one_hot_to_labels
+from stdcl.data.base import SampleSource, names_to_subjects
 from stdcl.data.classes import ntu_classes
 from stdcl.data.layouts import NTU25
-from stdcl.data.npz_members import member_names, open_member
+from stdcl.data.npz_members import member_names, open_member, read_member
+from stdcl.data.validate import float32, label_array, numeric_array, require_finite
 from stdcl.errors import DataError
+from stdcl.io import read_json
 
 SPLITS = ("train", "test")
 
@@ -38,17 +39,13 @@ class NtuNpzSource(SampleSource):
                 raise DataError(path, f"missing array {k!r}; a CTR-GCN NTU file has x_train, y_train, "
                                 f"x_test, y_test (found: {', '.join(keys) or 'none'})", where=f"key {k!r}")
         self.path, self.split = path, split
-        x = open_member(path, f"x_{split}", cache_dir)
-        if x.ndim != 3 or x.shape[2] % 3 != 0 or x.shape[2] // 3 not in (25, 50):
-            raise DataError(path, f"expected shape (N, T, 150) or (N, T, 75), got {tuple(x.shape)}",
+        x = numeric_array(open_member(path, f"x_{split}", cache_dir), path, f"x_{split}")
+        if x.ndim != 3 or x.shape[1] == 0 or x.shape[2] not in (75, 150):
+            raise DataError(path, f"expected shape (N, T, 150) or (N, T, 75) with T > 0, got {tuple(x.shape)}",
                             where=f"key 'x_{split}'")
-        y = np.asarray(open_member(path, f"y_{split}"))
-        if y.ndim == 1:
-            labels = y.astype(np.int64)
-            num_classes = int(labels.max()) + 1 if labels.size else 0
-        else:
-            labels = one_hot_to_labels(y, path, f"y_{split}")
-            num_classes = y.shape[1]
+        y = read_member(path, f"y_{split}")
+        labels = label_array(y, path, f"y_{split}")
+        num_classes = y.shape[1] if y.ndim == 2 else int(labels.max()) + 1 if labels.size else 0
         if len(labels) != len(x):
             raise DataError(path, f"x_{split} has {len(x)} samples but y_{split} has {len(labels)}",
                             where=f"key 'y_{split}'")
@@ -64,18 +61,20 @@ class NtuNpzSource(SampleSource):
 
     def _load_names(self, n: int) -> list[str]:
         sidecar = self.path.with_name(self.path.stem + ".names.json")
-        if sidecar.exists():
-            try:
-                names = json.loads(sidecar.read_text())[self.split]
-            except (ValueError, KeyError) as e:
-                raise DataError(sidecar, f"not a names sidecar ({e})") from None
-            if len(names) != n:
-                raise DataError(sidecar, f"{len(names)} {self.split} names for {n} samples in {self.path.name}")
-            return list(names)
-        return [f"{self.split}_{i}" for i in range(n)]
+        if not sidecar.exists():
+            return [f"{self.split}_{i}" for i in range(n)]
+        data = read_json(sidecar, "names sidecar")
+        names = data.get(self.split) if isinstance(data, dict) else None
+        if not isinstance(names, list) or not all(isinstance(s, str) for s in names):
+            raise DataError(sidecar, f"a names sidecar maps 'train' and 'test' to lists of sample names; "
+                            f"no list of names for {self.split!r}")
+        if len(names) != n:
+            raise DataError(sidecar, f"{len(names)} {self.split} names for {n} samples in {self.path.name}")
+        return names
 
     def read(self, i: int) -> np.ndarray:
         """(3, T, 25, M) float32, M = 2 for the usual 150-wide files."""
-        a = np.asarray(self._x[i], dtype=np.float32)  # (T, M*75)
+        a = float32(self._x[i])  # (T, M*75)
+        require_finite(a, self.path, f"sample {self.names[i]!r} (row {i})", where=f"key 'x_{self.split}'")
         t = a.shape[0]
         return np.ascontiguousarray(a.reshape(t, self.num_person, 25, 3).transpose(3, 0, 2, 1))

@@ -203,8 +203,11 @@ def parse_skeleton(path: str | os.PathLike, all_fields: bool = False) -> Skeleto
     for f in range(num_frames):
         ctx = f"frame {f + 1} of {num_frames}"
         nb = _read_count(path, lines, i, end, "the body count", ctx)
-        body_counts[f] = nb
         i += 1
+        if nb > end - i:  # an absurd count (a body takes 27 lines); it would overflow body_counts
+            raise _fail(path, end - 1, f"file ends here but {ctx} declares {nb} bodies "
+                                       f"({end - i} lines follow); truncated file?")
+        body_counts[f] = nb
         for _ in range(nb):
             if i >= end:
                 raise _fail(path, end - 1, f"file ends here but {ctx} declares {nb} bodies; truncated file?")

@@ -10,6 +10,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from stdcl.data.validate import require_file
 from stdcl.errors import DataError
 
 _ALLOWED = {
@@ -34,11 +35,12 @@ class _Restricted(pickle.Unpickler):
 
 def load_data_pickle(path: str | Path) -> Any:
     """Unpickle a data file that may only hold containers, scalars and numpy arrays."""
-    path = Path(path)
+    path = require_file(path, "a pickle file")
     try:
         with open(path, "rb") as fh:
             return _Restricted(fh, encoding="latin1").load()
-    except FileNotFoundError:
-        raise DataError(path, "no such file") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
-        raise DataError(path, f"not a plain data pickle ({e})") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read it ({e.strerror or e})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+            KeyError, OverflowError, MemoryError, RecursionError) as e:
+        raise DataError(path, f"not a plain data pickle ({type(e).__name__}: {e})") from None

@@ -17,14 +17,16 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from stdcl.data.base import SampleSource, as_path
 from stdcl.data.classes import UCLA_CLASSES
 from stdcl.data.layouts import UCLA20
+from stdcl.data.validate import require_file
 from stdcl.errors import ConfigError, DataError
+from stdcl.io import read_json
 
 CLASS_NAMES = UCLA_CLASSES
 #: NW-UCLA action code -> 0-based class (codes 7 and 10 do not exist).
@@ -49,40 +51,58 @@ def parse_name(name: str, path: str | os.PathLike | None = None) -> tuple[int, i
     return tuple(int(g) for g in m.groups())  # type: ignore[return-value]
 
 
+def _load_json(path: Path) -> Any:
+    """The file's JSON via :func:`stdcl.io.read_json`; a syntax error is located by its line."""
+    require_file(path, "an NW-UCLA json file")
+    try:
+        return read_json(path)
+    except DataError as e:
+        cause = e.__context__
+        if isinstance(cause, json.JSONDecodeError):
+            raise DataError(path, f"not valid JSON ({cause.msg})", where=cause.lineno) from None
+        raise
+
+
 def _parse_json(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, int | None]:
     """(skeletons as ``dtype`` (T, V, 3), 1-based label or None) of one json file."""
-    try:
-        with open(path, "rb") as f:
-            obj = json.loads(f.read())
-    except OSError as e:
-        raise DataError(path, f"cannot read file ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "not a text (UTF-8) json file") from None
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"not valid JSON ({e.msg})", where=e.lineno) from None
+    obj = _load_json(path)
     if not isinstance(obj, dict) or "skeletons" not in obj:
         raise DataError(path, "no 'skeletons' key (expected an object with file_name, skeletons, label)")
+    name = obj.get("file_name")
+    if name is not None and not isinstance(name, str):
+        raise DataError(path, f"'file_name' must be a string, got {name!r}")
+    label = obj.get("label")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int)
+                              or not 1 <= label <= len(CLASS_NAMES)):
+        raise DataError(path, f"'label' must be an integer 1..{len(CLASS_NAMES)}, got {label!r}")
+    return _skeletons(obj["skeletons"], path, dtype), label
+
+
+def _skeletons(sk: Any, path: Path, dtype: type) -> np.ndarray:
+    """``skeletons`` (a T x 20 x 3 nested list of numbers) as a finite ``dtype`` array."""
+    where = "key 'skeletons'"
     try:
-        arr = np.array(obj["skeletons"])
+        arr = np.array(sk)
     except (ValueError, TypeError):
-        raise DataError(path, "'skeletons' is not a regular T x 20 x 3 nested list", where="key 'skeletons'") from None
-    if arr.dtype.kind not in "iuf":
-        raise DataError(path, "'skeletons' holds non-numeric values", where="key 'skeletons'")
+        raise DataError(path, "'skeletons' is not a regular T x 20 x 3 nested list", where=where) from None
+    if arr.dtype.kind not in "iuf" and arr.size:
+        raise DataError(path, "'skeletons' holds non-numeric values", where=where)
     if arr.ndim != 3 or arr.shape[0] == 0:
         problem = "has no frames" if arr.size == 0 else f"has shape {tuple(arr.shape)}, expected (T, 20, 3)"
-        raise DataError(path, f"'skeletons' {problem}", where="key 'skeletons'")
+        raise DataError(path, f"'skeletons' {problem}", where=where)
     if arr.shape[1:] != (UCLA20.num_joints, 3):
         raise DataError(path, f"'skeletons' has {arr.shape[1]} joints x {arr.shape[2]} coordinates per frame, "
-                        f"expected {UCLA20.num_joints} x 3", where="key 'skeletons'")
+                        f"expected {UCLA20.num_joints} x 3", where=where)
+    if any(isinstance(v, bool) for frame in sk for joint in frame for v in joint):  # numpy reads true as 1
+        raise DataError(path, "'skeletons' holds non-numeric values (true/false)", where=where)
+    with np.errstate(over="ignore"):
+        arr = arr.astype(dtype)
     bad = ~np.isfinite(arr)
     if bad.any():
         t, j, _ = np.argwhere(bad)[0]
         raise DataError(path, f"non-finite coordinate at frame {t}, joint {j} ({int(bad.sum())} such values)",
-                        where="key 'skeletons'")
-    label = obj.get("label")
-    if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
-        raise DataError(path, f"'label' must be an integer 1..{len(CLASS_NAMES)}, got {label!r}")
-    return arr.astype(dtype), label
+                        where=where)
+    return arr
 
 
 def read_ucla_json(path: str | os.PathLike, dtype: type = np.float32) -> np.ndarray:
@@ -95,7 +115,7 @@ class UclaSource(SampleSource):
     """NW-UCLA json sequences of one split, read lazily (with an LRU cache).
 
     Args:
-        path: the ``all_sqe`` folder or the folder holding it.
+        path: the ``all_sqe`` folder, the folder holding it, or one of its ``.json`` files.
         split: ``train`` (views 1, 2), ``test`` (view 3) or ``all``.
         views: override the split's views (1-based camera ids).
         cache_size: how many parsed sequences to keep (0 disables; the full set is ~14 MB).
@@ -111,9 +131,12 @@ class UclaSource(SampleSource):
             raise ConfigError(f"NW-UCLA: unknown split {split!r}; choose from {', '.join(SPLIT_VIEWS)}")
         root = as_path(path, "NW-UCLA data")
         folder = root / "all_sqe" if (root / "all_sqe").is_dir() else root
-        if not folder.is_dir():
-            raise DataError(folder, "expected the NW-UCLA 'all_sqe' folder of json files")
-        files = {p.stem: p for p in folder.iterdir() if p.suffix == ".json"}
+        if folder.is_file() and folder.suffix == ".json":  # one sequence
+            files = {folder.stem: folder}
+        elif not folder.is_dir():
+            raise DataError(folder, "expected the NW-UCLA 'all_sqe' folder of json files, or one of them")
+        else:
+            files = {p.stem: p for p in folder.iterdir() if p.suffix == ".json"}
         if not files:
             raise DataError(folder, "no NW-UCLA json files (aXX_sYY_eZZ_vWW.json) in this folder")
         meta = {name: parse_name(name, p) for name, p in files.items()}

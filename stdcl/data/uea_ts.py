@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from stdcl.data.base import SampleSource
+from stdcl.data.validate import require_file
 from stdcl.errors import DataError
 
 _BOOL = {"true": True, "false": False}
@@ -46,7 +47,11 @@ class TsData:
 
 
 def _decode(path: Path) -> str:
-    raw = path.read_bytes()
+    require_file(path, "a .ts file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, f"cannot read: {e.strerror or e}") from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -58,10 +63,7 @@ def read_ts(path: str | os.PathLike, missing: str = "error") -> TsData:
     if missing not in ("error", "nan"):
         raise ValueError(f"missing must be 'error' or 'nan', got {missing!r}")
     path = Path(path)
-    try:
-        text = _decode(path)
-    except OSError as e:
-        raise DataError(path, f"cannot read: {e.strerror or e}") from None
+    text = _decode(path)
     header: dict[str, str] = {}
     comments: list[str] = []
     lines = text.splitlines()
@@ -98,14 +100,12 @@ def read_ts(path: str | os.PathLike, missing: str = "error") -> TsData:
         label = fields[-1].strip()
         if label not in classes:
             raise DataError(path, f"class label {label!r} is not one of @classLabel {' '.join(classes)}", no)
-        case = np.empty((dims, length), dtype=np.float64)
-        for d, series in enumerate(fields[:-1]):
-            values = series.split(",")
+        series = [f.split(",") for f in fields[:-1]]
+        for d, values in enumerate(series):  # before allocating: @seriesLength may be absurd
             if len(values) != length:
                 raise DataError(path, f"dimension {d + 1} has {len(values)} values, @seriesLength is {length}", no)
-            for t, v in enumerate(values):
-                case[d, t] = _number(path, no, d, t, v.strip(), missing)
-        xs.append(case)
+        xs.append(np.array([[_number(path, no, d, t, v.strip(), missing) for t, v in enumerate(values)]
+                            for d, values in enumerate(series)], dtype=np.float64))
         labels.append(label)
     if not xs:
         raise DataError(path, "no cases after @data")
@@ -345,10 +345,7 @@ class UeaTsSource(SampleSource):
 def _class_labels_only(path: Path) -> list[str]:
     """The ``@classLabel`` list of a ``.ts`` file, reading only its header (strictly)."""
     header: dict[str, str] = {}
-    try:
-        text = _decode(path)
-    except OSError as e:
-        raise DataError(path, f"cannot read: {e.strerror or e}") from None
+    text = _decode(path)
     for no, line in enumerate(text.splitlines(), 1):
         s = line.strip()
         if not s or s.startswith("#"):

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from stdcl.data import open_source
 from stdcl.data.ntu_raw import parse_skeleton, skeleton_to_array
 from stdcl.data.ucla import read_ucla_json
-from stdcl.errors import StdclError
+from stdcl.errors import DataError, StdclError
 
 #: deterministic in CI; ``STDCL_FUZZ_EXAMPLES=5000`` searches longer with random seeds
 _DEEP = int(os.environ.get("STDCL_FUZZ_EXAMPLES", 0))
-FUZZ = settings(max_examples=_DEEP or 80, deadline=None, derandomize=not _DEEP, database=None,
+FUZZ = settings(max_examples=_DEEP or 150, deadline=None, derandomize=not _DEEP, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -130,7 +130,7 @@ def edit_tree(obj: Any, edits: list[tuple[str, list[int], Any]]) -> Any:
         elif op == "replace":
             parent[key] = copy.deepcopy(value)  # sampled values are shared between examples
         elif op == "nest":
-            parent[key] = [[node]] if not isinstance(value, int) or value >= 0 else {"x": node}
+            parent[key] = {"x": node} if isinstance(value, dict) else [[node]]
     return obj
 
 
@@ -141,6 +141,13 @@ TREE_EDITS = st.lists(st.tuples(st.sampled_from(["delete", "replace", "nest"]),
 
 # -- what a valid outcome is -------------------------------------------------------------------
 
+def check_error(e: StdclError) -> None:
+    """One line; a DataError starts with the file it names."""
+    assert "\n" not in str(e)
+    if isinstance(e, DataError):
+        assert e.path and str(e).startswith(e.path)
+
+
 def read_all(open_it: Callable[[], Any]) -> None:
     """Open a source and read every sample: each is finite float32 (C, T, V, M) with the layout's V,
     every label is in range; anything else must be a one-line StdclError."""
@@ -148,7 +155,7 @@ def read_all(open_it: Callable[[], Any]) -> None:
         src = open_it()
         samples = [src.read(i) for i in range(len(src))]
     except StdclError as e:
-        assert "\n" not in str(e)
+        check_error(e)
         return
     assert len(src.names) == len(src) == len(src.labels)
     assert ((0 <= src.labels) & (src.labels < len(src.class_names))).all()
@@ -226,12 +233,12 @@ def ucla_json() -> dict[str, Any]:
 
 
 @FUZZ
-@given(tree_edits=TREE_EDITS, byte_edits=st.one_of(st.none(), BYTE_EDITS), wrap=st.integers(0, 3))
-def test_fuzz_ucla_json(tmp_path, tree_edits, byte_edits, wrap):
-    obj = edit_tree(ucla_json(), [(op, r, v if not isinstance(v, np.ndarray) else v.tolist())
-                                  for op, r, v in tree_edits])
+@given(tree_edits=TREE_EDITS, byte_edits=st.one_of(st.none(), BYTE_EDITS), deep=st.booleans())
+def test_fuzz_ucla_json(tmp_path, tree_edits, byte_edits, deep):
+    obj = edit_tree(ucla_json(), [(op, r, v.tolist() if isinstance(v, np.ndarray) else v) for op, r, v in tree_edits])
     text = json.dumps(obj, allow_nan=True, default=repr)
-    text = "[" * (10**5 * (wrap == 3)) + text + "]" * (10**5 * (wrap == 3))  # deeply nested
+    if deep:  # nested far beyond what the parser recurses into
+        text = "[" * 10**5 + text + "]" * 10**5
     data = edit_bytes(text.encode(), byte_edits) if byte_edits else text.encode()
     folder = tmp_path / "all_sqe"
     folder.mkdir(exist_ok=True)
@@ -241,7 +248,7 @@ def test_fuzz_ucla_json(tmp_path, tree_edits, byte_edits, wrap):
     try:
         x = read_ucla_json(folder / "a01_s01_e00_v01.json")
     except StdclError as e:
-        assert "\n" not in str(e)
+        check_error(e)
     else:
         assert x.dtype == np.float32 and x.shape[0] == 3 and x.shape[2:] == (20, 1) and np.isfinite(x).all()
 
@@ -259,12 +266,14 @@ def skeleton_text(frames: int = 4) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+#: line edits: drop or duplicate a line, or replace it with an odd one
+LINE_EDITS = st.lists(st.tuples(st.sampled_from(["drop", "dup", "replace"]), st.integers(0, 200),
+                                st.sampled_from(["", "0", "-1", "25", "1e999", "nan", "x y z", "9" * 30,
+                                                 "2 2 2 2 2 2 2 2 2 2 2 2"])), max_size=3)
+
+
 @FUZZ
-@given(byte_edits=BYTE_EDITS, line_edits=st.lists(st.tuples(st.sampled_from(["drop", "dup", "replace"]),
-                                                              st.integers(0, 200), st.sampled_from(
-                                                                  ["", "0", "-1", "25", "1e999", "nan", "x y z",
-                                                                   "9" * 30, "2 2 2 2 2 2 2 2 2 2 2 2"])),
-                                                    max_size=3))
+@given(byte_edits=BYTE_EDITS, line_edits=LINE_EDITS)
 def test_fuzz_ntu_skeleton(tmp_path, byte_edits, line_edits):
     lines = skeleton_text().split("\r\n")
     for op, k, value in line_edits:
@@ -276,7 +285,7 @@ def test_fuzz_ntu_skeleton(tmp_path, byte_edits, line_edits):
         sk = parse_skeleton(p)
         x = skeleton_to_array(sk)
     except StdclError as e:
-        assert "\n" not in str(e)
+        check_error(e)
         return
     assert np.isfinite(sk.joints).all() and sk.joints.shape == (sk.num_records, 25, 3)
     assert x.dtype == np.float32 and x.shape[0] == 3 and x.shape[2:] == (25, 2) and np.isfinite(x).all()
@@ -312,3 +321,20 @@ def test_fuzz_uea_ts(tmp_path, header_edits, byte_edits, which):
         (tmp_path / f"FZ_{tag}.ts").write_bytes(edit_bytes(text, byte_edits) if byte_edits and tag == which else text)
     for split in ("train", "test", "all"):
         read_all(lambda: open_source("natops", tmp_path, split, problem="FZ"))
+
+
+def test_the_unmutated_files_are_valid(tmp_path):
+    """The fuzzers start from valid files: each opens and reads without error."""
+    for reader, (arrays, name, dataset, splits) in NPZ_READERS.items():
+        for compressed in (False, True):
+            save_npz(tmp_path / name, arrays(), compressed, None)
+            assert all(len(open_source(dataset, tmp_path / name, s)) for s in splits)
+    (tmp_path / "a.pkl").write_bytes(pickle.dumps(pyskl_data()))
+    assert open_source("pyskl", tmp_path / "a.pkl", "xsub_train").read(1).shape == (3, 4, 17, 1)
+    (tmp_path / "a01_s01_e00_v01.json").write_text(json.dumps(ucla_json()))
+    assert read_ucla_json(tmp_path / "a01_s01_e00_v01.json").shape == (3, 3, 20, 1)
+    (tmp_path / "S001C001P001R001A001.skeleton").write_text(skeleton_text())
+    assert skeleton_to_array(tmp_path / "S001C001P001R001A001.skeleton").shape == (3, 4, 25, 2)
+    for tag in ("TRAIN", "TEST"):
+        (tmp_path / f"FZ_{tag}.ts").write_text(ts_text(TS_HEADER))
+    assert open_source("natops", tmp_path, "all", problem="FZ").read(3).shape == (3, 3, 8, 1)

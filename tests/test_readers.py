@@ -155,7 +155,7 @@ def test_pyskl_2d_scores_become_third_channel(tmp_path):
 @pytest.mark.parametrize("payload, message", [
     ({"annotations": []}, "'split' and 'annotations'"),
     ({"split": {"a": []}, "annotations": [{"frame_dir": "x", "label": 0, "keypoint": np.zeros((1, 2, 25, 3))}]},
-     "no split 'xsub_train' (has: a)"),
+     "no split 'xsub_train' (has: 'a')"),
 ])
 def test_pyskl_bad(tmp_path, payload, message):
     p = tmp_path / "bad.pkl"

@@ -68,6 +68,8 @@ def error(fn, *args, **kwargs) -> str:
     ({"names": np.array(["a", "b"])}, "key 'names': 2 names for 8 samples"),
     ({"subjects": np.arange(8) + 0.5}, "key 'subjects': subject ids must be integers, got dtype float64"),
     ({"class_names": np.array(["a", "b"]), "class_meta": None}, "key 'y': label 2 of sample 2 is out of range 0..1"),
+    ({"y": np.array([0, 1, 2, 3, 0, 1, 2, 10**9]), "class_names": None, "class_meta": None},
+     "key 'y': label 1000000000 of sample 7 implies 1000000001 classes (at most 100000)"),
 ])
 def test_numpy_members_are_checked(tmp_path, change, message):
     arrays = {k: v for k, v in (make_numpy(tmp_path / "ok.npz") | change).items() if v is not None}
@@ -85,6 +87,8 @@ def test_numpy_split_of_floats_is_not_truncated(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"y_train": np.array([0, 1, 2, 3, 4, 5.5])}, "key 'y_train': label 5.5 of sample 5 is not an integer"),
     ({"y_train": np.full((6, 60), "a")}, "key 'y_train': must hold numbers, got dtype <U1"),
+    ({"y_train": np.array([0, 1, 2, 3, 4, 10**9])}, "key 'y_train': label 1000000000 of sample 5 implies"),
+    ({"y_train": np.zeros((6, 0))}, "key 'y_train': one-hot labels have no classes (shape (6, 0))"),
     ({"x_train": np.full((6, 300, 150), "a")}, "key 'x_train': must hold numbers, got dtype <U1"),
     ({"x_train": np.zeros((6, 0, 150), np.float32)}, "key 'x_train': expected shape (N, T, 150) or (N, T, 75) "
                                                      "with T > 0, got (6, 0, 150)"),
@@ -102,7 +106,8 @@ def test_ntu_npz_nan_sample_and_bad_names_sidecar(tmp_path):
     src = open_source("ntu60-xsub", tmp_path, "test")
     assert "key 'x_test': sample 'test_0' (row 0) has NaN or infinite values" in error(src.read, 0)
     sidecar = tmp_path / "NTU60_CS.names.json"
-    for text, problem in [("{", "not valid names sidecar (Expecting"), ('{"train": [1, 2]}', "no list of names for 'train'"),
+    for text, problem in [("{", "not valid names sidecar (Expecting"),
+                          ('{"train": [1, 2]}', "no list of names for 'train'"),
                           ('{"train": ["a"]}', "1 train names for 2 samples in NTU60_CS.npz")]:
         sidecar.write_text(text)
         assert problem in error(open_source, "ntu60-xsub", tmp_path, "train")
@@ -121,6 +126,13 @@ def test_npz_member_header_disagreeing_with_its_size(tmp_path):
     p.write_bytes(_replace_once(p.read_bytes(), b"'shape': (8, 3, 40, 25, 2)", b"'shape': (9, 3, 40, 25, 2)"))
     msg = error(open_source, "numpy", p)
     assert msg.startswith(f"{p}: key 'x': header says float32 (9, 3, 40, 25, 2)") and "the archive records" in msg
+
+
+def test_npz_member_with_a_garbled_npy_header(tmp_path):
+    p = tmp_path / "d.npz"
+    make_numpy(p)
+    p.write_bytes(_replace_once(p.read_bytes(), b"25, 2), }", b"25, 2), |"))
+    assert error(open_source, "numpy", p).startswith(f"{p}: key 'x': not a valid .npy member (")
 
 
 def test_npz_local_header_disagreeing_with_the_directory(tmp_path):
@@ -205,11 +217,14 @@ def _ann(k: int, **change):
     (_ann(2, keypoint=np.full((2, 12, 25, 3), "a")), "'keypoint' must be a numeric (M, T, V, C) array, got <U1"),
     (_ann(2, keypoint=np.zeros((2, 12, 25, 3), bool)), "'keypoint' must be a numeric (M, T, V, C) array, got bool"),
     (_ann(2, keypoint=np.zeros((2, 12, 17, 3))), "keypoints have V=17 joints and 3 channels, annotation 0 has V=25"),
-    (_ann(0, label=True), "annotation 0 'S001C001P001R001A001': 'label' must be an integer >= 0, got True (bool)"),
-    (_ann(0, label=1.0), "'label' must be an integer >= 0, got 1.0 (float)"),
-    (_ann(0, label="1"), "'label' must be an integer >= 0, got '1' (str)"),
-    (_ann(0, label=-1), "'label' must be an integer >= 0, got -1 (int)"),
-    (_ann(1, total_frames=99), "annotation 1 'S001C001P002R002A002': 'total_frames' is 99 but 'keypoint' has 11 frames"),
+    (_ann(0, label=True), "annotation 0 'S001C001P001R001A001': 'label' must be an integer in 0..99999, "
+                          "got True (bool)"),
+    (_ann(0, label=1.0), "'label' must be an integer in 0..99999, got 1.0 (float)"),
+    (_ann(0, label="1"), "'label' must be an integer in 0..99999, got '1' (str)"),
+    (_ann(0, label=-1), "'label' must be an integer in 0..99999, got -1 (int)"),
+    (_ann(0, label=2**70), "'label' must be an integer in 0..99999, got 1180591620717411303424 (int)"),
+    (_ann(1, total_frames=99), "annotation 1 'S001C001P002R002A002': 'total_frames' is 99 but 'keypoint' has "
+                               "11 frames"),
     (_ann(1, total_frames=11.0), "'total_frames' is 11.0 but 'keypoint' has 11 frames"),
     (_ann(1, frame_dir=7), "annotation 1: 'frame_dir' must be a string, got int"),
     (_ann(1, frame_dir="S001C001P001R001A001"), "annotation 1 'S001C001P001R001A001': frame_dir "
@@ -292,8 +307,8 @@ def test_inspect_one_ucla_json_file_via_the_cli(tmp_path, capsys):
     (b"", "empty file"),
     (b"\xff\xfe\x00garbage\n", "line 1: expected the frame count (an integer) for the header"),
     (b"2\r\n1\r\n", "truncated file?"),
-    (b"1\r\n" + b"9" * 30 + b"\r\nx\r\n", "line 3: file ends here but frame 1 of 1 declares 999999999999999999999999999999 "
-                                       "bodies (1 lines follow); truncated file?"),
+    (b"1\r\n" + b"9" * 30 + b"\r\nx\r\n", "line 3: file ends here but frame 1 of 1 declares "
+                                       "999999999999999999999999999999 bodies (1 lines follow); truncated file?"),
 ])
 def test_ntu_skeleton_garbage(tmp_path, data, message):
     p = tmp_path / "S001C001P001R001A001.skeleton"
@@ -362,4 +377,5 @@ def test_inspect_pyskl_and_numpy_files_via_the_cli(tmp_path, capsys):
     assert "split train: 6 samples" in out and "split test: 2 samples" in out
     (tmp_path / "e.npz").write_bytes(b"")
     assert main(["data", "inspect", str(tmp_path / "e.npz")]) == 2
-    assert capsys.readouterr().err.strip() == f"stdcl: error: {tmp_path / 'e.npz'}: is empty (0 bytes), not a .npz archive"
+    err = capsys.readouterr().err.strip()
+    assert err == f"stdcl: error: {tmp_path / 'e.npz'}: is empty (0 bytes), not a .npz archive"

@@ -22,6 +22,7 @@ import lzma
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -29,8 +30,8 @@ from typing import IO, Iterator
 
 import numpy as np
 
-from stdcl.data.validate import key_of, require_file
-from stdcl.errors import DataError
+from stdcl.data.validate import key_of, require_file, shown_list
+from stdcl.errors import DataError, first_line
 from stdcl.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # ZIP local file header (30 bytes
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError, RuntimeError,
                UnicodeDecodeError)  # the last: a damaged member name in a local header
 #: what numpy's .npy header parser (and zipfile on absurd directory values) raise
-_HEADER_ERRORS = (ValueError, SyntaxError, TypeError, OverflowError, struct.error)
+_HEADER_ERRORS = (ValueError, SyntaxError, TypeError, OverflowError, struct.error, tokenize.TokenError)
 #: stored members up to this size have their CRC checked when opened (large ones are only mapped)
 _CRC_LIMIT = 16 << 20
 _READ_LIMIT = 1 << 30  # read_member's largest member
@@ -59,13 +60,25 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
     except (*_ZIP_ERRORS, *_HEADER_ERRORS) as e:
-        raise DataError(path, f"not a readable .npz archive ({e})") from None
+        raise DataError(path, f"not a readable .npz archive ({first_line(e)})") from None
 
 
 def member_names(path: str | os.PathLike) -> list[str]:
     """Array names in an ``.npz`` (without the ``.npy`` suffix)."""
     with _open_zip(Path(path)) as zf:
         return [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+
+
+def open_npy(path: str | os.PathLike) -> np.ndarray:
+    """A bare ``.npy`` file memory-mapped, refusing pickles and damaged headers."""
+    path = require_file(path, "a .npy file")
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (*_ZIP_ERRORS, *_HEADER_ERRORS) as e:
+        raise DataError(path, f"not a readable .npy file ({first_line(e)})") from None
+    if not isinstance(x, np.ndarray):
+        raise DataError(path, "not a .npy file (an archive? name it .npz)")
+    return x
 
 
 def _npy_header(fh: IO[bytes], path: Path, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -77,7 +90,7 @@ def _npy_header(fh: IO[bytes], path: Path, key: str) -> tuple[tuple[int, ...], b
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
     except _HEADER_ERRORS as e:
-        raise DataError(path, f"not a valid .npy member ({e})", where=key_of(key)) from None
+        raise DataError(path, f"not a valid .npy member ({first_line(e)})", where=key_of(key)) from None
     if any(d < 0 for d in shape):
         raise DataError(path, f"header gives a negative shape {shape}", where=key_of(key))
     if dtype.hasobject:
@@ -151,7 +164,7 @@ def _member(zf: zipfile.ZipFile, path: Path, key: str) -> zipfile.ZipInfo:
     try:
         return zf.getinfo(key + ".npy")
     except KeyError:
-        have = ", ".join(n[:-4] for n in zf.namelist()) or "none"
+        have = shown_list(n[:-4] for n in zf.namelist())
         raise DataError(path, f"no array named {key!r} (has: {have})", where=key_of(key)) from None
 
 
@@ -161,7 +174,7 @@ def _reading(path: Path, key: str) -> Iterator[None]:
     try:
         yield
     except _ZIP_ERRORS as e:
-        raise DataError(path, f"member data is damaged ({e})", where=key_of(key)) from None
+        raise DataError(path, f"member data is damaged ({first_line(e)})", where=key_of(key)) from None
 
 
 def _mapped(path: Path, info: zipfile.ZipInfo, key: str) -> np.ndarray:

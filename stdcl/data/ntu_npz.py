@@ -17,7 +17,7 @@ from stdcl.data.base import SampleSource, names_to_subjects
 from stdcl.data.classes import ntu_classes
 from stdcl.data.layouts import NTU25
 from stdcl.data.npz_members import member_names, open_member, read_member
-from stdcl.data.validate import float32, label_array, numeric_array, require_finite
+from stdcl.data.validate import float32, label_array, num_classes_of, numeric_array, require_finite, shown, shown_list
 from stdcl.errors import DataError
 from stdcl.io import read_json
 
@@ -37,7 +37,7 @@ class NtuNpzSource(SampleSource):
         for k in (f"x_{split}", f"y_{split}"):
             if k not in keys:
                 raise DataError(path, f"missing array {k!r}; a CTR-GCN NTU file has x_train, y_train, "
-                                f"x_test, y_test (found: {', '.join(keys) or 'none'})", where=f"key {k!r}")
+                                f"x_test, y_test (found: {shown_list(keys)})", where=f"key {k!r}")
         self.path, self.split = path, split
         x = numeric_array(open_member(path, f"x_{split}", cache_dir), path, f"x_{split}")
         if x.ndim != 3 or x.shape[1] == 0 or x.shape[2] not in (75, 150):
@@ -45,7 +45,7 @@ class NtuNpzSource(SampleSource):
                             where=f"key 'x_{split}'")
         y = read_member(path, f"y_{split}")
         labels = label_array(y, path, f"y_{split}")
-        num_classes = y.shape[1] if y.ndim == 2 else int(labels.max()) + 1 if labels.size else 0
+        num_classes = y.shape[1] if y.ndim == 2 else num_classes_of(labels, path, f"y_{split}")
         if len(labels) != len(x):
             raise DataError(path, f"x_{split} has {len(x)} samples but y_{split} has {len(labels)}",
                             where=f"key 'y_{split}'")
@@ -75,6 +75,6 @@ class NtuNpzSource(SampleSource):
     def read(self, i: int) -> np.ndarray:
         """(3, T, 25, M) float32, M = 2 for the usual 150-wide files."""
         a = float32(self._x[i])  # (T, M*75)
-        require_finite(a, self.path, f"sample {self.names[i]!r} (row {i})", where=f"key 'x_{self.split}'")
+        require_finite(a, self.path, f"sample {shown(self.names[i])} (row {i})", where=f"key 'x_{self.split}'")
         t = a.shape[0]
         return np.ascontiguousarray(a.reshape(t, self.num_person, 25, 3).transpose(3, 0, 2, 1))

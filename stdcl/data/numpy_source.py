@@ -27,10 +27,11 @@ import numpy as np
 from stdcl.data.base import SampleSource, names_to_subjects
 from stdcl.data.classes import numbered_classes
 from stdcl.data.layouts import Layout, available_layouts, get_layout
-from stdcl.data.npz_members import member_names, open_member, read_member
-from stdcl.data.validate import (float32, index_array, int_array, json_value, key_of, label_array,
-                                 lengths_array, numeric_array, require_file, require_finite, str_list, text_value)
-from stdcl.errors import ConfigError, DataError
+from stdcl.data.npz_members import member_names, open_member, open_npy, read_member
+from stdcl.data.validate import (float32, index_array, int_array, json_value, key_of, label_array, lengths_array,
+                                 num_classes_of, numeric_array, require_file, require_finite, shown, shown_list,
+                                 str_list, text_value)
+from stdcl.errors import ConfigError, DataError, first_line
 
 
 class NumpySource(SampleSource):
@@ -44,13 +45,13 @@ class NumpySource(SampleSource):
         path = Path(path)
         self.path, self.split = path, split
         if path.suffix == ".npy":
-            x, arrays = _load_npy(path), {}
+            x, arrays = open_npy(path), {}
             if labels is None:
                 raise ConfigError(f"{path}: a bare .npy needs labels= (a .npy or text file of labels)")
         elif path.suffix == ".npz":
             keys = member_names(path)
             if "x" not in keys or ("y" not in keys and labels is None):
-                raise DataError(path, f"a plain-numpy file needs arrays 'x' and 'y' (found: {', '.join(keys)})",
+                raise DataError(path, f"a plain-numpy file needs arrays 'x' and 'y' (found: {shown_list(keys)})",
                                 where="key 'x'" if "x" not in keys else "key 'y'")
             x = open_member(path, "x")
             arrays = {k: read_member(path, k) for k in keys if k != "x"}
@@ -72,7 +73,7 @@ class NumpySource(SampleSource):
             idx = index_array(arrays[f"split_{split}"], n, path, f"split_{split}")
         else:
             have = [k[6:] for k in arrays if k.startswith("split_")]
-            raise DataError(path, f"no split {split!r} (has: {', '.join(['all'] + have)})")
+            raise DataError(path, f"no split {split!r} (has: {shown_list(['all'] + have)})")
         self._idx = idx
         v = x.shape[2] if self._ntvc else x.shape[3]
         self.layout = _layout(path, layout, arrays, v)
@@ -82,7 +83,7 @@ class NumpySource(SampleSource):
         self.labels = y[idx]
         if class_names is None:
             class_names = str_list(arrays["class_names"], path, "class_names", what="class names") \
-                if "class_names" in arrays else numbered_classes(int(y.max()) + 1 if y.size else 0)
+                if "class_names" in arrays else numbered_classes(num_classes_of(y, path, "y"))
         self.class_names = list(class_names)
         all_names = names if names is not None else \
             str_list(arrays["names"], path, "names", n) if "names" in arrays else [f"sample_{i}" for i in range(n)]
@@ -103,20 +104,8 @@ class NumpySource(SampleSource):
         a = a.transpose(2, 0, 1)[..., None] if self._ntvc else a
         if self._lengths is not None:
             a = a[:, : max(1, int(self._lengths[j]))]
-        require_finite(a, self.path, f"sample {self.names[i]!r} (row {j})", where="key 'x'")
+        require_finite(a, self.path, f"sample {shown(self.names[i])} (row {j})", where="key 'x'")
         return np.ascontiguousarray(a)
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    """A bare ``.npy`` memory-mapped, refusing pickles and damaged headers."""
-    require_file(path, "a .npy file")
-    try:
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, EOFError, ValueError, SyntaxError, TypeError, OverflowError) as e:
-        raise DataError(path, f"not a readable .npy file ({e})") from None
-    if not isinstance(x, np.ndarray):
-        raise DataError(path, "not a .npy file (an archive? name it .npz)")
-    return x
 
 
 def _labels(path: Path, labels: str | Path | np.ndarray | None, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -125,11 +114,14 @@ def _labels(path: Path, labels: str | Path | np.ndarray | None, arrays: dict[str
         return label_array(arrays["y"], path, "y")
     if isinstance(labels, np.ndarray):
         return label_array(labels, path, "y")
-    lp = require_file(labels, "a labels file")
+    lp = Path(labels)
+    if lp.suffix == ".npy":
+        return label_array(np.asarray(open_npy(lp)), lp, None)
+    require_file(lp, "a labels file")
     try:
-        y = np.load(lp, allow_pickle=False) if lp.suffix == ".npy" else np.loadtxt(lp, dtype=np.int64, ndmin=1)
-    except (OSError, EOFError, ValueError, SyntaxError, TypeError, OverflowError) as e:
-        raise DataError(lp, f"cannot read labels ({e})") from None
+        y = np.loadtxt(lp, dtype=np.int64, ndmin=1)
+    except (OSError, ValueError) as e:
+        raise DataError(lp, f"cannot read labels ({first_line(e)})") from None
     return label_array(y, lp, None)
 
 
@@ -147,7 +139,7 @@ def _layout(path: Path, layout: str | Layout | None, arrays: dict[str, np.ndarra
             except ConfigError as e:
                 raise DataError(path, str(e), where="key 'layout'") from None
         if spec not in available_layouts():
-            raise DataError(path, f"{spec[:40]!r} is neither a layout name ({', '.join(available_layouts())}) "
+            raise DataError(path, f"{shown(spec)} is neither a layout name ({', '.join(available_layouts())}) "
                             "nor a JSON layout mapping", where="key 'layout'")
         layout = spec
     if layout is None:

@@ -19,7 +19,7 @@ from stdcl.data.base import SampleSource, names_to_subjects
 from stdcl.data.classes import ntu_classes, numbered_classes
 from stdcl.data.layouts import Layout, get_layout
 from stdcl.data.safe_pickle import load_data_pickle
-from stdcl.data.validate import float32, numeric_array, require_finite, type_name
+from stdcl.data.validate import MAX_CLASSES, float32, numeric_array, require_finite, shown, shown_list, type_name
 from stdcl.errors import DataError
 
 _LAYOUT_BY_JOINTS = {25: "ntu25", 20: "ucla20", 17: "coco17"}
@@ -58,9 +58,9 @@ def read_annotations(path: str | Path) -> tuple[dict[str, list[str]], list[dict[
         name = a.get(ident)
         if not isinstance(name, str):
             raise DataError(path, f"{ident!r} must be a string, got {type_name(name)}", where=where)
-        where += f" {name!r}"
+        where += f" {shown(name)}"
         if name in seen:
-            raise DataError(path, f"{ident} {name!r} appears twice", where=where)
+            raise DataError(path, f"{ident} {shown(name)} appears twice", where=where)
         seen.add(name)
         this = _check_annotation(a, path, where)
         if shape is not None and this != shape:
@@ -80,8 +80,9 @@ def _check_annotation(a: dict[str, Any], path: Path, where: str) -> tuple[int, i
         if key not in a:
             raise DataError(path, f"has no {key!r}", where=where)
     label = a["label"]
-    if not _is_int(label) or label < 0:
-        raise DataError(path, f"'label' must be an integer >= 0, got {label!r} ({type_name(label)})", where=where)
+    if not _is_int(label) or not 0 <= label < MAX_CLASSES:
+        raise DataError(path, f"'label' must be an integer in 0..{MAX_CLASSES - 1}, got {shown(label)} "
+                        f"({type(label).__name__})", where=where)
     kp = a["keypoint"]
     if not isinstance(kp, np.ndarray) or kp.ndim != 4 or 0 in kp.shape or kp.dtype.kind not in "iuf":
         raise DataError(path, f"'keypoint' must be a numeric (M, T, V, C) array, got {type_name(kp)}", where=where)
@@ -94,7 +95,7 @@ def _check_annotation(a: dict[str, Any], path: Path, where: str) -> tuple[int, i
         numeric_array(score, path, None)
     total = a.get("total_frames", t)
     if not _is_int(total) or total != t:
-        raise DataError(path, f"'total_frames' is {total!r} but 'keypoint' has {t} frames", where=where)
+        raise DataError(path, f"'total_frames' is {shown(total)} but 'keypoint' has {t} frames", where=where)
     return v, c + 1 if c == 2 and "keypoint_score" in a else c
 
 
@@ -108,12 +109,12 @@ class PysklSource(SampleSource):
         path = Path(path)
         splits, anns, ident = read_annotations(path)
         if split not in splits:
-            raise DataError(path, f"no split {split!r} (has: {', '.join(splits)})", where="key 'split'")
+            raise DataError(path, f"no split {split!r} (has: {shown_list(splits)})", where="key 'split'")
         known = {a[ident] for a in anns}
         missing = [n for n in splits[split] if n not in known]
         if missing:
             raise DataError(path, f"split {split!r} names {len(missing)} samples without an annotation "
-                            f"(first: {missing[0]!r})", where="key 'split'")
+                            f"(first: {shown(missing[0])})", where="key 'split'")
         wanted = set(splits[split])
         self._anns = [a for a in anns if a[ident] in wanted]
         if not self._anns:
@@ -142,5 +143,5 @@ class PysklSource(SampleSource):
         kp = float32(a["keypoint"])  # (M, T, V, C)
         if "keypoint_score" in a and kp.shape[-1] == 2:
             kp = np.concatenate([kp, float32(a["keypoint_score"])[..., None]], axis=-1)
-        require_finite(kp, self.path, f"sample {self.names[i]!r}")
+        require_finite(kp, self.path, f"sample {shown(self.names[i])}")
         return np.ascontiguousarray(kp.transpose(3, 1, 2, 0))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stdcl.data.validate import require_file
-from stdcl.errors import DataError
+from stdcl.errors import DataError, first_line
 
 _ALLOWED = {
     ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
@@ -43,4 +43,4 @@ def load_data_pickle(path: str | Path) -> Any:
         raise DataError(path, f"cannot read it ({e.strerror or e})") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
             KeyError, OverflowError, MemoryError, RecursionError) as e:
-        raise DataError(path, f"not a plain data pickle ({type(e).__name__}: {e})") from None
+        raise DataError(path, f"not a plain data pickle ({type(e).__name__}: {first_line(e)})") from None

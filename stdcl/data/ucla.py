@@ -24,7 +24,7 @@ import numpy as np
 from stdcl.data.base import SampleSource, as_path
 from stdcl.data.classes import UCLA_CLASSES
 from stdcl.data.layouts import UCLA20
-from stdcl.data.validate import require_file
+from stdcl.data.validate import require_file, shown
 from stdcl.errors import ConfigError, DataError
 from stdcl.io import read_json
 
@@ -70,11 +70,11 @@ def _parse_json(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, int |
         raise DataError(path, "no 'skeletons' key (expected an object with file_name, skeletons, label)")
     name = obj.get("file_name")
     if name is not None and not isinstance(name, str):
-        raise DataError(path, f"'file_name' must be a string, got {name!r}")
+        raise DataError(path, f"'file_name' must be a string, got {shown(name)}")
     label = obj.get("label")
     if label is not None and (isinstance(label, bool) or not isinstance(label, int)
                               or not 1 <= label <= len(CLASS_NAMES)):
-        raise DataError(path, f"'label' must be an integer 1..{len(CLASS_NAMES)}, got {label!r}")
+        raise DataError(path, f"'label' must be an integer 1..{len(CLASS_NAMES)}, got {shown(label)}")
     return _skeletons(obj["skeletons"], path, dtype), label
 
 

@@ -31,6 +31,19 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """A value from a data file as a short, one-line text for messages (repr, cut to ``limit``)."""
+    if isinstance(value, np.ndarray):
+        return type_name(value)
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def shown_list(values: Any) -> str:
+    """``'a', 'b'``: names from a data file for messages (``none`` when empty)."""
+    return ", ".join(map(shown, values)) or "none"
+
+
 def require_file(path: str | os.PathLike, what: str) -> Path:
     """``path`` as a Path, if it is an existing, non-empty file (``what``: e.g. ``"a .npz archive"``)."""
     p = Path(path)
@@ -125,6 +138,20 @@ def label_array(y: Any, path: PathLike, key: str | None) -> np.ndarray:
             raise DataError(path, f"label {float(y[bad[0]]):g} of sample {int(bad[0])} is not an integer "
                             f"({bad.size} such labels)", where=key_of(key))
     return int_array(y.astype(np.int64) if y.dtype.kind == "f" else y, path, key, what="labels")
+
+
+#: more classes than this, implied by the largest label, means the labels are garbage
+MAX_CLASSES = 100_000
+
+
+def num_classes_of(labels: np.ndarray, path: PathLike, key: str | None) -> int:
+    """The class count implied by 0-based labels (largest + 1; 0 without labels), at most ``MAX_CLASSES``."""
+    k = int(labels.max()) + 1 if labels.size else 0
+    if k > MAX_CLASSES:
+        i = int(labels.argmax())
+        raise DataError(path, f"label {k - 1} of sample {i} implies {k} classes (at most {MAX_CLASSES})",
+                        where=key_of(key))
+    return max(k, 0)
 
 
 def text_value(a: Any, path: PathLike, key: str) -> str:

@@ -2,8 +2,8 @@
 
 Spaces (all ``(N, dim)`` float32):
 
-- ``global``: the classifier's input (captured at the encoder's final linear layer), the
-  embedding the logits are read from.
+- ``global``: the classifier's input (``encoder.pre_logits``), the embedding the logits are
+  read from (``encoder.classifier``).
 - ``spatial`` / ``temporal``: for an STD-CL checkpoint the trained head's ``s`` and ``t``
   (``D`` = 256 by default).
 - ``spatial_pooled`` / ``temporal_pooled``: for every checkpoint, the parameter-free
@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Subset
 
 from analysis.cache import array_json, json_array, load_arrays, make_key, save_arrays
 from analysis.datasets import AnalysisData
-from analysis.models import LoadedModel, classifier_layer
+from analysis.models import LoadedModel
 from stdcl.logs import progress as tqdm_progress
 
 SPACES = ("global", "spatial", "temporal")
@@ -95,15 +95,11 @@ def embed_batch(model: LoadedModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Logits and every embedding space of one batch ``(N, C, T, V, M)`` (eval mode, no grad)."""
     enc = model.encoder
     enc.eval()
-    captured: list[torch.Tensor] = []
-    hook = classifier_layer(enc).register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-    try:
-        feats = enc.features(x)
-        logits = enc.classify(feats)
-    finally:
-        hook.remove()
+    feats = enc.features(x)
+    pre = enc.pre_logits(feats)
+    logits = enc.classifier(pre)
     sp, tp = pooled_embeddings(feats.map)
-    out = {"logits": logits, "global": captured[-1].flatten(1), "spatial_pooled": sp, "temporal_pooled": tp}
+    out = {"logits": logits, "global": pre.flatten(1), "spatial_pooled": sp, "temporal_pooled": tp}
     if model.head is not None:
         model.head.eval()
         emb = model.head(feats.map)

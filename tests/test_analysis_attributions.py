@@ -14,11 +14,11 @@ from analysis import attributions as A
 from analysis.datasets import open_analysis_data, stratified_subset
 from analysis.embeddings import Embeddings, embed_batch, extract_embeddings
 from analysis.models import LoadedModel, bundled_models, load_model
-from stdcl.encoders import build_encoder
+from stdcl.encoders import available, build_encoder
 from stdcl.errors import ConfigError
 from stdcl.head import DecouplingHead
 
-ENCODERS = ("hcn", "agcn", "ctrgcn", "hyperformer")
+ENCODERS = tuple(available())
 
 
 def _cos(u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 import analysis.embeddings as embeddings_mod
 from analysis.datasets import AnalysisData, check_compatible, open_analysis_data, stratified_subset
 from analysis.embeddings import embed_batch, extract_embeddings, pooled_embeddings
-from analysis.models import (LoadedModel, bundled_models, classifier_layer, discover_models, load_model,
+from analysis.models import (LoadedModel, bundled_models, discover_models, load_model,
                              load_official_model)
 from stdcl.encoders import build_encoder
 from stdcl.errors import ConfigError, DataError
@@ -115,7 +115,7 @@ def test_embeddings_are_what_they_claim(models, data):
         sp = feats.map.mean(3).flatten(2).mean(1)  # mean over T', joint-major flatten, mean over persons
         assert torch.allclose(out["spatial_pooled"], sp) and out["spatial_pooled"].shape[1] == 64 * 25
         assert torch.allclose(out["temporal_pooled"], feats.map.mean(4).flatten(2).mean(1))
-        fc = classifier_layer(model.encoder)
+        fc = model.encoder.classifier
         assert torch.allclose(fc(out["global"]), out["logits"], atol=1e-5)  # global = the classifier's input
         assert torch.allclose(out["logits"], model.encoder(x), atol=1e-5)
         if model.head is None:

@@ -1,4 +1,5 @@
-"""The interface every encoder shares (the STD-CL head relies on it), checkpoints and import-official."""
+"""The interface every registered encoder shares (the STD-CL head relies on it), the registry's descriptions,
+checkpoints and import-official. Parametrised over ``available()``: a new encoder is tested here unedited."""
 
 import pytest
 import torch
@@ -7,9 +8,12 @@ from stdcl.checkpoint import load_encoder, save_encoder
 from stdcl.cli import main
 from stdcl.data.layouts import layout_from_mapping
 from stdcl.encoders import available, build_encoder
+from stdcl.encoders.registry import register_encoder, spec, specs
 from stdcl.errors import ConfigError
+from stdcl.train.config import load_config
+from stdcl.train.estimate import expected_seconds
 
-ENCODERS = ["hcn", "agcn", "ctrgcn", "hyperformer"]
+ENCODERS = available()
 
 MINI = layout_from_mapping({
     "name": "mini8", "joints": ["pelvis", "spine", "neck", "head", "l_hand", "r_hand", "l_foot", "r_foot"],
@@ -18,10 +22,35 @@ MINI = layout_from_mapping({
     "center": "pelvis", "groups": [0, 0, 0, 0, 1, 1, 2, 2]})
 
 
-def test_registry_lists_the_four():
-    assert available() == sorted(ENCODERS)
-    with pytest.raises(ConfigError, match="unknown encoder 'stgcn'"):
+def test_registry_discovers_every_encoder_module():
+    assert {"hcn", "agcn", "ctrgcn", "hyperformer"} <= set(ENCODERS) and ENCODERS == sorted(ENCODERS)
+    assert [s.name for s in specs()] == ENCODERS
+    with pytest.raises(ConfigError, match="unknown encoder 'stgcn'; available: " + ", ".join(ENCODERS)):
         build_encoder("stgcn", 10)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_description_feeds_recipe_estimate_and_cli(name, capsys):
+    s = spec(name)
+    assert s.factory.name == name and s.title and "/" in s.source and s.cpu_cost > 0
+    assert s.paper_gflops is None or s.paper_gflops > 0
+    cfg = load_config("synthetic", encoder=name)  # the recipe file exists and resolves
+    assert cfg["model"]["encoder"] == name
+    # the estimate scales the registered cost: twice the window, twice the time (start-up aside)
+    a, b = (expected_seconds(name, 1000, 1, "cpu", w) - expected_seconds(name, 0, 1, "cpu", w) for w in (32, 64))
+    assert a == pytest.approx(1000 * s.cpu_cost) and b == pytest.approx(2 * a)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "{" + ",".join(ENCODERS) + "}" in capsys.readouterr().out.replace("\n", "").replace(" ", "")
+
+
+def test_registration_is_checked():
+    with pytest.raises(ValueError, match="lower-case identifier"):
+        register_encoder("Bad-Name", title="x", source="a/b", cpu_cost=1.0)
+    with pytest.raises(ValueError, match="cpu_cost must be > 0"):
+        register_encoder("fine", title="x", source="a/b", cpu_cost=0.0)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_encoder("hcn", title="x", source="a/b", cpu_cost=1.0)(type("Other", (torch.nn.Module,), {}))
 
 
 @pytest.mark.parametrize("name", ENCODERS)
@@ -38,15 +67,18 @@ def test_features_classify_and_feature_shape(name, layout, persons, window, clas
         direct = model(x)
     c, t, vv = model.feature_shape(window)
     assert feats.map.shape == (2, persons, c, t, vv)
-    if name != "hcn":
-        assert vv == v
     assert logits.shape == (2, classes)
     torch.testing.assert_close(logits, direct, rtol=0, atol=0)
+    # timm-style head access: the classifier's input and the final linear layer give the logits
+    pre = model.pre_logits(feats)
+    assert isinstance(model.classifier, torch.nn.Linear) and model.classifier.out_features == classes
+    assert pre.shape == (2, model.classifier.in_features)
+    torch.testing.assert_close(model.classifier(pre), logits, rtol=0, atol=0)
     rel = model.joint_relations(x)
-    if name == "hcn":
+    if not spec(name).joint_relations:
         assert rel is None
-    else:
-        assert rel and all(r.shape == (v, v) for r in rel)
+    else:  # an encoder that relates joints keeps them in its map
+        assert vv == v and rel and all(r.shape == (v, v) for r in rel)
 
 
 @pytest.mark.parametrize("name", ENCODERS)
@@ -89,7 +121,8 @@ def test_import_official_wrong_encoder_or_classes(tmp_path, capsys):
     assert main(["import-official", "--encoder", "agcn", "--weights", str(tmp_path / "c.pt"),
                  "--out", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("stdcl: error: agcn (official weights): state dict does not fit") and "\n" not in err
+    assert err.startswith(f"stdcl: error: {tmp_path / 'c.pt'}: agcn (official weights): state dict does not fit")
+    assert "\n" not in err
     assert main(["import-official", "--encoder", "ctrgcn", "--weights", str(tmp_path / "c.pt"), "--num-classes",
                  "120", "--out", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from stdcl.errors import ConfigError
-from stdcl.train.config import (CHOICES, ENCODERS, NUMBERS, OPTIONAL_TEXT, PROTOCOLS, _INTERVAL, _leaves, dump_config,
+from stdcl.encoders import available
+from stdcl.train.config import (CHOICES, NUMBERS, OPTIONAL_TEXT, PROTOCOLS, _INTERVAL, _leaves, dump_config,
                                 load_config, parse_override, read_yaml, schema, validate)
 from stdcl.train.optim import Schedule, build_optimizer, lr_at
 from stdcl.train.splits import EpochSampler, carve_validation, describe_validation
@@ -21,7 +22,7 @@ from stdcl.train.state import join_tensors, load_state, rng_state, save_state, s
 # -- configs ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("encoder", available())
 def test_every_packaged_combination_resolves(protocol, encoder):
     cfg = load_config(protocol, encoder=encoder)
     assert cfg["protocol"] == protocol and cfg["model"]["encoder"] == encoder

@@ -18,7 +18,8 @@ import torch
 
 from stdcl.checkpoint import read_meta
 from stdcl.errors import ConfigError
-from stdcl.train.estimate import (CPU_SECONDS_PER_SAMPLE_W32, EVAL_COST, FACTOR_RANGE, GPU_SPEEDUP, HISTORY, STARTUP_S,
+from stdcl.encoders.registry import spec
+from stdcl.train.estimate import (EVAL_COST, FACTOR_RANGE, GPU_SPEEDUP, HISTORY, STARTUP_S,
                                   calibration, estimate, expected_seconds, record_outcome)
 from stdcl.train.jobs import JobError, JobManager, JobStatus, gpu_available, read_progress
 from tests.train_helpers import TINY
@@ -330,8 +331,7 @@ def test_progress_marks_where_the_contrastive_term_starts(tmp_path):
 
 
 def test_expected_seconds():
-    c = CPU_SECONDS_PER_SAMPLE_W32
-    assert set(c) == {"hcn", "agcn", "ctrgcn", "hyperformer"} and all(v > 0 for v in c.values())
+    c = {n: spec(n).cpu_cost for n in ("hcn", "agcn", "ctrgcn")}
     assert expected_seconds("ctrgcn", 1000, 2, "cpu", 64) == \
         pytest.approx(STARTUP_S["cpu"] + 2 * 1000 * c["ctrgcn"] * 2)
     assert expected_seconds("hcn", 500, 1.5, "cuda", 32, num_eval_samples=100) == \

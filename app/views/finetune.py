@@ -23,9 +23,9 @@ import streamlit as st
 from app import state
 from stdcl.checkpoint import read_meta
 from stdcl.data.registry import available_datasets
+from stdcl.encoders import available as available_encoders
 from stdcl.errors import ConfigError, StdclError, user_error_line
 from stdcl.train.config import (
-    ENCODERS,
     PROTOCOLS,
     get_dotted,
     load_config,
@@ -80,8 +80,9 @@ def build_plan(weights: Path, meta: dict[str, Any], dataset: str, other_name: st
     """``stdcl train`` arguments for the choices, and the config they resolve to (validated here)."""
     enc = meta.get("encoder") or {}
     encoder = enc.get("name")
-    if encoder not in ENCODERS:
-        raise ConfigError(f"{weights}: encoder {encoder!r} cannot be fine-tuned here (expected {', '.join(ENCODERS)})")
+    if encoder not in available_encoders():
+        raise ConfigError(f"{weights}: encoder {encoder!r} cannot be fine-tuned here "
+                          f"(expected {', '.join(available_encoders())})")
     ckpt_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else None
     modality = meta.get("modality") or get_dotted(ckpt_cfg or {}, "data.modality") or "joint"
     overrides = [f"data.window={int(enc.get('window') or 64)}"]
@@ -365,7 +366,7 @@ def checkpoint_defaults(meta: dict[str, Any]) -> dict[str, Any]:
     """The settings a checkpoint starts with: its own STD-CL flag, a tenth of its encoder's recipe lr,
     the batch it was trained with (else the recipe's)."""
     enc = meta.get("encoder") or {}
-    recipe = load_config("synthetic", encoder=enc.get("name") if enc.get("name") in ENCODERS else None)
+    recipe = load_config("synthetic", encoder=enc.get("name") if enc.get("name") in available_encoders() else None)
     batch = get_dotted(meta.get("config") or {}, "train.batch_size") or recipe["train"]["batch_size"]
     return {"ft_stdcl": bool(meta.get("stdcl")), "ft_lr": float(recipe["optim"]["lr"]) / 10, "ft_batch": int(batch),
             "_recipe_lr": float(recipe["optim"]["lr"]), "_optimiser": recipe["optim"]["name"]}

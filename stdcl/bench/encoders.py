@@ -8,9 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stdcl.encoders import available, build_encoder
-
-#: FLOPs per sample reported by the encoders' papers for NTU input (encoders.md); None: not stated there.
-PAPER_GFLOPS = {"ctrgcn": 1.97, "agcn": None, "hcn": None, "hyperformer": None}
+from stdcl.encoders.registry import spec
 
 
 def _time(fn, repeats: int) -> float:
@@ -61,7 +59,7 @@ def bench_encoders(names: list[str] | None = None, batch: int = 16, window: int 
         t_f = _time(fwd, repeats) / batch * 1e3
         model.train()
         t_fb = _time(fwd_bwd, repeats) / batch * 1e3
-        paper = PAPER_GFLOPS.get(name)
+        paper = spec(name).paper_gflops  # the paper's FLOPs per NTU sample (encoders.md), None if not stated
         row = {"encoder": name, "params": params, "gflops": gflops, "paper_gflops": paper,
                "forward_ms": t_f, "forward_backward_ms": t_fb, "device": device}
         rows.append(row)

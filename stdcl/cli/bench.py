@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stdcl.encoders.registry import available
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from stdcl.cli import subparser
@@ -34,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(bsub, "train-step", "training-step time of an encoder alone vs with the STD-CL head and loss",
                   "  stdcl bench train-step --encoder ctrgcn\n"
                   "  stdcl bench train-step --encoder hyperformer --amp --repeats 20 --device cuda")
-    p.add_argument("--encoder", default="ctrgcn", choices=["ctrgcn", "agcn", "hyperformer", "hcn"])
+    p.add_argument("--encoder", default="ctrgcn", choices=available())
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--repeats", type=int, default=10, help="interleaved steps of each (median reported)")

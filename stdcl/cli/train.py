@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from stdcl.encoders.registry import available
+
 PROTOCOL_HELP = "ntu60-xsub, ntu60-xview, ntu120-xsub, ntu120-xset, ucla, synthetic, custom, or a YAML file"
 
 
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "  torchrun --nproc_per_node 4 -m stdcl train --config ntu60-xsub --encoder ctrgcn --out runs/ddp "
                   "train.sync_bn=true")
     p.add_argument("--config", default=None, help=f"protocol or file: {PROTOCOL_HELP} (default synthetic)")
-    p.add_argument("--encoder", default=None, choices=["ctrgcn", "agcn", "hyperformer", "hcn"],
+    p.add_argument("--encoder", default=None, choices=available(),
                    help="encoder and its reference recipe (default: the config's, ctrgcn)")
     p.add_argument("--modality", default=None, choices=["joint", "bone", "joint_motion", "bone_motion"])
     p.add_argument("--stdcl", default=None, choices=["on", "off"], help="train with the STD-CL head (default on)")

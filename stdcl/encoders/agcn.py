@@ -82,7 +82,8 @@ class AGCNBlock(ResidualBlock):
         self._init_residual(in_channels, out_channels, stride, residual)
 
 
-@register_encoder("agcn")
+@register_encoder("agcn", title="2s-AGCN (Shi et al., CVPR 2019), joint stream", source="lshiwjx/2s-AGCN",
+                  cpu_cost=0.19)
 class AGCN(GraphEncoder):
     """Single-stream 2s-AGCN. Options: ``drop_out`` (before fc, default 0).
 

@@ -1,8 +1,10 @@
 """The interface every encoder implements, so the STD-CL head never needs to know which one it sits on.
 
 ``features(x)`` -> :class:`Features` whose ``map`` is the last feature map per person,
-``(N, M, C', T', V')``; ``classify(features)`` -> logits ``(N, num_classes)`` exactly as
-the official head computes them; ``forward(x) = classify(features(x))``.
+``(N, M, C', T', V')``; ``pre_logits(features)`` -> the pooled ``(N, D)`` input of the final
+linear layer ``classifier`` (as timm's ``forward_head(pre_logits=True)`` / ``get_classifier()``);
+``classify(features) = classifier(pre_logits(features))``, the logits exactly as the official
+head computes them; ``forward(x) = classify(features(x))``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ class Features(NamedTuple):
 
 
 class Encoder(nn.Module):
-    """Base class: subclasses implement ``features``, ``classify`` and ``feature_shape``."""
+    """Base class: subclasses implement ``features``, ``pre_logits`` and ``feature_shape``."""
 
     name: str = "?"
+    #: attribute holding the final ``nn.Linear`` (``D -> num_classes``)
+    classifier_attr: str = "fc"
 
     def __init__(self, num_classes: int, layout: Layout, in_channels: int, num_person: int, window: int):
         super().__init__()
@@ -52,8 +56,18 @@ class Encoder(nn.Module):
     def features(self, x: torch.Tensor) -> Features:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def classify(self, features: Features) -> torch.Tensor:  # pragma: no cover - abstract
+    def pre_logits(self, features: Features) -> torch.Tensor:  # pragma: no cover - abstract
+        """The classifier's input ``(N, D)``: the official head up to (not including) its final linear layer."""
         raise NotImplementedError
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The final linear layer: ``classify(f) == classifier(pre_logits(f))``."""
+        return getattr(self, self.classifier_attr)
+
+    def classify(self, features: Features) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` as the official head computes them."""
+        return self.classifier(self.pre_logits(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x))

@@ -182,7 +182,8 @@ class CTRGCNBlock(ResidualBlock):
         self._init_residual(in_channels, out_channels, stride, residual)
 
 
-@register_encoder("ctrgcn")
+@register_encoder("ctrgcn", title="CTR-GCN (Chen et al., ICCV 2021)", source="Uason-Chen/CTR-GCN",
+                  cpu_cost=0.23, paper_gflops=1.97)
 class CTRGCN(GraphEncoder):
     """CTR-GCN. Options: ``drop_out`` (before fc, default 0), ``adaptive`` (learned ``PA``, default True).
 

@@ -204,11 +204,11 @@ class GraphEncoder(Encoder):
             x = block(x)
         return Features(map=x.view(n, m, *x.shape[1:]))
 
-    def classify(self, features: Features) -> torch.Tensor:
-        """Official head: mean over T' and V, then over persons, dropout, fc."""
+    def pre_logits(self, features: Features) -> torch.Tensor:
+        """Official head up to ``fc``: mean over T' and V, then over persons, dropout."""
         f = features.map
         x = f.reshape(f.shape[0], f.shape[1], f.shape[2], -1).mean(3).mean(1)
-        return self.fc(self.drop_out(x))
+        return self.drop_out(x)
 
     def feature_shape(self, window: int | None = None) -> tuple[int, int, int]:
         t = self.window if window is None else int(window)

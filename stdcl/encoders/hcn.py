@@ -79,11 +79,13 @@ def _reference_init(module: nn.Module) -> None:
                     m.bias.zero_()
 
 
-@register_encoder("hcn")
+@register_encoder("hcn", title="HCN (Li et al., IJCAI 2018)", source="huguyuehuhu/HCN-pytorch",
+                  cpu_cost=0.012)
 class HCN(Encoder):
     """Hierarchical co-occurrence network; see the module docstring for the feature map."""
 
     name = "hcn"
+    classifier_attr = "fc8"
 
     def __init__(self, num_classes: int, layout: Layout, in_channels: int = 3, num_person: int = 2,
                  window: int = 64, **options: Any) -> None:
@@ -150,8 +152,8 @@ class HCN(Encoder):
         fmap = torch.cat((p, q), dim=1).view(n, m, 2 * self.window, t, v)
         return Features(map=fmap, extra=None)
 
-    def classify(self, features: Features) -> torch.Tensor:
-        """conv3..conv6 per stream/person on the map, max over persons, fc7, fc8 (official logits)."""
+    def pre_logits(self, features: Features) -> torch.Tensor:
+        """conv3..conv6 per stream/person on the map, max over persons, fc7: the input of ``fc8``."""
         fmap = features.map
         expect = (self.num_person, *self.feature_shape())
         if fmap.dim() != 5 or tuple(fmap.shape[1:]) != expect:
@@ -167,4 +169,4 @@ class HCN(Encoder):
         q = self.conv4m(self.conv3m(q))
         z = self.conv6(self.conv5(torch.cat((p, q), dim=1)))
         z = z.reshape(n, m, -1).amax(dim=1)  # element-wise max over persons, flattened (C, T', W')
-        return self.fc8(self.fc7(z))
+        return self.fc7(z)

@@ -40,7 +40,8 @@ RELATION_KINDS = ("effective", "attention")
 OPTIONS = ("num_heads", "drop_out", "graph", "groups")
 
 
-@register_encoder("hyperformer")
+@register_encoder("hyperformer", title="Hyperformer (Zhou et al., 2022)", source="ZhouYuxuanYX/Hyperformer",
+                  cpu_cost=0.41)
 class Hyperformer(Encoder):
     """Hyperformer encoder with the official parameter names (``data_bn``, ``l1`` .. ``l10``, ``fc``)."""
 
@@ -99,10 +100,11 @@ class Hyperformer(Encoder):
             x = block(x)
         return Features(map=x.reshape(n, m, *x.shape[1:]).contiguous())
 
-    def classify(self, features: Features) -> torch.Tensor:
+    def pre_logits(self, features: Features) -> torch.Tensor:
+        """Official head up to ``fc``: mean over T' and V, then over persons, dropout."""
         f = features.map
         pooled = f.reshape(f.shape[0], f.shape[1], f.shape[2], -1).mean(3).mean(1)
-        return self.fc(self.drop_out(pooled))
+        return self.drop_out(pooled)
 
     def feature_shape(self, window: int | None = None) -> tuple[int, int, int]:
         t = self.window if window is None else int(window)

@@ -177,7 +177,7 @@ def plan(grid: Grid, root: Path, device: str = "cpu", results: Path | None = Non
 
     The per-sample cost comes from this grid's own runs of the same encoder when there are any
     (measured on this machine, with the thread count they ran with), else from the Fine-tune
-    cost table (:data:`stdcl.train.estimate.CPU_SECONDS_PER_SAMPLE_W32`, NTU-sized input, scaled
+    cost table (each encoder's registered ``cpu_cost``, NTU-sized input, scaled
     by window).
     """
     from stdcl.train.estimate import EVAL_COST, data_sizes, expected_seconds, planned_steps

@@ -30,10 +30,10 @@ from typing import Any, Iterable
 
 import yaml
 
+from stdcl.encoders.registry import spec as encoder_spec
 from stdcl.errors import ConfigError
 
 PROTOCOLS = ("ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset", "ucla", "natops", "synthetic", "custom")
-ENCODERS = ("ctrgcn", "agcn", "hyperformer", "hcn")
 #: Mappings whose keys are passed through to other components unchecked.
 FREE_FORM = {("data", "transform"), ("data", "test_transform"), ("data", "source"), ("model", "options")}
 
@@ -191,7 +191,7 @@ def load_config(config: str | os.PathLike = "synthetic", encoder: str | None = N
 
     Args:
         config: a protocol name or a YAML file (optionally with ``base: <protocol>``).
-        encoder: ``ctrgcn``, ``agcn``, ``hyperformer`` or ``hcn`` (default: the config's).
+        encoder: a registered encoder (``stdcl.encoders.available()``; default: the config's).
         modality: ``joint``, ``bone``, ``joint_motion`` or ``bone_motion``.
         stdcl: ``True``/``"on"`` to train with the STD-CL head, ``False``/``"off"`` without.
         overrides: ``key=value`` strings, applied last.
@@ -208,9 +208,7 @@ def load_config(config: str | os.PathLike = "synthetic", encoder: str | None = N
     if name is None and user is not None:
         name = get_dotted(user, "model.encoder")
     name = name or cfg["model"]["encoder"]
-    if name not in ENCODERS:
-        raise ConfigError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")
-    overlay = _packaged(f"encoder/{name}")
+    overlay = _packaged(encoder_spec(name).recipe)
     per_dataset = overlay.pop("datasets", {}) or {}
     cfg = deep_merge(cfg, overlay)
     cfg = deep_merge(cfg, per_dataset.get(protocol, {}) or {})

@@ -1,7 +1,7 @@
 """How long a training run will take, and what it will do, before it starts.
 
 The Fine-tune page and ``stdcl experiment plan`` show an expected time. It starts from a cost
-table measured once (:data:`CPU_SECONDS_PER_SAMPLE_W32`) and is then calibrated on the machine
+table measured once (each encoder's registered ``cpu_cost``, :class:`stdcl.encoders.registry.EncoderSpec`) and is then calibrated on the machine
 at hand: every finished job appends ``(encoder, device, table estimate, measured seconds)`` to
 ``estimates.jsonl`` in the job folder, and the next estimate is the table's times the median
 measured / estimated ratio of the latest such jobs (same encoder and device when there are
@@ -19,16 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stdcl.encoders.registry import spec as encoder_spec
 from stdcl.errors import ConfigError
 
-#: Seconds per training sample of one full STD-CL step (forward, CE + contrastive loss with
-#: P=128 / K=512 on full banks, backward, optimiser step) at window 32, input (3, 32, 25, 2),
-#: 13 classes, batch 16: :func:`stdcl.train.bench.bench_train_step` timed in CPU seconds of one
-#: thread (torch 2.13 CPU, the 2-core development VM, 2026-11). Wall clock on that VM while it
-#: was shared with other work was 1.5-2.7x these (0.018 / 0.30 / 0.45 / 1.10); the real loop adds
-#: data loading and augmentation (about +25 % for HCN). Other machines differ by 2-3x either way,
-#: which is what the calibration (module docstring) corrects.
-CPU_SECONDS_PER_SAMPLE_W32 = {"hcn": 0.012, "agcn": 0.19, "ctrgcn": 0.23, "hyperformer": 0.41}
 #: Rough speed-up of a CUDA GPU over that one-thread CPU figure. Not measured (no GPU here):
 #: small skeleton models on a current GPU typically train 20-100x faster than one CPU core.
 GPU_SPEEDUP = 40.0
@@ -52,8 +45,7 @@ def expected_seconds(encoder: str, num_train_samples: int, epochs: float, device
     input is NTU's 25 x 2 = 50) and divided by :data:`GPU_SPEEDUP` on ``cuda``.
     ``num_eval_samples``: validation + test samples evaluated each epoch.
     """
-    if encoder not in CPU_SECONDS_PER_SAMPLE_W32:
-        raise ConfigError(f"unknown encoder {encoder!r}; expected one of {', '.join(CPU_SECONDS_PER_SAMPLE_W32)}")
+    encoder_spec(encoder)  # a one-line error for an unknown encoder
     if device not in STARTUP_S:
         raise ConfigError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if num_train_samples < 0 or num_eval_samples < 0 or epochs < 0 or window <= 0 or joints_persons <= 0:
@@ -64,7 +56,7 @@ def expected_seconds(encoder: str, num_train_samples: int, epochs: float, device
 
 
 def _per_sample(encoder: str, device: str, window: int, joints_persons: int) -> float:
-    s = CPU_SECONDS_PER_SAMPLE_W32[encoder] * window / 32 * joints_persons / 50
+    s = encoder_spec(encoder).cpu_cost * window / 32 * joints_persons / 50
     return s / GPU_SPEEDUP if device == "cuda" else s
 
 
@@ -178,5 +170,5 @@ def planned_steps(cfg: dict[str, Any], train_items: int) -> tuple[int, float]:
     return steps, steps / per_epoch
 
 
-__all__ = ["CPU_SECONDS_PER_SAMPLE_W32", "EVAL_COST", "Estimate", "GPU_SPEEDUP", "HISTORY", "STARTUP_S",
+__all__ = ["EVAL_COST", "Estimate", "GPU_SPEEDUP", "HISTORY", "STARTUP_S",
            "calibration", "data_sizes", "estimate", "expected_seconds", "planned_steps", "record_outcome"]

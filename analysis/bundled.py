@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-BUNDLED_DIR = Path(os.environ.get("STDCL_BUNDLED") or Path(__file__).resolve().parents[1] / "checkpoints")
+from stdcl.weights import BUNDLED_DIR  # one definition: the loader's
+
 BUNDLED_CACHE = BUNDLED_DIR / "cache"
 #: The app's default pair (``app.state.DEFAULT_MODEL`` and its baseline) and what is precomputed for it.
 DEMO_PAIR = ("synthetic_hcn_stdcl", "synthetic_hcn_baseline")

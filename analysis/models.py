@@ -1,5 +1,5 @@
-"""Loading the models the analysis reads: bundled demo checkpoints, run directories, loose
-``.safetensors`` checkpoints and official ``.pt`` weights (``weights_only=True``).
+"""The models the analysis reads: bundled demo checkpoints, run directories, loose ``.safetensors``
+checkpoints and official ``.pt`` weights, all loaded by :func:`stdcl.weights.load`.
 
 A :class:`LoadedModel` carries the encoder (eval mode), its trained STD-CL head when the
 checkpoint has one, the metadata and a content digest that keys every cache downstream.
@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from analysis.bundled import BUNDLED_DIR  # re-exported: the bundled demo folder
 from analysis.cache import file_digest, make_key
-from stdcl.checkpoint import load_encoder, meta_path
+from stdcl.checkpoint import meta_path
 from stdcl.data.layouts import Layout
 from stdcl.encoders.base import Encoder
-from stdcl.encoders.official import from_official, load_official_file
-from stdcl.errors import ConfigError, DataError
+from stdcl.errors import DataError
 from stdcl.head.checkpoint import head_path, load_head
 from stdcl.head.decoupling import DecouplingHead
 from stdcl.train.run_dir import checkpoint_of, is_run_dir
+from stdcl.weights import OfficialSpec
+from stdcl.weights import load as load_weights
 
 
 
@@ -126,25 +126,28 @@ def _digest(weights: Path) -> str:
     return file_digest([weights, head_path(weights), meta_path(weights)])
 
 
-def load_model(target: str | os.PathLike | ModelRef, which: str = "best",
-               device: str | torch.device = "cpu") -> LoadedModel:
-    """A run directory (its ``which`` checkpoint), a ``.safetensors`` checkpoint or a :class:`ModelRef`."""
+def load_model(target: str | os.PathLike | ModelRef, which: str = "best", device: str | torch.device = "cpu",
+               official: OfficialSpec | None = None) -> LoadedModel:
+    """Any source :func:`stdcl.weights.load` reads (``bundled:NAME``, a run directory's ``which``
+    checkpoint, a ``.safetensors`` checkpoint, an official ``.pt`` with its ``official`` spec) or a
+    :class:`ModelRef`."""
     ref = target if isinstance(target, ModelRef) else None
-    path = Path(ref.path if ref else target)
-    if not path.exists():
-        raise DataError(path, "no such file or folder")
-    weights = checkpoint_of(path, which)
-    if weights.suffix != ".safetensors":
-        raise DataError(weights, "not a .safetensors checkpoint (import official .pt files with load_official_model)")
-    encoder, meta = load_encoder(weights)
-    head = load_head(weights, encoder, meta)
+    source = ref.path if ref else target
+    lw = load_weights(source, which, official)
+    if lw.kind == "official":
+        spec = official
+        digest = make_key(file_digest([lw.source]), spec.encoder, spec.num_classes, str(spec.layout), spec.window,
+                          spec.num_person, spec.in_channels, spec.options)
+        return LoadedModel(lw.encoder, None, lw.meta, lw.source, digest, ref.label if ref else lw.source.stem,
+                           "official").to(device)
+    head = load_head(lw.source, lw.encoder, lw.meta) if lw.head_file is not None else None
     if ref is not None:
         label, kind = ref.label, ref.kind
-    elif path.is_dir():
-        label, kind = f"{path.name}/{weights.stem}", "run"
+    elif lw.kind == "run":
+        label, kind = f"{Path(source).name}/{lw.source.stem}", "run"
     else:
-        label, kind = weights.stem, "bundled" if weights.parent.resolve() == BUNDLED_DIR.resolve() else "file"
-    return LoadedModel(encoder, head, meta, weights, _digest(weights), label, kind).to(device)
+        label, kind = lw.source.stem, lw.kind
+    return LoadedModel(lw.encoder, head, lw.meta, lw.source, _digest(lw.source), label, kind).to(device)
 
 
 def load_official_model(path: str | os.PathLike, encoder: str, num_classes: int, layout: str | Layout = "ntu25",
@@ -152,28 +155,7 @@ def load_official_model(path: str | os.PathLike, encoder: str, num_classes: int,
                         class_names: list[str] | None = None, dataset: str | None = None,
                         options: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Official weights (``.pt``, read with ``weights_only=True``) as a baseline model."""
-    path = Path(path)
-    sd = load_official_file(path)
-    try:
-        model = from_official(encoder, sd, num_classes, layout, num_person, window, in_channels, **(options or {}))
-    except ConfigError as e:
-        raise DataError(path, str(e)) from None
-    if class_names is not None and len(class_names) != num_classes:
-        raise ConfigError(f"{path}: {len(class_names)} class names for {num_classes} classes")
-    meta = {"encoder": {"name": encoder, "options": options or {}}, "class_names": class_names,
-            "dataset": dataset, "num_classes": num_classes, "stdcl": False, "kind": "official",
-            "modality": "joint"}
-    digest = make_key(file_digest([path]), encoder, num_classes, str(layout), window, num_person, in_channels,
-                      options or {})
-    return LoadedModel(model, None, meta, path, digest, path.stem, "official").to(device)
-
-
-def classifier_layer(encoder: Encoder) -> nn.Linear:
-    """The encoder's final linear layer (out_features = num_classes): its input is the global embedding."""
-    last = None
-    for m in encoder.modules():
-        if isinstance(m, nn.Linear) and m.out_features == encoder.num_classes:
-            last = m
-    if last is None:
-        raise ConfigError(f"{encoder.name}: no final linear classifier found")
-    return last
+    layout = layout.name if isinstance(layout, Layout) else layout
+    spec = OfficialSpec(encoder, num_classes, layout, window, num_person, in_channels, dataset,
+                        class_names=None if class_names is None else tuple(class_names), options=dict(options or {}))
+    return load_model(path, official=spec, device=device)

@@ -2,8 +2,8 @@
 
 Checkpoints: bundled, run directories under a folder the user names, uploaded ``.safetensors``
 (+ ``.json``, optionally ``.head.safetensors``) and official ``.pt`` weights imported with
-``weights_only=True`` (:mod:`analysis.upload`). Data: the model's own split or a named dataset.
-One uploaded sequence is read, transformed and analysed by :mod:`analysis.upload`; this page only
+``weights_only=True`` (stored by :mod:`app.uploads`). Data: the model's own split or a named dataset.
+One uploaded sequence is read, transformed and analysed by :mod:`analysis.query`; this page only
 arranges the results.
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import figures
-from analysis import upload as up
+from analysis import query
 from analysis import walkthrough as wt
 from analysis.attributions import class_centroids, sample_attributions
 from analysis.cache import file_digest
@@ -26,6 +26,7 @@ from analysis.embeddings import Embeddings
 from analysis.models import LoadedModel, ModelRef, discover_models
 from analysis.projections import METHODS
 from app import state
+from app import uploads as up
 from app.glossary import term
 from app.widgets import publish_widget, sum_check, sync_widget
 from stdcl.data.layouts import available_layouts
@@ -332,8 +333,8 @@ def _check() -> state.Selection:
 
 @st.cache_data(show_spinner="Analysing your sequence…", max_entries=16)
 def _analyse(model_digest: str, file_key: str, emb_key: str, _model: LoadedModel, _x: np.ndarray,
-             _emb: Embeddings) -> dict[str, Any]:
-    return up.analyse_sequence(_model, _x, _emb, k=5)
+             _emb: Embeddings) -> query.SequenceAnalysis:
+    return query.analyse_sequence(_model, _x, _emb, k=5)
 
 
 @st.cache_data(show_spinner="Computing attention maps…", max_entries=16)
@@ -367,7 +368,7 @@ def _sequence(sel: state.Selection) -> None:
     try:
         up.check_upload_size(f.name, f.size)
         path = up.save_upload(_upload_dir("sequences"), f.name, f.getvalue())
-        seq = up.sequence_input(path, model, spec.get("dataset"), spec.get("modality"), transformed=pre)
+        seq = query.sequence_input(path, model, spec.get("dataset"), spec.get("modality"), transformed=pre)
         with state.guard():
             emb = sel.embeddings(which)
         file_key = file_digest([path]) + f":{pre}:{spec}"
@@ -379,14 +380,14 @@ def _sequence(sel: state.Selection) -> None:
         st.error(str(e))
         return
     names = model.class_names
-    pred = res["prediction"]
+    pred = res.prediction
     m1, m2, m3 = st.columns(3)
     m1.metric("Predicted class", names[pred])
-    m2.metric("Probability", f"{res['probabilities'][pred]:.3f}")
+    m2.metric("Probability", f"{res.probabilities[pred]:.3f}")
     if seq.label is not None:
         m3.metric("True class (from the file name)", names[seq.label],
                   "correct" if seq.label == pred else "wrong", delta_color="normal" if seq.label == pred else "inverse")
-    notice = up.origin_notice(seq, model)
+    notice = query.origin_notice(seq, model)
     if notice:
         st.warning(notice, icon=":material/travel_explore:")
     st.caption(f"{seq.name}: read as {seq.format}, raw shape {' × '.join(map(str, seq.raw.shape))}, model input "
@@ -395,8 +396,8 @@ def _sequence(sel: state.Selection) -> None:
     left, right = st.columns([2, 3])
     with left:
         st.markdown("**Top-5 prediction**")
-        st.dataframe(pd.DataFrame([{"class": r["name"], "probability": round(r["probability"], 4)}
-                                   for r in res["top"]]), hide_index=True)
+        st.dataframe(pd.DataFrame([{"class": r.name, "probability": round(r.probability, 4)}
+                                   for r in res.top]), hide_index=True)
     with right:
         st.plotly_chart(figures.skeleton_figure(seq.x, model.layout, animate=True),
                         key="models_seq_skeleton")
@@ -404,7 +405,7 @@ def _sequence(sel: state.Selection) -> None:
     _sequence_attention(model, seq, emb, file_key)
 
 
-def _sequence_spaces(res: dict[str, Any], emb: Embeddings, model: LoadedModel) -> None:
+def _sequence_spaces(res: query.SequenceAnalysis, emb: Embeddings, model: LoadedModel) -> None:
     st.subheader("Where it falls in the two embedding spaces")
     src = "the STD-CL head's s and t" if emb.st_source == "head" else "the pooled embeddings (baseline)"
     st.caption(f"Nearest samples of the analysed split by cosine similarity, in the spatial and temporal spaces "
@@ -417,18 +418,18 @@ def _sequence_spaces(res: dict[str, Any], emb: Embeddings, model: LoadedModel) -
                       format_func=lambda m: state.METHOD_NAMES.get(m, m))
     cols = st.columns(2)
     for col, space in zip(cols, ("spatial", "temporal")):
-        if space not in res["neighbours"]:
+        if space not in res.neighbours:
             continue
         with col:
             st.markdown(f"**{space.capitalize()} space**")
-            recs = res["neighbours"][space]
+            recs = res.neighbours[space]
             st.dataframe(_neighbour_table(recs), hide_index=True, width="stretch")
             if recs and not any(r["same_class"] for r in recs):
                 st.caption(f"None of the {len(recs)} nearest samples is of the predicted class: in this space the "
                            "sequence sits among other classes, so the prediction rests on little here.")
             with state.guard():
                 coords = state.get_projection(emb.key, space, method, emb)
-                xy = up.place_by_neighbours(coords, emb, space, res["spaces"][space], k=10)
+                xy = query.place_by_neighbours(coords, emb, space, res.spaces[space], k=10)
             fig = figures.embedding_scatter(coords, emb, "label", height=420,
                                             title=f"{space} ({state.METHOD_NAMES.get(method, method)})")
             st.plotly_chart(wt.add_query_marker(fig, xy), key=f"models_seq_proj_{space}")
@@ -437,7 +438,7 @@ def _sequence_spaces(res: dict[str, Any], emb: Embeddings, model: LoadedModel) -
                "10 nearest neighbours in that space, weighted by their cosine similarity.")
 
 
-def _sequence_attention(model: LoadedModel, seq: up.SequenceInput, emb: Embeddings, file_key: str) -> None:
+def _sequence_attention(model: LoadedModel, seq: query.SequenceInput, emb: Embeddings, file_key: str) -> None:
     st.subheader("Attention maps")
     with state.guard():
         att = _attributions(model.digest, file_key, emb.key, model, seq.x, emb)

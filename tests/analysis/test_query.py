@@ -1,4 +1,4 @@
-"""analysis.upload: one user sequence read exactly as the datasets read it; checkpoint uploads and imports."""
+"""analysis.query: one user sequence read exactly as the datasets read it, its prediction and neighbours."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 import torch
 
-from analysis import upload as up
+from analysis import query as up
 from analysis.datasets import open_analysis_data
 from analysis.models import LoadedModel, load_model
 from stdcl.data.base import SkeletonDataset
@@ -122,13 +120,6 @@ def test_a_sequence_from_another_benchmark_than_the_model_is_flagged(tmp_path, m
     assert note is not None and "NW-UCLA (ucla20 skeleton)" in note and "the ntu25 skeleton layout of ntu60-xsub" in note
 
 
-def test_ntu_and_ucla_names_give_the_true_class():
-    assert up.label_from_name("S001C001P001R001A007", ntu_classes(60)) == 6
-    assert up.label_from_name("S001C001P001R001A099", ntu_classes(60)) is None  # not an NTU60 action
-    assert up.label_from_name("a12_s01_e00_v03", list(UCLA_CLASSES)) == 9
-    assert up.label_from_name("S001C001P001R001A007", [f"c{i}" for i in range(60)]) is None
-
-
 # -- NW-UCLA .json --------------------------------------------------------------------------------------
 
 def _ucla_json(rng: np.random.Generator, frames: int, label: int) -> dict:
@@ -219,18 +210,18 @@ def test_analysis_of_a_sequence_matches_brute_force(model, data, emb):
         logits = model.encoder(torch.as_tensor(x)[None]).double().numpy()[0]
     prob = np.exp(logits - logits.max())
     prob /= prob.sum()
-    np.testing.assert_allclose(res["probabilities"], prob, atol=1e-6)
-    assert [r["class"] for r in res["top"]] == list(np.argsort(-prob)[:5])
-    assert res["top"][0]["name"] == model.class_names[res["prediction"]]
+    np.testing.assert_allclose(res.probabilities, prob, atol=1e-6)
+    assert [r.index for r in res.top] == list(np.argsort(-prob)[:5])
+    assert res.top[0].name == model.class_names[res.prediction] and res.top[0].rank == 1
     # the same sample's embeddings equal its row in the split's embeddings
-    np.testing.assert_allclose(res["spaces"]["spatial"], emb.space("spatial")[3], atol=1e-4)
+    np.testing.assert_allclose(res.spaces["spatial"], emb.space("spatial")[3], atol=1e-4)
     for space in ("spatial", "temporal", "global"):
-        sims = _unit(emb.space(space)) @ _unit(res["spaces"][space])
+        sims = _unit(emb.space(space)) @ _unit(res.spaces[space])
         order = sorted(range(len(emb)), key=lambda r: (-sims[r], r))[:4]
-        got = res["neighbours"][space]
+        got = res.neighbours[space]
         assert [r["row"] for r in got] == order
         np.testing.assert_allclose([r["cosine"] for r in got], sims[order], atol=1e-9)
-        assert [r["same_class"] for r in got] == [bool(emb.labels[r] == res["prediction"]) for r in order]
+        assert [r["same_class"] for r in got] == [bool(emb.labels[r] == res.prediction) for r in order]
     assert got[0]["row"] == 3  # its own copy in the split is the nearest
 
 
@@ -242,104 +233,3 @@ def test_place_by_neighbours_is_the_weighted_mean_of_neighbour_positions(emb):
     rows = sorted(range(len(emb)), key=lambda r: (-sims[r], r))[:6]
     w = np.clip(sims[rows], 0, None)
     np.testing.assert_allclose(xy, (coords[rows] * w[:, None]).sum(0) / w.sum(), atol=1e-9)
-
-
-# -- files: sizes, checkpoint uploads, official imports --------------------------------------------------------
-
-def test_size_limit_and_names(tmp_path):
-    up.check_upload_size("ok.npy", up.MAX_UPLOAD_BYTES)
-    with pytest.raises(DataError, match=r"^big\.pt: 201 MB is over the 200 MB upload limit$"):
-        up.check_upload_size("big.pt", up.MAX_UPLOAD_BYTES + 2**20)
-    assert up.safe_name("../../etc/pass wd.npy") == "pass_wd.npy"
-    assert up.safe_name("C:\\x\\y.skeleton") == "y.skeleton"
-    p = up.save_upload(tmp_path, "../a b.npy", b"123")
-    assert p == tmp_path / "a_b.npy" and p.read_bytes() == b"123"
-    folder = up.session_upload_dir("abc/../x")
-    assert folder.is_dir() and folder.parent == Path(__import__("os").environ["STDCL_UPLOADS"])
-
-
-def test_stale_session_uploads_are_pruned(tmp_path, monkeypatch):
-    import os
-    monkeypatch.setenv("STDCL_UPLOADS", str(tmp_path))
-    old, recent = tmp_path / "old", tmp_path / "recent"
-    for d, age in ((old, 4 * 86400), (recent, 3600)):
-        (d / "sequences").mkdir(parents=True)
-        (d / "sequences" / "a.npy").write_bytes(b"x")
-        os.utime(d, (os.path.getatime(d) - age, os.path.getmtime(d) - age))
-    mine = up.session_upload_dir("mine")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "recent"]
-    monkeypatch.setenv("STDCL_UPLOADS_TTL_S", "60")  # the variable shortens the lifetime
-    assert up.session_upload_dir("mine") == mine and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
-
-
-def test_checkpoint_upload_is_stored_checked_and_loadable(tmp_path, model):
-    src = model.path
-    files = {f"my{suffix}": src.with_name(src.stem + suffix).read_bytes()
-             for suffix in (".safetensors", ".json", ".head.safetensors")}
-    path = up.save_checkpoint_upload(tmp_path, files)
-    assert path == tmp_path / "my" / "my.safetensors"
-    loaded = load_model(path)
-    assert loaded.digest == model.digest and loaded.head is not None
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["my"]
-
-    with pytest.raises(DataError, match="my.safetensors: its metadata my.json is missing"):
-        up.save_checkpoint_upload(tmp_path, {"my.safetensors": files["my.safetensors"]})
-    with pytest.raises(DataError, match="notes.json: does not belong to my.safetensors"):
-        up.save_checkpoint_upload(tmp_path, {**files, "notes.json": b"{}"})
-    with pytest.raises(DataError, match="upload exactly one encoder"):
-        up.save_checkpoint_upload(tmp_path, {"my.json": files["my.json"]})
-    bad = {"broken.safetensors": b"\x00" * 64, "broken.json": files["my.json"]}
-    with pytest.raises(DataError) as exc:
-        up.save_checkpoint_upload(tmp_path, bad)
-    msg = str(exc.value)
-    assert msg.startswith("broken.safetensors: not a readable safetensors file") and "\n" not in msg
-    bad_json = {"odd.safetensors": files["my.safetensors"], "odd.json": b"{not json"}
-    with pytest.raises(DataError, match=r"^odd\.json: not valid checkpoint metadata"):
-        up.save_checkpoint_upload(tmp_path, bad_json)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["my"]  # nothing left of the failed upload
-
-
-def test_official_import_becomes_a_normal_checkpoint(tmp_path):
-    torch.manual_seed(1)
-    enc = build_encoder("hcn", num_classes=13, layout="ntu25", window=32).eval()
-    pt = tmp_path / "hcn_official.pt"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in enc.state_dict().items()}}, pt)
-    path = up.import_official(pt, tmp_path / "out", "hcn", 13, "ntu25", 32, 2, dataset="synthetic")
-    assert path == tmp_path / "out" / "hcn_official.safetensors"
-    m = load_model(path)
-    assert m.head is None and m.meta["dataset"] == "synthetic" and m.meta["kind"] == "official"
-    x = torch.randn(2, 3, 32, 25, 2)
-    with torch.no_grad():
-        assert torch.equal(m.encoder(x), enc(x))
-    assert up.dataset_class_names("ntu60-xview", 60) == ntu_classes(60)
-    assert up.dataset_class_names("ucla", 10) == list(UCLA_CLASSES)
-    assert up.dataset_class_names("synthetic", 13) is None
-    with pytest.raises(DataError, match="hcn_official.pt"):
-        up.import_official(pt, tmp_path / "out", "hcn", 60, "ntu25", 32, 2)
-
-
-@settings(max_examples=100, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.data())
-def test_npy_upload_mutations_give_a_sequence_or_a_data_error(tmp_path, data):
-    """Truncated, byte-flipped, re-typed or re-shaped .npy uploads: a finite (C, T, V, M) array or DataError."""
-    arr = np.random.default_rng(0).normal(size=(3, 6, 4, 1)).astype(np.float32)
-    kind = data.draw(st.sampled_from(["bytes", "dtype", "shape"]))
-    path = tmp_path / "seq.npy"
-    if kind == "dtype":
-        np.save(path, arr.astype(data.draw(st.sampled_from(["<U3", "?", "c8", "f2", "i1", "V4", "M8[s]"]))))
-    elif kind == "shape":
-        shape = data.draw(st.sampled_from([(72,), (3, 24), (6, 4, 3), (1, 3, 6, 4, 1), (0, 6, 4, 1)]))
-        np.save(path, arr.ravel()[: int(np.prod(shape))].reshape(shape))
-    else:
-        np.save(path, arr)
-        raw = bytearray(path.read_bytes())
-        for _ in range(data.draw(st.integers(1, 4))):
-            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
-        path.write_bytes(bytes(raw[: data.draw(st.integers(0, len(raw)))]))
-    try:
-        out = up.read_sequence(path)
-    except DataError as e:
-        assert str(e).startswith(str(path)) and "\n" not in str(e)
-        return
-    assert out.ndim == 4 and out.dtype == np.float32 and np.isfinite(out).all()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from stdcl.data.base import SampleSource
-from stdcl.data.registry import open_source
+from stdcl.data.registry import open_source, sniff_splits
 from stdcl.errors import DataError
 from stdcl.logs import progress
 
@@ -91,37 +91,19 @@ def split_stats(source: SampleSource, limit: int | None = None, seed: int = 0) -
 
 
 def _sources(path: Path) -> list[SampleSource]:
-    """Open every split of whatever ``path`` holds."""
-    from stdcl.data.npz_members import member_names
-
+    """Open every split of whatever ``path`` holds (the first dataset whose ``sniff`` recognises it)."""
+    found = sniff_splits(path)
+    if found is not None:
+        name, splits = found
+        return [open_source(name, path, s) for s in splits]
     if path.is_dir():
-        if (path / "all_sqe").is_dir() or path.name == "all_sqe" or any(path.glob("a*_s*_e*_v*.json")):
-            return [open_source("ucla", path, s) for s in ("train", "test")]
         npz = sorted(path.glob("*.npz"))
         if len(npz) == 1:
             return _sources(npz[0])
-        if (path / "NATOPS_TRAIN.ts").is_file():
-            return [open_source("natops", path, s) for s in ("train", "test")]
         raise DataError(path, "not a recognised dataset folder (NW-UCLA all_sqe, a folder with one .npz, UEA NATOPS, "
                         "or raw .skeleton files: use `stdcl data inspect FILE.skeleton` for one file)")
-    if path.suffix == ".npz":
-        keys = member_names(path)
-        if "x_train" in keys or "x_test" in keys:
-            return [open_source("ntu-npz", path, s) for s in ("train", "test") if f"x_{s}" in keys]
-        from stdcl.data.numpy_source import NumpySource
-
-        splits = [k[6:] for k in keys if k.startswith("split_")] or ["all"]
-        return [NumpySource(path, s) for s in splits]
     if path.suffix == ".npy":
         raise DataError(path, "a bare .npy needs labels: wrap it in a plain-numpy .npz (see stdcl.data.numpy_source)")
-    if path.suffix in (".pkl", ".pickle"):
-        from stdcl.data.pyskl import read_annotations
-
-        return [open_source("pyskl", path, s) for s in read_annotations(path)[0]]
-    if path.suffix == ".json":
-        return [open_source("ucla", path, "all")]
-    if path.suffix == ".ts":
-        return [open_source("natops", path, s) for s in ("train", "test")]
     raise DataError(path, "unrecognised file type (expected a folder, .npz, .pkl, .json, .ts or .skeleton)")
 
 

@@ -1,4 +1,5 @@
-"""``open_dataset``: every supported source behind one call, with per-dataset defaults.
+"""Datasets: one description each (reader, published transform and window, training protocol,
+class names, file sniffing for ``stdcl data inspect``), and ``open_dataset`` behind one call.
 
 ==============  =========================================  ==========  ======  ============
 name            path                                       splits      window  train repeat
@@ -29,13 +30,19 @@ from stdcl.errors import ConfigError, DataError
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How to open one named dataset and its default training recipe for data."""
+    """How to open one named dataset, its data defaults and what else the project needs to know."""
 
     open_source: Callable[..., SampleSource]
     transform: str  # transform kind for stdcl.data.transforms.build_transform
     window: int
     train_repeat: int = 1
     doc: str = ""
+    #: the packaged training protocol (``stdcl/configs/<protocol>.yaml``), None if there is none
+    protocol: str | None = None
+    #: the benchmark's class names for a model with ``num_classes`` outputs (None: it has none of its own)
+    class_names: Callable[[int], list[str] | None] | None = None
+    #: ``sniff(path)`` -> the splits ``inspect`` reads when ``path`` holds this dataset's format, else None
+    sniff: Callable[[Path], list[str] | None] | None = None
 
 
 def _npz_in(path: str | os.PathLike | None, filename: str) -> Path:
@@ -101,22 +108,109 @@ def _synthetic(path=None, split="train", **opts) -> SampleSource:
     return SyntheticSource(split=split, **opts)
 
 
+def _ntu_names(num_classes: int) -> list[str] | None:
+    from stdcl.data.classes import ntu_classes
+
+    return ntu_classes(num_classes) if 0 < num_classes <= 120 else None
+
+
+def _ucla_names(num_classes: int) -> list[str] | None:
+    from stdcl.data.classes import UCLA_CLASSES
+
+    return list(UCLA_CLASSES) if num_classes == len(UCLA_CLASSES) else None
+
+
+def _natops_names(num_classes: int) -> list[str] | None:
+    from stdcl.data.uea_ts import NATOPS_CLASSES
+
+    return list(NATOPS_CLASSES) if num_classes == len(NATOPS_CLASSES) else None
+
+
+def _sniff_ucla(p: Path) -> list[str] | None:
+    if p.is_dir():
+        found = (p / "all_sqe").is_dir() or p.name == "all_sqe" or any(p.glob("a*_s*_e*_v*.json"))
+        return ["train", "test"] if found else None
+    return ["all"] if p.suffix == ".json" else None
+
+
+def _sniff_natops(p: Path) -> list[str] | None:
+    return ["train", "test"] if (p / "NATOPS_TRAIN.ts").is_file() or p.suffix == ".ts" else None
+
+
+def _npz_keys(p: Path) -> list[str] | None:
+    from stdcl.data.npz_members import member_names
+
+    return member_names(p) if p.is_file() and p.suffix == ".npz" else None
+
+
+def _sniff_ntu_npz(p: Path) -> list[str] | None:
+    keys = _npz_keys(p)
+    splits = [s for s in ("train", "test") if f"x_{s}" in (keys or ())]
+    return splits or None
+
+
+def _sniff_numpy(p: Path) -> list[str] | None:
+    keys = _npz_keys(p)
+    return None if keys is None else [k[6:] for k in keys if k.startswith("split_")] or ["all"]
+
+
+def _sniff_pyskl(p: Path) -> list[str] | None:
+    if p.suffix not in (".pkl", ".pickle"):
+        return None
+    from stdcl.data.pyskl import read_annotations
+
+    return list(read_annotations(p)[0])
+
+
 DATASETS: dict[str, DatasetSpec] = {
-    "ntu60-xsub": DatasetSpec(_ntu("NTU60_CS.npz"), "ntu", 64, doc="NTU RGB+D 60 cross-subject"),
-    "ntu60-xview": DatasetSpec(_ntu("NTU60_CV.npz"), "ntu", 64, doc="NTU RGB+D 60 cross-view"),
-    "ntu120-xsub": DatasetSpec(_ntu("NTU120_CSub.npz"), "ntu", 64, doc="NTU RGB+D 120 cross-subject"),
-    "ntu120-xset": DatasetSpec(_ntu("NTU120_CSet.npz"), "ntu", 64, doc="NTU RGB+D 120 cross-setup"),
-    "ntu-npz": DatasetSpec(_ntu_npz, "ntu", 64, doc="any CTR-GCN-format NTU .npz"),
-    "ucla": DatasetSpec(_ucla, "ucla", 52, train_repeat=5, doc="NW-UCLA, views 1-2 train, view 3 test"),
-    "natops": DatasetSpec(_natops, "ntu", 52, doc="UEA NATOPS (natops8 layout), 180 train / 180 test .ts cases"),
-    "pyskl": DatasetSpec(_pyskl, "ntu", 64, doc="pyskl / mmaction2 annotation pickle"),
-    "numpy": DatasetSpec(_numpy, "ntu", 64, doc="plain numpy arrays"),
-    "synthetic": DatasetSpec(_synthetic, "ntu", 64, doc="procedural teaching set (ntu25 layout)"),
+    "ntu60-xsub": DatasetSpec(_ntu("NTU60_CS.npz"), "ntu", 64, doc="NTU RGB+D 60 cross-subject",
+                              protocol="ntu60-xsub", class_names=_ntu_names),
+    "ntu60-xview": DatasetSpec(_ntu("NTU60_CV.npz"), "ntu", 64, doc="NTU RGB+D 60 cross-view",
+                               protocol="ntu60-xview", class_names=_ntu_names),
+    "ntu120-xsub": DatasetSpec(_ntu("NTU120_CSub.npz"), "ntu", 64, doc="NTU RGB+D 120 cross-subject",
+                               protocol="ntu120-xsub", class_names=_ntu_names),
+    "ntu120-xset": DatasetSpec(_ntu("NTU120_CSet.npz"), "ntu", 64, doc="NTU RGB+D 120 cross-setup",
+                               protocol="ntu120-xset", class_names=_ntu_names),
+    "ntu-npz": DatasetSpec(_ntu_npz, "ntu", 64, doc="any CTR-GCN-format NTU .npz", class_names=_ntu_names,
+                           sniff=_sniff_ntu_npz),
+    "ucla": DatasetSpec(_ucla, "ucla", 52, train_repeat=5, doc="NW-UCLA, views 1-2 train, view 3 test",
+                        protocol="ucla", class_names=_ucla_names, sniff=_sniff_ucla),
+    "natops": DatasetSpec(_natops, "ntu", 52, doc="UEA NATOPS (natops8 layout), 180 train / 180 test .ts cases",
+                          protocol="natops", class_names=_natops_names, sniff=_sniff_natops),
+    "pyskl": DatasetSpec(_pyskl, "ntu", 64, doc="pyskl / mmaction2 annotation pickle", sniff=_sniff_pyskl),
+    "numpy": DatasetSpec(_numpy, "ntu", 64, doc="plain numpy arrays", sniff=_sniff_numpy),
+    "synthetic": DatasetSpec(_synthetic, "ntu", 64, doc="procedural teaching set (ntu25 layout)",
+                             protocol="synthetic"),
 }
 
 
 def available_datasets() -> list[str]:
+    """Names of the datasets :func:`open_dataset` opens."""
     return list(DATASETS)
+
+
+def protocols() -> list[str]:
+    """The packaged training protocols, one per dataset that has one."""
+    return [s.protocol for s in DATASETS.values() if s.protocol]
+
+
+def dataset_class_names(name: str | None, num_classes: int) -> list[str] | None:
+    """Dataset ``name``'s class names for ``num_classes`` outputs (NTU's first K for K <= 120;
+    NW-UCLA's and NATOPS's own lists), or None when the dataset has none or ``name`` is unknown."""
+    spec = DATASETS.get(name or "")
+    if spec is None or spec.class_names is None:
+        return None
+    return spec.class_names(int(num_classes))
+
+
+def sniff_splits(path: Path) -> tuple[str, list[str]] | None:
+    """``(dataset, splits)`` of the first dataset whose format ``path`` holds, or None."""
+    for name, spec in DATASETS.items():
+        if spec.sniff is not None:
+            splits = spec.sniff(path)
+            if splits:
+                return name, splits
+    return None
 
 
 def open_source(name: str, path: str | os.PathLike | None = None, split: str | None = None,

@@ -30,10 +30,12 @@ from typing import Any, Iterable
 
 import yaml
 
+from stdcl.data.registry import protocols
 from stdcl.encoders.registry import spec as encoder_spec
 from stdcl.errors import ConfigError
 
-PROTOCOLS = ("ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset", "ucla", "natops", "synthetic", "custom")
+#: the packaged protocols: one per dataset that has one (stdcl.data.registry), and ``custom``
+PROTOCOLS = (*protocols(), "custom")
 #: Mappings whose keys are passed through to other components unchecked.
 FREE_FORM = {("data", "transform"), ("data", "test_transform"), ("data", "source"), ("model", "options")}
 

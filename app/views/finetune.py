@@ -9,7 +9,6 @@ list finds it once it has saved a checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import time
@@ -21,26 +20,16 @@ import pandas as pd
 import streamlit as st
 
 from app import state
-from stdcl.checkpoint import read_meta
 from stdcl.data.registry import available_datasets
-from stdcl.encoders import available as available_encoders
-from stdcl.errors import ConfigError, StdclError, user_error_line
-from stdcl.train.config import (
-    PROTOCOLS,
-    get_dotted,
-    load_config,
-    parse_override,
-)
-from stdcl.train.estimate import data_sizes as count_data
-from stdcl.train.estimate import estimate as expected_time
-from stdcl.train.estimate import planned_steps
+from stdcl.errors import StdclError, user_error_line
+from stdcl.train import finetune_plan as plan
+from stdcl.train.finetune_plan import OTHER, OWN, SYNTHETIC
 from stdcl.train.jobs import JobError, JobManager, JobStatus, gpu_available
 from stdcl.train.run_dir import checkpoint_of
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Seconds between live updates of a running job.
 POLL_S = 2.0
-OWN, SYNTHETIC, OTHER = "own", "synthetic", "other"
 LOSS_PARTS = ("loss", "ce", "spatial", "temporal")
 
 
@@ -64,78 +53,10 @@ def current_status() -> JobStatus:
 
 # -- what to run ------------------------------------------------------------------------------------
 
-def _yaml(value: Any) -> str:
-    """A value for a ``key=value`` override (JSON is valid YAML; strings stay strings)."""
-    return json.dumps(value)
-
-
-def start_meta(path: Path) -> dict[str, Any]:
-    """The metadata of a checkpoint file or run directory's best checkpoint (no weights read)."""
-    return read_meta(checkpoint_of(path))
-
-
-def build_plan(weights: Path, meta: dict[str, Any], dataset: str, other_name: str | None, other_path: str | None,
-               stdcl_on: bool, length: str, amount: int, lr: float, batch: int, strict: bool,
-               extra: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """``stdcl train`` arguments for the choices, and the config they resolve to (validated here)."""
-    enc = meta.get("encoder") or {}
-    encoder = enc.get("name")
-    if encoder not in available_encoders():
-        raise ConfigError(f"{weights}: encoder {encoder!r} cannot be fine-tuned here "
-                          f"(expected {', '.join(available_encoders())})")
-    ckpt_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else None
-    modality = meta.get("modality") or get_dotted(ckpt_cfg or {}, "data.modality") or "joint"
-    overrides = [f"data.window={int(enc.get('window') or 64)}"]
-    if enc.get("options"):
-        overrides.append(f"model.options={_yaml(enc['options'])}")
-    if dataset == OWN:
-        if ckpt_cfg is None:
-            raise ConfigError(f"{weights.name} does not record its training data; choose the synthetic set "
-                              "or another dataset")
-        d = ckpt_cfg.get("data") or {}
-        protocol = ckpt_cfg.get("protocol") if ckpt_cfg.get("protocol") in PROTOCOLS else "custom"
-        for key in ("dataset", "path", "train_split", "test_split", "source"):
-            if key in d:
-                overrides.append(f"data.{key}={_yaml(d[key])}")
-    elif dataset == SYNTHETIC:
-        protocol = "synthetic"
-    else:
-        if not other_name:
-            raise ConfigError("choose a dataset")
-        if other_name != "synthetic":
-            if not other_path or not other_path.strip():
-                raise ConfigError(f"give the folder or file of the {other_name} data")
-            p = Path(other_path.strip()).expanduser()
-            if not p.exists():
-                raise ConfigError(f"{p}: no such file or folder")
-            overrides.append(f"data.path={_yaml(str(p.resolve()))}")
-        protocol = other_name if other_name in PROTOCOLS else "custom"
-        overrides.append(f"data.dataset={_yaml(other_name)}")
-    overrides += [f"train.init_from={_yaml(str(weights.resolve()))}", f"optim.lr={float(lr)!r}",
-                  f"train.batch_size={int(batch)}", "schedule.kind=constant", "schedule.warmup_epochs=0",
-                  "train.log_every=5", "train.progress=false"]
-    if length == "steps":
-        overrides.append(f"train.max_steps={int(amount)}")
-    else:
-        overrides.append(f"train.epochs={int(amount)}")
-    if not strict:
-        overrides.append("train.init_strict=false")
-    for line in extra:
-        parse_override(line)  # one-line error for a malformed line
-    overrides += extra
-    device = "cuda" if gpu_available() else "cpu"
-    stdcl_flag = "on" if stdcl_on else "off"
-    cfg = load_config(protocol, encoder=encoder, modality=modality, stdcl=stdcl_flag,
-                      overrides=overrides + [f"device={device}"])
-    args = ["--config", protocol, "--encoder", encoder, "--modality", modality, "--stdcl", stdcl_flag,
-            "--device", device, "--no-progress", *overrides]
-    return args, cfg
-
-
 @st.cache_data(show_spinner="Reading the dataset's size…", max_entries=16)
-def data_sizes(data_json: str) -> dict[str, Any]:
-    """Cached :func:`stdcl.train.estimate.data_sizes` of a config's data section."""
-    return count_data(json.loads(data_json))
+def data_sizes(data_json: str) -> plan.DataSizes:
+    """Cached :func:`stdcl.train.finetune_plan.data_sizes` of a config's data section."""
+    return plan.data_sizes(json.loads(data_json))
 
 
 def fmt_seconds(s: float | None) -> str:
@@ -182,15 +103,6 @@ def child_env() -> dict[str, str]:
 
 # -- comparing a finished run ---------------------------------------------------------------------
 
-def init_path(status: JobStatus) -> str | None:
-    """The checkpoint a job started from (its ``train.init_from`` argument)."""
-    for arg in status.command:
-        if arg.startswith("train.init_from="):
-            _, value = parse_override(arg)
-            return str(value)
-    return None
-
-
 def option_key(refs: dict[str, Any], path: str | Path, run: bool = False) -> str | None:
     """The model-list key of a run directory (``run``) or of the checkpoint file ``path``."""
     want = Path(path).resolve()
@@ -208,7 +120,7 @@ def compare_with_start(status: JobStatus) -> tuple[str, str] | None:
     """Make the finished run model A and its starting checkpoint model B (shared session keys)."""
     refs = state.model_options()
     new = option_key(refs, status.run_dir or "", run=True)
-    start = init_path(status)
+    start = plan.init_path(status.command)
     if new is None or start is None:
         return None
     old = option_key(refs, start)
@@ -348,38 +260,14 @@ FORM_KEYS = {"optim.lr": "Learning rate", "train.batch_size": "Batch size", "tra
              "train.init_from": "Start from checkpoint"}
 
 
-def form_keys_overridden(extra: list[str]) -> list[str]:
-    """The form's own keys among ``key=value`` lines (malformed lines are left to the plan's check)."""
-    keys = []
-    for line in extra:
-        try:
-            parts, _ = parse_override(line)
-        except StdclError:
-            continue
-        key = ".".join(parts)
-        if key in FORM_KEYS and key not in keys:
-            keys.append(key)
-    return keys
-
-
-def checkpoint_defaults(meta: dict[str, Any]) -> dict[str, Any]:
-    """The settings a checkpoint starts with: its own STD-CL flag, a tenth of its encoder's recipe lr,
-    the batch it was trained with (else the recipe's)."""
-    enc = meta.get("encoder") or {}
-    recipe = load_config("synthetic", encoder=enc.get("name") if enc.get("name") in available_encoders() else None)
-    batch = get_dotted(meta.get("config") or {}, "train.batch_size") or recipe["train"]["batch_size"]
-    return {"ft_stdcl": bool(meta.get("stdcl")), "ft_lr": float(recipe["optim"]["lr"]) / 10, "ft_batch": int(batch),
-            "_recipe_lr": float(recipe["optim"]["lr"]), "_optimiser": recipe["optim"]["name"]}
-
-
-def apply_defaults(ckpt_key: str, defaults: dict[str, Any]) -> None:
+def apply_defaults(ckpt_key: str, defaults: plan.Defaults) -> None:
     """One source of truth for the form: when the checkpoint changes (or a widget's state was dropped
     on another page) its defaults are written into the widgets' state before they are drawn, so what
     the form shows is what the plan, the preview and the launched command use."""
     changed = st.session_state.get("_ft_defaults_for") != ckpt_key
-    for key in ("ft_stdcl", "ft_lr", "ft_batch"):
+    for key, value in (("ft_stdcl", defaults.stdcl), ("ft_lr", defaults.lr), ("ft_batch", defaults.batch)):
         if changed or key not in st.session_state:
-            st.session_state[key] = defaults[key]
+            st.session_state[key] = value
     st.session_state["_ft_defaults_for"] = ckpt_key
 
 
@@ -405,15 +293,14 @@ with left:
                             help="Default: model A of the Models and data page. Changing it resets the STD-CL "
                                  "switch, learning rate and batch size to the new checkpoint's.")
     with state.guard():
-        weights = checkpoint_of(refs[ckpt_key].path)
-        meta = start_meta(refs[ckpt_key].path)
-        defaults = checkpoint_defaults(meta)
+        start = plan.start_point(refs[ckpt_key].path)
+        defaults = plan.checkpoint_defaults(start)
     apply_defaults(ckpt_key, defaults)
-    enc = meta.get("encoder") or {}
-    st.caption(f"{enc.get('name', '?')} encoder, {meta.get('num_classes', enc.get('num_classes', '?'))} classes, "
-               f"{meta.get('dataset') or 'unknown dataset'}, window {enc.get('window', '?')}, "
-               f"{'trained with STD-CL' if meta.get('stdcl') else 'baseline'}.")
-    own_name = meta.get("dataset") or "unknown"
+    enc_name = start.encoder_name or ""
+    st.caption(f"{start.encoder_name or '?'} encoder, {start.num_classes or '?'} classes, "
+               f"{start.dataset or 'unknown dataset'}, window {start.window or '?'}, "
+               f"{'trained with STD-CL' if start.stdcl else 'baseline'}.")
+    own_name = start.dataset or "unknown"
     dataset = st.radio("Data", [OWN, SYNTHETIC, OTHER], key="ft_dataset", horizontal=True,
                        format_func={OWN: f"its own ({own_name})", SYNTHETIC: "synthetic set (no set-up)",
                                     OTHER: "another dataset"}.get)
@@ -434,11 +321,11 @@ with right:
     else:
         amount = st.number_input("Steps", min_value=1, max_value=1_000_000, value=100, step=10, key="ft_steps")
     lr = st.number_input("Learning rate", min_value=0.0, max_value=10.0, format="%.6f", step=1e-4, key="ft_lr",
-                         help=f"Constant, no warm-up. Default: a tenth of the {enc.get('name', '')} recipe's "
-                              f"{defaults['_optimiser']} rate {defaults['_recipe_lr']:g}.")
-    if lr > 10 * defaults["ft_lr"]:
-        st.warning(f"Learning rate {lr:g} is {lr / defaults['ft_lr']:.0f}x the fine-tuning default "
-                   f"{defaults['ft_lr']:g} for this {enc.get('name', '')} checkpoint ({defaults['_optimiser']}): "
+                         help=f"Constant, no warm-up. Default: a tenth of the {enc_name} recipe's "
+                              f"{defaults.optimiser} rate {defaults.recipe_lr:g}.")
+    if lr > 10 * defaults.lr:
+        st.warning(f"Learning rate {lr:g} is {lr / defaults.lr:.0f}x the fine-tuning default "
+                   f"{defaults.lr:g} for this {enc_name} checkpoint ({defaults.optimiser}): "
                    "a trained encoder is likely to be knocked out of its solution.")
     batch = st.number_input("Batch size", min_value=1, max_value=4096, step=8, key="ft_batch")
 with st.expander("Advanced"):
@@ -448,7 +335,7 @@ with st.expander("Advanced"):
                               placeholder="data.source={num_samples: 200}\nstdcl.loss.num_pos=32",
                               help="Any key of the training config (see `stdcl train --print-config`).")
 extra = [ln.strip() for ln in (extra_text or "").splitlines() if ln.strip() and not ln.strip().startswith("#")]
-replaced = form_keys_overridden(extra)
+replaced = plan.overridden_keys(extra, FORM_KEYS)
 if replaced:
     st.warning("The extra overrides replace what the form shows: " + "; ".join(
         f"`{k}` (the form's *{FORM_KEYS[k]}*)" for k in replaced) + ". The plan and the command below use the "
@@ -457,11 +344,13 @@ if replaced:
 plan_error = None
 args: list[str] = []
 eta = None
+choices = plan.Choices(dataset, other_name, other_path, stdcl_on, length, int(amount), lr, int(batch), strict,
+                       tuple(extra), "cuda" if gpu_available() else "cpu")
 try:
-    args, cfg = build_plan(weights, meta, dataset, other_name, other_path, stdcl_on, length, int(amount), lr,
-                           int(batch), strict, extra)
+    run_plan = plan.build_plan(start, choices)
+    args, cfg = run_plan.args, run_plan.cfg
     sizes = data_sizes(json.dumps(cfg["data"], sort_keys=True))
-    steps, epochs_spanned = planned_steps(cfg, sizes["train_items"])
+    timing = plan.plan_time(cfg, sizes, history=jobs_folder())
 except (StdclError, OSError) as e:
     plan_error = user_error_line(e)
     if plan_error is None:
@@ -470,19 +359,15 @@ except (StdclError, OSError) as e:
 if plan_error:
     st.error(plan_error)
 else:
-    device = cfg["device"]
-    note = (f"{sizes['train_items']:,} training items, {sizes['val']:,} validation and {sizes['test']:,} test "
-            f"samples, {sizes['classes']} classes: {steps:,} steps of {cfg['train']['batch_size']}.")
-    layout = meta.get("layout") or (enc.get("layout") or {}).get("name")
-    if strict and (sizes["classes"] != int(enc.get("num_classes") or sizes["classes"])
-                   or (layout and layout != sizes["layout"])):
-        st.warning(f"The data has {sizes['classes']} classes ({sizes['layout']} skeleton), the checkpoint "
-                   f"{enc.get('num_classes')} ({layout}): tick *Skip layers whose shape differs* under Advanced to "
-                   "start the layers that do not fit afresh.")
-    eta = expected_time(cfg["model"]["encoder"], steps * int(cfg["train"]["batch_size"]), 1.0, device,
-                        int(cfg["data"]["window"] or 64), math.ceil(epochs_spanned) * (sizes["val"] + sizes["test"]),
-                        max(sizes["joints"] * sizes["persons"], 1), history=jobs_folder())
-    where = "Runs on the GPU." if device == "cuda" else "No GPU found: the run uses the CPU."
+    note = (f"{sizes.train_items:,} training items, {sizes.val:,} validation and {sizes.test:,} test "
+            f"samples, {sizes.classes} classes: {timing.steps:,} steps of {cfg['train']['batch_size']}.")
+    fit = plan.check_fit(start, sizes)
+    if strict and not fit.fits:
+        st.warning(f"The data has {fit.data_classes} classes ({fit.data_layout} skeleton), the checkpoint "
+                   f"{fit.checkpoint_classes} ({fit.checkpoint_layout}): tick *Skip layers whose shape differs* "
+                   "under Advanced to start the layers that do not fit afresh.")
+    eta = timing.estimate
+    where = "Runs on the GPU." if run_plan.device == "cuda" else "No GPU found: the run uses the CPU."
     st.info(f"{where} {note} Expected time: about **{fmt_seconds(eta.seconds)}**.")
     st.caption(f"How: {eta.basis}. The progress below refines it once the run logs its steps.")
 

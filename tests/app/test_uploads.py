@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.models import LoadedModel, load_model
+from analysis.models import load_model
 from app import uploads as up
 from stdcl.data.classes import UCLA_CLASSES, ntu_classes, numbered_classes
 from stdcl.encoders import build_encoder
@@ -19,11 +19,6 @@ from tests.app_helpers import bundled_model, module_env
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     yield from module_env(tmp_path_factory, ("cache", "uploads"))
-
-
-@pytest.fixture(scope="module")
-def model(env) -> LoadedModel:
-    return bundled_model("A")
 
 
 def test_size_limit_and_names(tmp_path, env):
@@ -52,7 +47,8 @@ def test_stale_session_uploads_are_pruned(tmp_path, monkeypatch):
     assert up.session_upload_dir("mine") == mine and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
 
-def test_checkpoint_upload_is_stored_checked_and_loadable(tmp_path, model):
+def test_checkpoint_upload_is_stored_checked_and_loadable(tmp_path, env):
+    model = bundled_model("A")
     src = model.path
     files = {f"my{suffix}": src.with_name(src.stem + suffix).read_bytes()
              for suffix in (".safetensors", ".json", ".head.safetensors")}

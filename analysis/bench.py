@@ -43,7 +43,8 @@ def bench_analysis(sizes: Sequence[int] = (2000, 10000), checkpoint: str = "bund
     """Time each step at each size (in increasing order); print a table with the targets and return the rows."""
     from analysis.cli import resolve_model
     from analysis.confusion import confusion
-    from analysis.metrics import space_metrics, twin_separation
+    from analysis.metrics import space_metrics
+    from analysis.twins import twin_separation
     from analysis.projections import project, warm_up_umap
 
     sizes = sorted({int(s) for s in sizes})

@@ -206,7 +206,8 @@ def _fmt(v: Any, signed: bool = False) -> str:
 def model_metrics(emb: Embeddings, spaces: Sequence[str], k: int = 5, max_samples: int = 5000, seed: int = 0,
                   cache: str | os.PathLike | None = None, use_cache: bool = True) -> dict[str, Any]:
     """Separation metrics per space and the twin-pair table (empty when the classes have no twins)."""
-    from analysis.metrics import space_metrics, twin_separation
+    from analysis.metrics import space_metrics
+    from analysis.twins import twin_separation
 
     return {"spaces": space_metrics(emb, spaces=tuple(spaces), k=k, max_samples=max_samples, seed=seed,
                                     use_cache=use_cache, cache_root=cache),

@@ -29,6 +29,7 @@ from analysis import figures
 from analysis.datasets import AnalysisData, check_compatible, open_analysis_data, stratified_subset
 from analysis.embeddings import POOLED_DEFINITION, SPACES, Embeddings, extract_embeddings
 from analysis.models import LoadedModel
+from analysis.report_png import PROJECTION_ORDER, pct, write_pngs
 from stdcl.errors import ConfigError
 from stdcl.logs import progress
 
@@ -43,7 +44,6 @@ SECTIONS = {
     "attributions": "Attribution examples",
     "pooled": "Pooled embeddings",
 }
-PROJECTION_ORDER = ("spatial", "temporal", "global")
 MAX_POINTS = 5000  # points per scatter in the HTML (stratified subset above)
 
 CSS = """
@@ -77,13 +77,6 @@ def _num(v: Any, digits: int = 4, signed: bool = False) -> str:
     if not np.isfinite(f):
         return "-"
     return f"{f:+.{digits}f}" if signed else f"{f:.{digits}f}"
-
-
-def _pct(v: Any) -> str:
-    try:
-        return f"{100 * float(v):.2f}%"
-    except (TypeError, ValueError):
-        return "-"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
@@ -202,7 +195,8 @@ def analyse(models: Sequence[LoadedModel], data: AnalysisData, indices: np.ndarr
             attribution_samples: int, projection_params: dict[str, Any]) -> dict[str, Any]:
     """Everything the report shows (embeddings, projections, metrics, confusion, attributions)."""
     from analysis.confusion import confusion, confusion_change
-    from analysis.metrics import compare_metrics, space_metrics, twin_separation
+    from analysis.metrics import compare_metrics, space_metrics
+    from analysis.twins import twin_separation
     from analysis.projections import project_embeddings
 
     embs = [extract_embeddings(m, data, indices, batch_size=batch_size, device=device, use_cache=use_cache,
@@ -261,7 +255,7 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
     page.add(_table(["model", "kind", "encoder", "STD-CL", "spatial/temporal spaces", "samples", "top-1", "top-5"],
                     [[m.label, m.kind, m.encoder.name, "yes" if m.stdcl else "no (baseline)",
                       "trained head" if e.st_source == "head" else "pooled (see below)", len(e),
-                      _pct(c["top1"]), _pct(c["top5"])] for m, e, c in zip(models, embs, res["confusion"])]))
+                      pct(c["top1"]), pct(c["top5"])] for m, e, c in zip(models, embs, res["confusion"])]))
 
     # projections
     page.add(_section("projections"))
@@ -337,7 +331,7 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
 
     # confusion
     page.add(_section("confusion"))
-    cfigs = [figures.confusion_figure(c["matrix"], c["class_names"], title=f"{m.label} (top-1 {_pct(c['top1'])})")
+    cfigs = [figures.confusion_figure(c["matrix"], c["class_names"], title=f"{m.label} (top-1 {pct(c['top1'])})")
              for m, c in zip(models, res["confusion"])]
     page.add(f'<div class="grid g{len(cfigs)}">' + "".join(f"<div>{page.fig(f)}</div>" for f in cfigs) + "</div>")
     if pair:
@@ -346,13 +340,13 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
         delta = figures.normalise_rows(res["confusion"][1]["matrix"]) - figures.normalise_rows(
             res["confusion"][0]["matrix"])
         page.add(f"<h3>Change from {_esc(models[0].label)} to {_esc(models[1].label)}</h3>")
-        page.add(f'<p class="note">top-1 {_pct(ch["top1"]["a"])} &rarr; {_pct(ch["top1"]["b"])}; '
+        page.add(f'<p class="note">top-1 {pct(ch["top1"]["a"])} &rarr; {pct(ch["top1"]["b"])}; '
                  f'{len(ch["fixed"])} samples fixed, {len(ch["broken"])} broken. Blue cells gained, red lost '
                  "(row shares).</p>")
         page.add('<div class="grid g2"><div>' + page.fig(figures.confusion_change_figure(
             delta, ch["class_names"], "row-normalised B - A")) + "</div><div>" + _table(
             ["class", "samples", "A", "B", "B - A"],
-            [[r["name"], r["support"], _pct(r["a"]), _pct(r["b"]),
+            [[r["name"], r["support"], pct(r["a"]), pct(r["b"]),
               "-" if r["delta"] is None else f"{100 * r['delta']:+.2f}"] for r in ch["per_class"][:k]])
             + "</div></div>")
 
@@ -393,141 +387,6 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
         page.add(f'<p class="note">{_esc(which)} has no STD-CL head: its spatial and temporal spaces are the pooled '
                  f"embeddings. {_esc(POOLED_DEFINITION)}</p>")
     return page.render(f"{title}: stdcl report")
-
-
-# ------------------------------------------------------------------------------------------------ PNGs
-
-
-def _png_projections(path: Path, models, res) -> None:
-    import matplotlib.pyplot as plt
-
-    embs = res["embs"]
-    fig, axes = plt.subplots(len(models), 3, figsize=(15, 4.8 * len(models)), squeeze=False)
-    k = len(embs[0].class_names)
-    colors = [figures.color_of(i) for i in range(k)]
-    for i, (m, e) in enumerate(zip(models, embs)):
-        for j, s in enumerate(PROJECTION_ORDER):
-            ax = axes[i, j]
-            c = res["coords"][i][s]
-            ax.scatter(c[:, 0], c[:, 1], c=[colors[k] for k in e.labels], s=6, alpha=0.8, linewidths=0)
-            ax.set_title(f"{m.label}: {s}", fontsize=11)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    handles = [plt.Line2D([], [], marker="o", ls="", color=colors[i], label=n)
-               for i, n in enumerate(embs[0].class_names)]
-    if k <= 30:
-        fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, 0, 0.85, 1))
-    else:
-        fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _png_confusion(path: Path, models, res) -> None:
-    import matplotlib.pyplot as plt
-
-    k = len(res["embs"][0].class_names)
-    size = min(14, max(5, 0.45 * k + 2))
-    fig, axes = plt.subplots(1, len(models), figsize=(size * len(models), size), squeeze=False)
-    for ax, m, c in zip(axes[0], models, res["confusion"]):
-        z = figures.normalise_rows(c["matrix"])
-        im = ax.imshow(z, cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(f"{m.label} (top-1 {_pct(c['top1'])})", fontsize=11)
-        ticks = np.arange(k)
-        ax.set_xticks(ticks, c["class_names"] if k <= 40 else [], rotation=90, fontsize=7)
-        ax.set_yticks(ticks, c["class_names"] if k <= 40 else [], fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        if k <= 20:
-            for (r, q), v in np.ndenumerate(z):
-                if v >= 0.005:
-                    ax.text(q, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if v > 0.5 else "black")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _png_twins(path: Path, models, res) -> None:
-    import matplotlib.pyplot as plt
-
-    first = next(r for r in res["twins"] if r)
-    metrics = list(dict.fromkeys(k for r in first for sp in r["spaces"].values() for k in sp))
-    metric = "knn_accuracy" if "knn_accuracy" in metrics else metrics[0]
-    fig, axes = plt.subplots(1, len(models), figsize=(7.5 * len(models), 4.5), squeeze=False, sharey=True)
-    for ax, m, rows in zip(axes[0], models, res["twins"]):
-        pairs = [f"{r['pair']}\n({r['type']})" for r in rows]
-        x = np.arange(len(rows))
-        width = 0.8 / len(SPACES)
-        for i, s in enumerate(SPACES):
-            vals = [float(r["spaces"].get(s, {}).get(metric, np.nan) or np.nan) for r in rows]
-            ax.bar(x + (i - (len(SPACES) - 1) / 2) * width, vals, width, label=s, color=figures.color_of(i))
-        ax.set_xticks(x, pairs, rotation=30, ha="right", fontsize=7)
-        ax.set_title(f"{m.label}: twin-pair {metric}", fontsize=11)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(SPACES), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _png_attribution(path: Path, models, res, layout) -> None:
-    import matplotlib.pyplot as plt
-
-    m_i = len(models) - 1  # the STD-CL model of a pair (second) or the only one
-    a = res["attributions"][m_i][0]
-    e = res["embs"][m_i]
-    x = a["x"]
-    t = x.shape[1]
-    valid = np.flatnonzero(np.abs(x).sum((0, 2, 3)) > 0)
-    frame = int(valid[len(valid) // 2]) if valid.size else t // 2
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [1, 1.6]})
-    vals = np.asarray(a["joints"], dtype=np.float64)
-    vmax = float(np.abs(vals).max()) or 1.0
-    signed = bool((vals < 0).any())
-    cmap, vmin = ("RdBu_r", -vmax) if signed else ("viridis", 0.0)
-    for p in range(x.shape[3]):
-        pts = x[:2, frame, :, p].T
-        if not np.abs(pts).sum():
-            continue
-        for c, q in layout.edges:
-            ax0.plot(pts[[c, q], 0], pts[[c, q], 1], color="#888", lw=2, zorder=1)
-        sc = ax0.scatter(pts[:, 0], pts[:, 1], c=vals, cmap=cmap, vmin=vmin, vmax=vmax,
-                         s=30 + 170 * np.abs(vals) / vmax, edgecolors="black", linewidths=0.5, zorder=2)
-    fig.colorbar(sc, ax=ax0, fraction=0.046, pad=0.04, label=a["joint_label"])
-    ax0.set_aspect("equal")
-    ax0.set_title(f"{models[m_i].label}: {e.names[a['row']]} ({e.class_names[e.labels[a['row']]]}), frame {frame}",
-                  fontsize=10)
-    ax0.set_xticks([])
-    ax0.set_yticks([])
-    im = ax1.imshow(np.asarray(a["cam"]).T, aspect="auto", cmap="viridis", interpolation="nearest")
-    ax1.set_yticks(np.arange(layout.num_joints), layout.joints, fontsize=7)
-    ax1.set_xlabel("frame")
-    ax1.set_title("Grad-CAM of the true class (frames x joints)", fontsize=10)
-    fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_pngs(folder: Path, models: list[LoadedModel], res: dict[str, Any], layout) -> list[Path]:
-    """The report's main figures as PNGs (matplotlib, Agg backend); returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    jobs = [("projections.png", lambda p: _png_projections(p, models, res)),
-            ("confusion.png", lambda p: _png_confusion(p, models, res))]
-    if any(res["twins"]):
-        jobs.append(("twins.png", lambda p: _png_twins(p, models, res)))
-    if res["attribution_rows"]:
-        jobs.append(("attribution.png", lambda p: _png_attribution(p, models, res, layout)))
-    written = []
-    for name, draw in progress(jobs, "PNG figures"):
-        draw(folder / name)
-        written.append(folder / name)
-    return written
 
 
 # ------------------------------------------------------------------------------------------------ entry point

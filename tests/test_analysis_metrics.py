@@ -17,6 +17,7 @@ from sklearn.metrics import (
 )
 
 from analysis import metrics as M
+from analysis import twins as T
 from analysis.embeddings import Embeddings
 from stdcl.errors import ConfigError
 
@@ -261,11 +262,11 @@ def test_space_metrics_cached(monkeypatch, tmp_path):
 
 
 def test_twin_separation_without_twins_and_on_fake_twins():
-    assert M.twin_separation(_fake_embeddings(None)) == []
-    assert M.twin_separation(_fake_embeddings([{"name": f"c{i}", "twin": None} for i in range(4)])) == []
+    assert T.twin_separation(_fake_embeddings(None)) == []
+    assert T.twin_separation(_fake_embeddings([{"name": f"c{i}", "twin": None} for i in range(4)])) == []
     meta = [{"twin": 1, "twin_type": "spatial"}, {"twin": 0, "twin_type": "spatial"},
             {"twin": 3, "twin_type": "temporal"}, {"twin": 2, "twin_type": "temporal"}]
-    rows = M.twin_separation(_fake_embeddings(meta))
+    rows = T.twin_separation(_fake_embeddings(meta))
     assert [(r["pair"], r["type"], r["classes"]) for r in rows] == [("c0 vs c1", "spatial", [0, 1]),
                                                                    ("c2 vs c3", "temporal", [2, 3])]
     emb = _fake_embeddings(meta)
@@ -297,7 +298,7 @@ def bundled_embeddings():
 
 def test_twin_separation_on_bundled_checkpoints(bundled_embeddings):
     base, stdcl = bundled_embeddings
-    rows = M.twin_separation(stdcl)
+    rows = T.twin_separation(stdcl)
     assert len(rows) == 6
     assert [r["type"] for r in rows] == ["spatial"] * 3 + ["temporal"] * 3
     assert rows[0]["pair"] == "wave left hand vs wave right hand" and rows[0]["classes"] == [0, 1]
@@ -317,7 +318,7 @@ def test_twin_separation_on_bundled_checkpoints(bundled_embeddings):
     # the decoupling: the spatial branch separates the mirrored twins, the temporal branch the time twins
     assert mean("spatial", "spatial") > mean("spatial", "temporal") + 0.5
     assert mean("temporal", "temporal") > mean("temporal", "spatial") + 0.3
-    assert len(M.twin_separation(base)) == 6
+    assert len(T.twin_separation(base)) == 6
 
 
 def test_space_metrics_stdcl_beats_baseline_on_branch_spaces(bundled_embeddings, monkeypatch, tmp_path):

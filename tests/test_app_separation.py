@@ -11,7 +11,8 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from analysis.embeddings import SPACES  # noqa: E402
-from analysis.metrics import METRIC_INFO, compare_metrics, metric_name, space_metrics, twin_separation  # noqa: E402
+from analysis.metrics import METRIC_INFO, compare_metrics, metric_name, space_metrics  # noqa: E402
+from analysis.twins import twin_separation  # noqa: E402
 from tests.app_helpers import module_env, open_app, reference_pair  # noqa: E402
 
 

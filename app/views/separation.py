@@ -15,7 +15,8 @@ import streamlit as st
 
 from analysis import figures
 from analysis.embeddings import POOLED_DEFINITION, SPACES, Embeddings
-from analysis.metrics import METRIC_INFO, TWIN_METRICS, compare_metrics, metric_name, space_metrics, twin_separation
+from analysis.metrics import METRIC_INFO, TWIN_METRICS, compare_metrics, metric_name, space_metrics
+from analysis.twins import twin_separation
 from app import state
 
 POOLED = ("spatial_pooled", "temporal_pooled")

@@ -13,8 +13,8 @@ import torch
 
 from stdcl.cli import main
 from stdcl.errors import ConfigError, DataError
-from stdcl.train.engine import resume_config, train
-from stdcl.train.run_dir import has_state, is_failed_attempt, prepare_new, read_metrics
+from stdcl.train.engine import train
+from stdcl.train.run_dir import has_state, is_failed_attempt, prepare_new, read_metrics, resume_config
 from stdcl.train.state import load_state, save_state
 from tests.train_helpers import TINY, assert_same_tensors, tensors, tiny_config
 

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stdcl.data import open_source
-from stdcl.data.ntu_raw import parse_skeleton, skeleton_to_array
+from stdcl.data.ntu_denoise import skeleton_to_array
+from stdcl.data.ntu_raw import parse_skeleton
 from stdcl.data.ucla import read_ucla_json
 from stdcl.errors import DataError, StdclError
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.ntu_skeleton_synth import synth_files
-from stdcl.data.ntu_denoise import UnusableSample
-from stdcl.data.ntu_raw import parse_skeleton, skeleton_to_array
+from stdcl.data.ntu_denoise import UnusableSample, skeleton_to_array
+from stdcl.data.ntu_raw import parse_skeleton
 from stdcl.errors import DataError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -79,7 +79,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     if args.path.suffix == ".skeleton":
-        from stdcl.data.ntu_raw import describe_skeleton_file
+        from stdcl.data.ntu_denoise import describe_skeleton_file
 
         print(describe_skeleton_file(args.path))
         return 0

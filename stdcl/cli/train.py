@@ -88,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from stdcl.errors import ConfigError
     from stdcl.train.config import dump_config, load_config
-    from stdcl.train.engine import resume_config, train
+    from stdcl.train.engine import train
+    from stdcl.train.run_dir import resume_config
 
     overrides = list(args.overrides)
     if args.device:

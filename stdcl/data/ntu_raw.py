@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,58 +268,3 @@ def parse_skeleton(path: str | os.PathLike, all_fields: bool = False) -> Skeleto
         record_line=starts + 1,
         joint_extra=None if extra is None else extra.astype(np.float32).reshape(n_rec, NUM_JOINTS, 8),
     )
-
-
-def skeleton_to_array(source: str | os.PathLike | SkeletonFile, center: bool = True,
-                      duplicate_single: bool = False) -> np.ndarray:
-    """The ``(3, T, 25, 2)`` float32 array of one file, for app uploads.
-
-    The two actors are chosen with the CTR-GCN rules (:mod:`stdcl.data.ntu_denoise`):
-    zero-body frames dropped, noisy bodies removed, bodies sorted by motion, frames where
-    both actors are missing removed. ``center`` subtracts joint 2 of actor 1's first frame
-    (as the NTU preparation does); ``T`` is the number of valid frames (no padding). A
-    one-actor sample has a zero second actor, or a copy of actor 1 with
-    ``duplicate_single`` (the NTU120 convention).
-    """
-    from stdcl.data.ntu_denoise import denoise_skeleton, to_two_actors
-
-    sk = source if isinstance(source, SkeletonFile) else parse_skeleton(source)
-    result = denoise_skeleton(sk, center=center)
-    x = to_two_actors(result.joints, duplicate_single)  # (T, 150)
-    return np.ascontiguousarray(x.reshape(-1, 2, NUM_JOINTS, 3).transpose(3, 0, 2, 1))
-
-
-def describe_skeleton_file(path: str | os.PathLike) -> str:
-    """A short human-readable report of one ``.skeleton`` file (``stdcl data inspect``)."""
-    from stdcl.data.ntu_denoise import UnusableSample, denoise_skeleton
-
-    sk = parse_skeleton(path)
-    empty = int((sk.body_counts == 0).sum())
-    lines = [f"{sk.path.name}: {sk.num_frames} frames ({empty} without bodies), "
-             f"up to {sk.max_bodies} bodies per frame, {len(sk.unique_body_ids)} body IDs"]
-    m = re.fullmatch(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})", sk.name)
-    if m:
-        s, c, p, r, a = map(int, m.groups())
-        lines.append(f"  setup {s}, camera {c}, performer {p}, replication {r}, action {a}")
-    for bid in sk.unique_body_ids:
-        recs = [i for i, b in enumerate(sk.body_ids) if b == bid]
-        fr = sk.frame_of[recs]
-        tr = sk.tracking[recs]
-        lines.append(f"  body {bid}: {len(recs)} frames ({int(fr[0]) + 1}-{int(fr[-1]) + 1}), joints tracked "
-                     f"{100 * np.mean(tr == 2):.1f}%, inferred {100 * np.mean(tr == 1):.1f}%")
-    if sk.num_records:
-        lo, hi = sk.joints.reshape(-1, 3).min(axis=0), sk.joints.reshape(-1, 3).max(axis=0)
-        lines.append("  coordinates: " + ", ".join(f"{ax} [{lo[i]:.3f}, {hi[i]:.3f}] m" for i, ax in enumerate("xyz")))
-    try:
-        res = denoise_skeleton(sk, center=False)
-    except UnusableSample as e:
-        lines.append(f"  CTR-GCN selection: unusable ({e.problem})")
-    else:
-        sel = f"  CTR-GCN selection: {res.num_frames} frames; actor 1 = {', '.join(res.actor1)}"
-        if res.actor2:
-            sel += f"; actor 2 = {', '.join(res.actor2)}"
-        lines.append(sel)
-        lines += [f"  dropped body {bid}: {reason} ({detail})" for bid, reason, detail in res.dropped_bodies]
-        if res.removed_frames:
-            lines.append(f"  frames with both actors missing removed: {len(res.removed_frames)}")
-    return "\n".join(lines)

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
@@ -21,27 +20,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from stdcl.checkpoint import load_encoder, read_meta
 from stdcl.errors import ConfigError
 from stdcl.io import atomic_path, make_folder, write_json_atomic, write_text_atomic
 from stdcl.logs import progress
+from stdcl.train.config import load_config, parse_override, read_yaml, set_dotted
+from stdcl.train.data import build_eval_dataset
+from stdcl.train.device import autocast, autocast_dtype, resolve_device
+from stdcl.train.run_dir import CONFIG, checkpoint_of, is_run_dir
 
 log = logging.getLogger("stdcl.train")
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of an ``train.amp`` setting on ``device`` (None: full precision)."""
-    if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to ``dtype`` on ``device``; a no-op context when ``dtype`` is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -85,6 +73,20 @@ def predict(model: torch.nn.Module, dataset: Dataset, batch_size: int = 64, devi
         sort = np.argsort(order, kind="stable")
         ids, logits, lab = order[sort], logits[sort], lab[sort]
     return logits.astype(np.float32), lab, ids
+
+
+def split_accuracies(model: torch.nn.Module, splits: Sequence[tuple[str, Dataset | None]],
+                     class_names: Sequence[str], desc: str = "", **predict_kw: Any) -> dict[str, float]:
+    """``{"<split>_top1", "<split>_top5"}`` of ``model`` on each named split (None: skipped); ``predict_kw``
+    go to :func:`predict` (under data parallelism every rank takes part)."""
+    out: dict[str, float] = {}
+    for name, ds in splits:
+        if ds is None:
+            continue
+        logits, labels, _ = predict(model, ds, desc=f"{name} {desc}".strip(), **predict_kw)
+        m = accuracy_metrics(logits, labels, class_names)
+        out[f"{name}_top1"], out[f"{name}_top5"] = m["top1"], m["top5"]
+    return out
 
 
 def accuracy_metrics(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
@@ -157,12 +159,6 @@ def evaluate(target: str | os.PathLike, split: str = "test", out_dir: str | os.P
     ``split="val"`` is the validation split carved from the training data exactly as in training.
     Returns the metrics (with ``out_dir``).
     """
-    from stdcl.checkpoint import load_encoder, read_meta
-    from stdcl.train.config import load_config, parse_override, read_yaml, set_dotted
-    from stdcl.train.data import build_eval_dataset
-    from stdcl.train.engine import resolve_device
-    from stdcl.train.run_dir import CONFIG, checkpoint_of, is_run_dir
-
     if split not in ("test", "val"):
         raise ConfigError(f"split must be test or val, got {split!r}")
     ckpt = checkpoint_of(target, which)

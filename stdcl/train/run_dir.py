@@ -29,15 +29,25 @@ A directory with other files, a training state or a summary is never reused.
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
+import platform
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from stdcl import __version__
 from stdcl.errors import ConfigError, DataError
-from stdcl.io import make_folder, write_text_atomic
+from stdcl.io import make_folder, read_json, write_json_atomic, write_text_atomic
+from stdcl.train.config import check_keys, dump_config, parse_override, read_yaml, schema, set_dotted, validate
+from stdcl.train.data import TrainData, validation_samples
+from stdcl.train.splits import describe_validation
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -55,6 +65,8 @@ _ATTEMPT_FILES = {CONFIG, RUN_INFO, VAL_SPLIT, METRICS, TRAIN_LOG, "tensorboard"
 
 _PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.part(\.[^.]+)?$")
 
+log = logging.getLogger("stdcl.train")
+
 
 def prepare_new(run_dir: str | os.PathLike) -> bool:
     """Create ``run_dir`` for a new run; True when it reused a failed attempt (module docstring).
@@ -70,6 +82,29 @@ def prepare_new(run_dir: str | os.PathLike) -> bool:
                           "or choose another --out")
     make_folder(p)
     return False
+
+
+def open_run_dir(run_dir: str | os.PathLike, resume: bool) -> tuple[str | None, bool, bool]:
+    """Create (new run) or check (resume) a run directory (rank 0); returns (a note for the log once
+    ``train.log`` is open, whether a resume starts over from step 0, whether this call created the
+    directory). A directory that cannot be used is a one-line :class:`ConfigError` or :class:`DataError`."""
+    d = Path(run_dir)
+    if not resume:
+        reused = prepare_new(d)
+        return (f"{d}: the previous attempt ended before its first checkpoint; starting afresh here"
+                if reused else None), False, not reused
+    if not is_run_dir(d):
+        raise ConfigError(f"{d}: not a run directory (no {CONFIG}); nothing to resume")
+    gone = remove_partial_writes(d)
+    if has_state(d):
+        return (f"removed {len(gone)} unfinished file(s) of a killed session: {', '.join(gone)}" if gone
+                else None), False, False
+    if (d / SUMMARY).exists():
+        raise DataError(d / STATE_JSON, f"missing: the run ended ({SUMMARY}) but its training state is gone; "
+                                        "nothing to resume")
+    clear_attempt(d, keep=(TRAIN_LOG, CONFIG))  # the config stays until this start has written its own
+    return (f"{d} has no training state (it ended before its first checkpoint): starting it from step 0 with "
+            f"its {CONFIG}"), True, False
 
 
 def has_state(run_dir: str | os.PathLike) -> bool:
@@ -131,6 +166,74 @@ def checkpoint_of(target: str | os.PathLike, which: str = "best") -> Path:
     if not p.is_file():
         raise DataError(p, "no such checkpoint")
     return p
+
+
+def write_config(run_dir: Path, cfg: dict[str, Any]) -> None:
+    write_text_atomic(run_dir / CONFIG, dump_config(cfg))
+
+
+def write_run_info(run_dir: Path, cfg: dict[str, Any], data: TrainData, model: torch.nn.Module,
+                   device: torch.device, world_size: int, steps_per_epoch: int, total_steps: int) -> None:
+    """``run.json``: versions, start time, host, device, model and dataset sizes."""
+    d = data
+    head = model.head
+    info = {"version": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
+            "torch": torch.__version__, "device": str(device), "world_size": world_size,
+            "encoder": cfg["model"]["encoder"], "encoder_parameters": sum(p.numel() for p in model.encoder.parameters()),
+            "head_parameters": sum(p.numel() for p in head.parameters()) if head is not None else 0,
+            "dataset": cfg["data"]["dataset"], "protocol": cfg.get("protocol"),
+            "train_items": len(d.train), "val_samples": 0 if d.val is None else len(d.val),
+            "test_samples": len(d.test), "classes": d.num_classes, "steps_per_epoch": steps_per_epoch,
+            "total_steps": total_steps}
+    write_json_atomic(run_dir / RUN_INFO, info)
+
+
+def write_val_split(run_dir: Path, cfg: dict[str, Any], data: TrainData) -> None:
+    """``val_split.json``: how the validation samples were held out, and their names (logged too)."""
+    d = data
+    taken = describe_validation(validation_samples(cfg, d.base), d.base.num_samples, d.base.subjects)
+    if taken["by"] != "none":
+        log.info("validation: %d training samples (%.1f %%) held out by %s%s", taken["held_out"],
+                 100 * taken["held_out_fraction"], taken["by"],
+                 f" (subjects {taken['subjects']})" if taken["subjects"] else
+                 " (whole subjects would miss the asked fraction)" if d.base.subjects is not None else "")
+    write_json_atomic(run_dir / VAL_SPLIT, {"fraction": cfg["data"]["val_fraction"], "seed": cfg["data"]["val_seed"],
+                                            **taken, "names": [] if d.val is None else d.val.names})
+
+
+def damaged_run_files(run_dir: Path) -> tuple[str, ...]:
+    """Of ``run.json`` and ``val_split.json``, those that are missing or not a JSON object."""
+    return tuple(n for n in (RUN_INFO, VAL_SPLIT) if not _json_object(run_dir / n))
+
+
+def _json_object(path: Path) -> bool:
+    try:
+        return isinstance(read_json(path), dict)
+    except DataError:
+        return False
+
+
+def resume_config(run_dir: str | os.PathLike, overrides: list[str] = ()) -> dict[str, Any]:
+    """The saved config of a run with ``key=value`` overrides applied (validated). A ``config.yaml`` that
+    is damaged or no longer valid is a one-line :class:`DataError` naming it (an override may mend it)."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG}); nothing to resume")
+    saved = read_yaml(path)
+    cfg = copy.deepcopy(saved)
+    for o in overrides:
+        set_dotted(cfg, *parse_override(o))
+    try:
+        check_keys(cfg, schema())
+        validate(cfg)
+    except ConfigError as e:
+        try:  # the file alone: is it the file or an override that is wrong?
+            check_keys(saved, schema())
+            validate(saved)
+        except ConfigError:
+            raise DataError(path, f"{e} (edit the file, or give the key as key=value, to resume)") from None
+        raise
+    return cfg
 
 
 class MetricsLog:

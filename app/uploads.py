@@ -13,8 +13,9 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, MutableMapping
 
 from stdcl import weights
 from stdcl.errors import DataError
@@ -140,3 +141,12 @@ def import_official(pt_path: str | os.PathLike, out_dir: str | os.PathLike, enco
     spec = weights.OfficialSpec(encoder, num_classes, layout, window, num_person, in_channels, dataset,
                                 class_names=None if class_names is None else tuple(class_names))
     return weights.load(pt_path, official=spec).save(Path(out_dir) / f"{safe_name(pt_path.stem)}.safetensors")
+
+
+def session_folder(session: MutableMapping[str, Any], kind: str) -> Path:
+    """The upload folder for ``kind`` of file of the browser session whose state is ``session``
+    (``st.session_state``: a token kept there names the session's folder)."""
+    token = session.setdefault("_upload_token", uuid.uuid4().hex)
+    folder = session_upload_dir(token) / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

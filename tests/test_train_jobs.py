@@ -21,7 +21,8 @@ from stdcl.errors import ConfigError
 from stdcl.encoders.registry import spec
 from stdcl.train.estimate import (EVAL_COST, FACTOR_RANGE, GPU_SPEEDUP, HISTORY, STARTUP_S,
                                   calibration, estimate, expected_seconds, record_outcome)
-from stdcl.train.jobs import JobError, JobManager, JobStatus, gpu_available, read_progress
+from stdcl.train.jobs import JobError, JobManager, JobStatus, gpu_available
+from stdcl.train.progress import read_progress
 from tests.train_helpers import TINY
 
 BASE = ["--config", "synthetic", "--encoder", "hcn", "--stdcl", "on", *TINY]

@@ -84,14 +84,16 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def parse_json(text: str | bytes, source: str | os.PathLike | None, what: str = "JSON") -> Any:
-    """``json.loads`` with a one-line :class:`DataError` naming ``source`` for invalid text, a nesting
-    too deep to parse (RecursionError) or non-UTF-8 bytes."""
+    """``json.loads`` with a one-line :class:`DataError` naming ``source`` (and the line of a syntax
+    error) for invalid text, a nesting too deep to parse (RecursionError) or non-UTF-8 bytes."""
     try:
         return json.loads(text)
     except RecursionError:
         raise DataError(source, f"{what} nested too deeply to read") from None
     except UnicodeDecodeError:
         raise DataError(source, f"{what} is not UTF-8 text") from None
+    except json.JSONDecodeError as e:  # located by its line: "<file>: line 3: not valid JSON (...)"
+        raise DataError(source, f"not valid {what} ({e.msg})", where=e.lineno) from None
     except ValueError as e:
         raise DataError(source, f"not valid {what} ({e})") from None
 

@@ -435,3 +435,19 @@ def test_variant_rows_are_paired_with_the_baseline_variant():
     assert lt.gain_final.n == 2 and lt.gain_final.diffs == pytest.approx([0.03, 0.01])
     assert lt.cells["off"] == {"1": "variant-baseline_seed-1", "2": "variant-baseline_seed-2"}
     assert "| variant=light | 82.00 ± 2.83 | 84.00 ± 1.41 | +2.00" in to_markdown(t)
+
+
+def test_a_run_without_resume_state_is_set_aside_and_one_with_state_kept(tmp_path):
+    from stdcl.experiment.runner import _clear_stale_start
+
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    (dead / "config.yaml").write_text("seed: 1\n")
+    _clear_stale_start(dead)
+    assert not dead.exists() and [p.name.split(".abandoned-")[0] for p in tmp_path.iterdir()] == ["dead"]
+    alive = tmp_path / "alive"
+    alive.mkdir()
+    (alive / "config.yaml").write_text("seed: 1\n")
+    (alive / "state-200.safetensors").write_bytes(b"x")  # a state file whose state.json is not written yet
+    _clear_stale_start(alive)
+    assert (alive / "state-200.safetensors").is_file()

@@ -12,7 +12,6 @@ Labels come from the action code in the file name (a01..a06, a08, a09, a11, a12 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from functools import lru_cache
@@ -52,15 +51,9 @@ def parse_name(name: str, path: str | os.PathLike | None = None) -> tuple[int, i
 
 
 def _load_json(path: Path) -> Any:
-    """The file's JSON via :func:`stdcl.io.read_json`; a syntax error is located by its line."""
+    """The file's JSON via :func:`stdcl.io.read_json` (a syntax error is located by its line)."""
     require_file(path, "an NW-UCLA json file")
-    try:
-        return read_json(path)
-    except DataError as e:
-        cause = e.__context__
-        if isinstance(cause, json.JSONDecodeError):
-            raise DataError(path, f"not valid JSON ({cause.msg})", where=cause.lineno) from None
-        raise
+    return read_json(path)
 
 
 def _parse_json(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, int | None]:

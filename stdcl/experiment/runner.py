@@ -96,9 +96,9 @@ def train_command(cell: Cell, run_dir: Path, opts: RunOptions, resume: bool) -> 
 
 def _clear_stale_start(run_dir: Path) -> None:
     """A run that died before its first save has a config but no resume state: set it aside."""
-    from stdcl.train.state import STATE_JSON
+    from stdcl.train.run_dir import has_state
 
-    if run_dir.is_dir() and not (run_dir / STATE_JSON).is_file():
+    if run_dir.is_dir() and not has_state(run_dir):
         aside = run_dir.with_name(f"{run_dir.name}.abandoned-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(aside)
 

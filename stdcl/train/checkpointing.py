@@ -1,11 +1,19 @@
 """Saving and restoring a run: ``best`` / ``last`` encoder checkpoints and the resume state.
 
-A save writes ``best`` (when it improved), then ``last``, then the state
-(:mod:`stdcl.train.state`), which commits them. On resume the state is loaded into the model,
-optimiser, scaler and RNGs, and ``last`` and ``best`` are checked against it: a ``last`` from
-a cut-short save is written again from the state, and a ``best`` that is not the one the
-state records (cut short, damaged) is dropped with its record, so the next evaluation writes
-a new one.
+``state.json`` + ``state-<step>.safetensors`` (:mod:`stdcl.train.state`) hold the whole model
+(encoder, head, banks, loss RNG), the optimiser and GradScaler states, the schedule position,
+every RNG (torch CPU/CUDA, numpy legacy, python ``random``, the training dataset's numpy
+Generator, per rank), the sampler position (epoch and batch within it; the permutation is a
+function of seed + epoch), the running log averages and the best validation score. On CPU
+with ``num_workers=0`` a resumed run ends with weights identical to an uninterrupted one,
+wherever the previous session was killed. (With workers, each resumed epoch re-derives the
+workers' seeds, so augmentations after a mid-epoch resume differ.)
+
+A save writes ``best`` (when it improved), then ``last``, then the state, which commits them.
+On resume the state is loaded into the model, optimiser, scaler and RNGs, and ``last`` and
+``best`` are checked against it: a ``last`` from a cut-short save is written again from the
+state, and a ``best`` that is not the one the state records (cut short, damaged) is dropped
+with its record, so the next evaluation writes a new one.
 """
 
 from __future__ import annotations

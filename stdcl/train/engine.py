@@ -5,19 +5,14 @@ One step: forward the encoder (+ STD-CL head and loss when ``stdcl.enabled``) un
 (fp16 only), optional gradient clipping, SGD/Adam step. The learning rate is a pure function
 of (epoch, step) (:mod:`stdcl.train.optim`).
 
-Resume: ``state.json`` + ``state-<step>.safetensors`` hold the whole model (encoder, head,
-banks, loss RNG), the optimiser and GradScaler states, the schedule position, every RNG
-(torch CPU/CUDA, numpy legacy, python ``random``, the training dataset's numpy Generator, per
-rank), the sampler position (epoch and batch within it; the permutation is a function of
-seed + epoch) and the best validation score. On CPU with ``num_workers=0`` a resumed run
-ends with weights identical to an uninterrupted one, wherever the previous session was killed.
-(With workers, each resumed epoch re-derives the workers' seeds, so augmentations after a
-mid-epoch resume differ.) Saving and restoring: :mod:`stdcl.train.checkpointing`; a damaged
-``run.json`` / ``val_split.json`` is written again (:mod:`stdcl.train.run_dir`).
+Resume continues bit for bit on CPU with ``num_workers=0``, wherever the previous session was
+killed: what the state holds and how ``last`` / ``best`` are reconciled is in
+:mod:`stdcl.train.checkpointing`; a damaged ``run.json`` / ``val_split.json`` is written again.
 
 The other concerns live beside this module: :mod:`~stdcl.train.device` (device, precision,
-determinism), :mod:`~stdcl.train.model_build` (the model, ``init_from``, DDP) and
-:mod:`~stdcl.train.metering` (running averages, ``metrics.jsonl``, TensorBoard, log lines).
+determinism), :mod:`~stdcl.train.model_build` (the model, ``init_from``, DDP),
+:mod:`~stdcl.train.objective` (the loss) and :mod:`~stdcl.train.metering` (running averages,
+``metrics.jsonl``, TensorBoard, log lines).
 """
 
 from __future__ import annotations
@@ -47,8 +42,8 @@ from stdcl.train.metering import Recorder, TrainLog, Window, log_done, log_epoch
 from stdcl.train.model_build import build_model, wrap_data_parallel
 from stdcl.train.objective import training_loss
 from stdcl.train.optim import Schedule, build_optimizer
-from stdcl.train.run_dir import (CONFIG, LAST, RUN_INFO, SUMMARY, TRAIN_LOG, VAL_SPLIT, damaged_run_files,
-                                 open_run_dir, write_config, write_run_info, write_val_split)
+from stdcl.train.run_dir import (CONFIG, LAST, RUN_INFO, SUMMARY, VAL_SPLIT, damaged_run_files, open_run_dir,
+                                 remove_failed_start, write_config, write_run_info, write_val_split)
 from stdcl.train.splits import EpochSampler
 from stdcl.train.state import keep_latest_state
 
@@ -217,82 +212,19 @@ class Trainer:
         if self._train_log is not None:
             self._train_log.close()
             self._train_log = None
-        (self.run_dir / TRAIN_LOG).unlink(missing_ok=True)
-        try:
-            self.run_dir.rmdir()
-        except OSError:
-            pass
+        remove_failed_start(self.run_dir)
 
     def _finished(self) -> bool:
         return self.pos.global_step >= self.total_steps
 
     def _run(self) -> dict[str, Any]:
-        cfg, d, p = self.cfg, self.data, self.pos
+        p = self.pos
         if self.is_main:
-            log_start(cfg, d, sum(q.numel() for q in self.model.encoder.parameters()), self.epochs,
+            log_start(self.cfg, self.data, sum(q.numel() for q in self.model.encoder.parameters()), self.epochs,
                       self.steps_per_epoch, self.device, self.dist.world_size if self.dist.enabled else None)
-        log_every = int(cfg["train"]["log_every"])
-        eval_every = int(cfg["train"]["eval_every"])
-        ckpt_every = cfg["train"].get("checkpoint_every_steps")
-        stop_after = cfg["debug"].get("stop_after_steps")
-        world = self.dist.world_size
-
         while p.epoch < self.epochs and not self._finished():
-            epoch = p.epoch
-            self.sampler.set_epoch(epoch, p.batch_in_epoch)
-            gen = torch.Generator()
-            gen.manual_seed((int(cfg["seed"]) * 1_000_003 + epoch * 7919 + self.dist.rank) % 2**63)
-            loader = DataLoader(d.train, batch_sampler=self.sampler, num_workers=self.num_workers,
-                                pin_memory=self.device.type == "cuda", worker_init_fn=worker_init_fn, generator=gen)
-            self.model.train()
-            self.window = Window.from_state(self._meters.get("window"))
-            self.epoch_meter = Window.from_state(self._meters.get("epoch"))
-            self._meters = {}
-            bar = progress(loader, f"epoch {epoch + 1}/{self.epochs}", total=len(self.sampler),
-                           disable=self.disable_progress, unit="batch")
-            for x, y, idx in bar:
-                lr = self.schedule.apply(self.optimizer, epoch, p.batch_in_epoch)
-                x = x.to(self.device, non_blocking=True)
-                y = y.to(self.device, non_blocking=True)
-                idx = idx.to(self.device, non_blocking=True)
-                values, correct = self._step(x, y, idx, lr)
-                p.global_step += 1
-                p.batch_in_epoch += 1
-                n = x.shape[0] * world
-                self.window.add(values, n, correct)
-                self.epoch_meter.add(values, n, correct)
-                fault_point("step")
-                if p.global_step % log_every == 0:
-                    rec = {"kind": "step", "epoch": epoch + 1, "global_step": p.global_step, "lr": lr} | \
-                        self.window.summary()
-                    self.recorder.write(rec, scalars="step")
-                    if hasattr(bar, "set_postfix"):
-                        bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.3f}", lr=f"{lr:.3g}")
-                    self.window = Window()
-                if ckpt_every and p.global_step % int(ckpt_every) == 0:
-                    self._save()
-                if stop_after and p.global_step == int(stop_after):
-                    self._save()
-                    raise StopRequested
-                if self._finished():
-                    break
-            end_of_epoch = p.batch_in_epoch >= self.steps_per_epoch
-            summary = self.epoch_meter.summary()
-            do_eval = self._finished() or (end_of_epoch and eval_every > 0 and (epoch + 1) % eval_every == 0)
-            evals = self._evaluate() if do_eval else {}
-            improved = p.note_evaluation(evals)
-            rec = {"kind": "epoch", "epoch": epoch + 1, "global_step": p.global_step,
-                   "lr": self.optimizer.param_groups[0]["lr"]} | {f"train_{k}": v for k, v in summary.items()} | evals
-            rec["best_val_top1"] = p.best["val_top1"]
-            self.recorder.write(rec, scalars="epoch")
-            if self.is_main:
-                log_epoch(epoch + 1, self.epochs, summary, evals)
-            if end_of_epoch:
-                p.epoch += 1
-                p.batch_in_epoch = 0
-                self.window, self.epoch_meter = Window(), Window()
-            self._save(best=evals if improved else None)
-
+            self._train_epoch(p.epoch)
+            self._end_epoch(p.epoch)
         result = {"run_dir": str(self.run_dir), "global_step": p.global_step, "epochs": p.epoch,
                   "best": p.best, "final": p.last_eval, "stopped": False}
         if self.is_main:
@@ -301,6 +233,72 @@ class Trainer:
             keep_latest_state(self.run_dir)
             log_done(p.global_step, p.best, p.last_eval)
         return result
+
+    def _train_epoch(self, epoch: int) -> None:
+        """The steps of ``epoch`` from the current position to its end (or the run's); step records,
+        periodic saves and ``debug.stop_after_steps`` on the way."""
+        cfg, p = self.cfg, self.pos
+        log_every = int(cfg["train"]["log_every"])
+        ckpt_every = cfg["train"].get("checkpoint_every_steps")
+        stop_after = cfg["debug"].get("stop_after_steps")
+        self.sampler.set_epoch(epoch, p.batch_in_epoch)
+        gen = torch.Generator()
+        gen.manual_seed((int(cfg["seed"]) * 1_000_003 + epoch * 7919 + self.dist.rank) % 2**63)
+        loader = DataLoader(self.data.train, batch_sampler=self.sampler, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda", worker_init_fn=worker_init_fn, generator=gen)
+        self.model.train()
+        self.window = Window.from_state(self._meters.get("window"))
+        self.epoch_meter = Window.from_state(self._meters.get("epoch"))
+        self._meters = {}
+        bar = progress(loader, f"epoch {epoch + 1}/{self.epochs}", total=len(self.sampler),
+                       disable=self.disable_progress, unit="batch")
+        for x, y, idx in bar:
+            lr = self.schedule.apply(self.optimizer, epoch, p.batch_in_epoch)
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            idx = idx.to(self.device, non_blocking=True)
+            values, correct = self._step(x, y, idx, lr)
+            p.global_step += 1
+            p.batch_in_epoch += 1
+            n = x.shape[0] * self.dist.world_size
+            self.window.add(values, n, correct)
+            self.epoch_meter.add(values, n, correct)
+            fault_point("step")
+            if p.global_step % log_every == 0:
+                rec = {"kind": "step", "epoch": epoch + 1, "global_step": p.global_step, "lr": lr} | \
+                    self.window.summary()
+                self.recorder.write(rec, scalars="step")
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.3f}", lr=f"{lr:.3g}")
+                self.window = Window()
+            if ckpt_every and p.global_step % int(ckpt_every) == 0:
+                self._save()
+            if stop_after and p.global_step == int(stop_after):
+                self._save()
+                raise StopRequested
+            if self._finished():
+                break
+
+    def _end_epoch(self, epoch: int) -> None:
+        """After the steps of ``epoch``: evaluate when due, the epoch record, ``best``, advance, save."""
+        p = self.pos
+        eval_every = int(self.cfg["train"]["eval_every"])
+        end_of_epoch = p.batch_in_epoch >= self.steps_per_epoch
+        summary = self.epoch_meter.summary()
+        do_eval = self._finished() or (end_of_epoch and eval_every > 0 and (epoch + 1) % eval_every == 0)
+        evals = self._evaluate() if do_eval else {}
+        improved = p.note_evaluation(evals)
+        rec = {"kind": "epoch", "epoch": epoch + 1, "global_step": p.global_step,
+               "lr": self.optimizer.param_groups[0]["lr"]} | {f"train_{k}": v for k, v in summary.items()} | evals
+        rec["best_val_top1"] = p.best["val_top1"]
+        self.recorder.write(rec, scalars="epoch")
+        if self.is_main:
+            log_epoch(epoch + 1, self.epochs, summary, evals)
+        if end_of_epoch:
+            p.epoch += 1
+            p.batch_in_epoch = 0
+            self.window, self.epoch_meter = Window(), Window()
+        self._save(best=evals if improved else None)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, lr: float) -> tuple[dict[str, float], int]:
         """One optimiser step on a batch; returns the logged values (averaged over ranks) and the correct count."""

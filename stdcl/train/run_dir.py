@@ -107,6 +107,17 @@ def open_run_dir(run_dir: str | os.PathLike, resume: bool) -> tuple[str | None, 
             f"its {CONFIG}"), True, False
 
 
+def remove_failed_start(run_dir: str | os.PathLike) -> None:
+    """Undo :func:`open_run_dir` of a new run that failed before writing its config: its ``train.log``
+    and the directory go (when nothing else is in it), so that the same command can be retried."""
+    d = Path(run_dir)
+    (d / TRAIN_LOG).unlink(missing_ok=True)
+    try:
+        d.rmdir()
+    except OSError:
+        pass
+
+
 def has_state(run_dir: str | os.PathLike) -> bool:
     """Whether ``run_dir`` holds a training state (``state.json`` or a ``state-<step>.safetensors``)."""
     p = Path(run_dir)

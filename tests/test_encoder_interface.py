@@ -140,3 +140,20 @@ def test_import_official_refuses_pickled_code(tmp_path, capsys):
                  "--out", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr()
     assert "evil.pt: not a weights-only PyTorch checkpoint" in err.err and "pwned" not in err.out
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_every_encoder_has_official_parity_fixtures_and_tests(name):
+    """Registering an encoder obliges it to parity with its official code: recorded outputs of the
+    official model (``tests/fixtures/encoders/<name>_*.json``, documented in the README there) and a
+    test module that checks them."""
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    fixtures = sorted((tests / "fixtures" / "encoders").glob(f"{name}_*.json"))
+    assert fixtures, f"no parity fixtures for {name}"
+    assert f"## {spec(name).title.split(' (')[0]}" in (tests / "fixtures" / "encoders" / "README.md").read_text() \
+        or f"`{fixtures[0].name}`" in (tests / "fixtures" / "encoders" / "README.md").read_text()
+    modules = [p for p in tests.rglob(f"test_*{name}*.py")]
+    assert modules and any(f.name in p.read_text() or f.stem in p.read_text() or name in p.read_text()
+                           for p in modules for f in fixtures)

@@ -3,17 +3,23 @@
 ``model.safetensors`` + ``model.json`` (encoder name, constructor arguments, class names,
 dataset, modality, package version, anything else the caller adds). Loading never
 unpickles anything: safetensors holds tensors only.
+
+Each file is written atomically, and the files of one save share a ``save_id`` (in the JSON and
+in the safetensors headers of the weights and of the STD-CL head): a save interrupted between
+its files leaves a pair that loading refuses in one line, never weights read with another
+save's metadata. Checkpoints written before ``save_id`` existed load as before.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from stdcl import __version__
@@ -45,11 +51,36 @@ def save_encoder(path: str | os.PathLike, encoder: Encoder, half: bool = False, 
     path = Path(path)
     sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
           for k, v in encoder.state_dict().items()}
-    info = {"format": "stdcl-encoder", "version": __version__, "encoder": encoder_config(encoder)} | meta
+    save_id = uuid.uuid4().hex
+    info = {"format": "stdcl-encoder", "version": __version__, "encoder": encoder_config(encoder)} | meta | \
+        {"save_id": save_id}
     with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata={"stdcl": json.dumps({"encoder": info["encoder"]["name"]})})
+        save_file(sd, str(tmp), metadata=header_metadata(info["encoder"]["name"], save_id))
     write_json_atomic(meta_path(path), info)
     return path
+
+
+def header_metadata(name: str, save_id: str | None) -> dict[str, str]:
+    """The safetensors header entry of a stdcl weights file: its encoder and the save it belongs to."""
+    return {"stdcl": json.dumps({"encoder": name} | ({"save_id": save_id} if save_id else {}))}
+
+
+def check_same_save(weights: str | os.PathLike, meta: dict[str, Any], meta_file: str | os.PathLike) -> None:
+    """A one-line :class:`DataError` when ``weights`` was written by another save than ``meta`` (read
+    from ``meta_file``): both carry a ``save_id`` and they differ, i.e. a save was interrupted
+    between its files."""
+    want = meta.get("save_id")
+    if not want:
+        return
+    try:
+        with safe_open(str(weights), "pt") as f:
+            header = (f.metadata() or {}).get("stdcl")
+        got = json.loads(header).get("save_id") if header else None
+    except (SafetensorError, OSError, ValueError, AttributeError):
+        return  # an unreadable file is reported by read_tensors with its own error
+    if got and got != want:
+        raise DataError(weights, f"belongs to another save than {Path(meta_file).name} (a save was interrupted "
+                                 "between its files): save or export the checkpoint again")
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -70,6 +101,7 @@ def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cp
                       num_classes=cfg["num_classes"], layout=get_layout(cfg["layout"]),
                       in_channels=cfg["in_channels"], num_person=cfg["num_person"], window=cfg["window"],
                       **cfg["options"])
+    check_same_save(path, info, meta_path(path))
     load_weights(model, path, map_location)
     return model.eval(), info
 

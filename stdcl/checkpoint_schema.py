@@ -22,7 +22,7 @@ FORMAT = "stdcl-encoder"
 #: (low, high) of the encoder's integer constructor arguments.
 ENCODER_INTS = {"num_classes": (1, 100_000), "in_channels": (1, 64), "num_person": (1, 16), "window": (1, 1024)}
 OPTIONAL_STR = ("version", "dataset", "protocol", "modality", "layout", "kind", "run", "exported_from",
-                "imported_from")
+                "imported_from", "save_id")
 OPTIONAL_MAPPING = ("head", "metrics", "best", "config")
 
 

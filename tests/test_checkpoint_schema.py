@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from stdcl.checkpoint import load_encoder, read_meta, save_encoder
+from stdcl.checkpoint import load_encoder, meta_path, read_meta, save_encoder
 from stdcl.encoders.registry import build_encoder
 from stdcl.errors import DataError, StdclError
 from stdcl.head.checkpoint import head_path, load_head
@@ -236,3 +236,43 @@ def test_cli_commands_reading_a_checkpoint_print_one_line(ckpt, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith("stdcl: error: ") and message in err and err.count("\n") == 1
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_files_of_an_interrupted_save_are_refused(tmp_path):
+    """Weights, metadata and head are written one after the other; a save interrupted between them
+    leaves files of two saves, which loading refuses in one line instead of mixing them."""
+    from stdcl.checkpoint import load_encoder, save_encoder
+    from stdcl.head import DecouplingHead
+    from stdcl.head.checkpoint import head_path, load_head, save_head
+
+    torch.manual_seed(0)
+    enc = build_encoder("hcn", 4, layout="ucla20", num_person=1, window=32)
+    head = DecouplingHead(enc.feature_shape(32))
+    path = tmp_path / "m.safetensors"
+    save_encoder(path, enc, stdcl=True, head={"head": {}})
+    save_head(path, head)
+    first_json = meta_path(path).read_text()
+    model, meta = load_encoder(path)
+    assert load_head(path, model, meta) is not None
+    # the second save got as far as its weights: new weights, the first save's metadata
+    torch.manual_seed(1)
+    save_encoder(path, build_encoder("hcn", 4, layout="ucla20", num_person=1, window=32), stdcl=True,
+                 head={"head": {}})
+    second_json = meta_path(path).read_text()
+    meta_path(path).write_text(first_json)
+    with pytest.raises(DataError) as e:
+        load_encoder(path)
+    assert str(e.value).startswith(f"{path}: belongs to another save than m.json") and "\n" not in str(e.value)
+    # ... or as far as its metadata: the first save's head is left beside the second's encoder
+    meta_path(path).write_text(second_json)
+    model, meta = load_encoder(path)
+    with pytest.raises(DataError, match=f"^{head_path(path)}: belongs to another save than m.json"):
+        load_head(path, model, meta)
+    save_head(path, head)  # the save completes: everything loads
+    assert load_head(path, model, meta) is not None
+    # checkpoints from before save ids (no id in the metadata) load as they did
+    old = json.loads(second_json)
+    del old["save_id"]
+    meta_path(path).write_text(json.dumps(old))
+    model, meta = load_encoder(path)
+    assert load_head(path, model, meta) is not None

@@ -13,10 +13,10 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from stdcl.checkpoint import construct, load_weights, meta_path
+from stdcl.checkpoint import check_same_save, construct, header_metadata, load_weights, meta_path
 from stdcl.encoders.base import Encoder
 from stdcl.head.decoupling import DecouplingHead
-from stdcl.io import atomic_path
+from stdcl.io import atomic_path, read_json
 
 
 def head_path(checkpoint: str | os.PathLike) -> Path:
@@ -30,8 +30,11 @@ def save_head(checkpoint: str | os.PathLike, head: DecouplingHead, half: bool = 
     out = head_path(checkpoint)
     sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
           for k, v in head.state_dict().items()}
+    mp = meta_path(checkpoint)  # written first: the head joins the encoder's save
+    meta = read_json(mp, "checkpoint metadata") if mp.is_file() else None
+    save_id = meta.get("save_id") if isinstance(meta, dict) else None
     with atomic_path(out) as tmp:
-        save_file(sd, str(tmp))
+        save_file(sd, str(tmp), metadata=header_metadata("stdcl-head", save_id))
     return out
 
 
@@ -43,4 +46,5 @@ def load_head(checkpoint: str | os.PathLike, encoder: Encoder, meta: dict[str, A
         return None
     head = construct(DecouplingHead, meta_path(checkpoint), "the STD-CL head", encoder.feature_shape(encoder.window),
                      **opts)
+    check_same_save(path, meta, meta_path(checkpoint))
     return load_weights(head, path).eval()

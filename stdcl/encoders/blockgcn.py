@@ -55,7 +55,7 @@ def blockgcn_hops(layout: Layout):
 
 
 @register_encoder("blockgcn", title="BlockGCN (Zhou et al., CVPR 2024)", source="ZhouYuxuanYX/BlockGCN",
-                  cpu_cost=0.30)
+                  cpu_cost=0.28)
 class BlockGCN(Encoder):
     """BlockGCN. Options: ``drop_out`` (before fc, default 0), ``pairing`` ("official" or "sample").
 

@@ -207,3 +207,28 @@ def test_custom_layouts_build_their_own_graph() -> None:
     assert model.backbone.gcn[1].tcn.add_coeff.shape == (30,)
     with torch.no_grad():
         assert model(torch.randn(1, 3, 8, 30, 2)).shape == (1, 3)
+
+
+def test_joint_relations_are_the_applied_topologies() -> None:
+    """At init (alpha = beta = 0) each block applies its graph A: the map is A's subset mean, receiver by
+    sender; with learned terms on, the padded (all-zero) second person is left out of the average."""
+    np.random.seed(0)
+    torch.manual_seed(0)
+    model = build_encoder("protogcn", 5, window=16).train()
+    x = torch.randn(2, 3, 16, 25, 2)
+    x[1, ..., 1] = 0  # sample 1 has one actor
+    before = model.backbone.gcn[2].gcn.bn.running_mean.clone()
+    rel = model.joint_relations(x)
+    assert model.training and torch.equal(model.backbone.gcn[2].gcn.bn.running_mean, before)
+    assert len(rel) == 10 and all(r.shape == (25, 25) and torch.isfinite(r).all() for r in rel)
+    torch.testing.assert_close(rel[0], model.backbone.gcn[0].gcn.A.mean(0).t())
+    with torch.no_grad():
+        for b in model.backbone.gcn:
+            b.gcn.alpha.fill_(0.5)
+            b.gcn.beta.fill_(0.5)
+    rel = model.joint_relations(x)
+    model.eval()
+    with torch.no_grad():
+        per = model.backbone.gcn[0].gcn.topology(model.backbone.embed(x))[1].mean(dim=(1, 2))  # (N*M, V, V)
+    torch.testing.assert_close(rel[0], per[[0, 1, 2]].mean(0).t())
+    assert not torch.allclose(rel[0], per.mean(0).t())

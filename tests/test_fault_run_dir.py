@@ -81,7 +81,7 @@ def resave(change):
 
 # damage -> (what the warning names, whether the metrics log stays complete)
 RECOVERED = {
-    "state.json cut short": (lambda r: cut_in_half(r / "state.json"), "state.json: not valid", True),
+    "state.json cut short": (lambda r: cut_in_half(r / "state.json"), "not valid training state", True),
     "state.json deleted": (lambda r: (r / "state.json").unlink(), "state.json: no training state", True),
     "state.json not a mapping": (lambda r: (r / "state.json").write_text("[1, 2]"), "state.json: not a stdcl", True),
     "state.json names no file": (lambda r: edit_json(r / "state.json", lambda o: o.update(

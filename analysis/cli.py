@@ -15,24 +15,15 @@ import numpy as np
 
 from analysis.datasets import AnalysisData, check_compatible, open_analysis_data, stratified_subset
 from analysis.embeddings import Embeddings, extract_embeddings
-from analysis.models import BUNDLED_DIR, LoadedModel, bundled_models, load_model
+from analysis.models import LoadedModel, load_model
+from stdcl.checkpoint import BUNDLED_PREFIX
 from stdcl.errors import ConfigError
 from stdcl.io import atomic_path, write_json_atomic, write_text_atomic
-
-BUNDLED_PREFIX = "bundled:"
-
 
 def resolve_model(target: str | os.PathLike, device: str | None = None) -> LoadedModel:
     """A run directory, a ``.safetensors`` checkpoint or ``bundled:NAME`` (see ``stdcl analyze --help``)."""
     text = os.fspath(target)
-    if text.startswith(BUNDLED_PREFIX):
-        name = text[len(BUNDLED_PREFIX):]
-        refs = {r.label: r for r in bundled_models()}
-        if name not in refs:
-            raise ConfigError(f"no bundled checkpoint {name!r} in {BUNDLED_DIR}; have "
-                              f"{', '.join(sorted(refs)) or 'none'}")
-        return load_model(refs[name], device=device or "cpu")
-    return load_model(Path(text).expanduser(), device=device or "cpu")
+    return load_model(text if text.startswith(BUNDLED_PREFIX) else Path(text).expanduser(), device=device or "cpu")
 
 
 def open_data(model: LoadedModel, split: str = "test", dataset: str | None = None,

@@ -33,6 +33,9 @@ from stdcl.io import atomic_path, read_json, write_json_atomic
 
 T = TypeVar("T")
 
+#: a checkpoint named by its place among the bundled demo checkpoints: ``bundled:NAME``
+BUNDLED_PREFIX = "bundled:"
+
 
 def meta_path(path: str | os.PathLike) -> Path:
     """The JSON metadata file that belongs to a ``.safetensors`` file."""

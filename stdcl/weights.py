@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from stdcl import __version__
-from stdcl.checkpoint import encoder_config, load_encoder, meta_path, save_encoder
+from stdcl.checkpoint import BUNDLED_PREFIX, encoder_config, load_encoder, meta_path, save_encoder
 from stdcl.checkpoint_schema import validate_meta
 from stdcl.encoders.base import Encoder
 from stdcl.encoders.official import from_official, load_official_file
@@ -30,7 +30,6 @@ from stdcl.train.run_dir import checkpoint_of
 
 #: The bundled demo checkpoints (``$STDCL_BUNDLED`` overrides).
 BUNDLED_DIR = Path(os.environ.get("STDCL_BUNDLED") or Path(__file__).resolve().parents[1] / "checkpoints")
-BUNDLED = "bundled:"
 #: File endings read as official PyTorch checkpoints.
 OFFICIAL_SUFFIXES = (".pt", ".pth")
 KINDS = ("bundled", "run", "file", "official")
@@ -103,8 +102,8 @@ def load(source: str | os.PathLike, which: str = "best", official: OfficialSpec 
     """The encoder and metadata of ``source`` (see the module docstring); ``which``: ``best`` or ``last``
     of a run directory. A one-line :class:`DataError` naming the file when it cannot be used."""
     text = str(source)
-    if text.startswith(BUNDLED):
-        path, kind = bundled_path(text[len(BUNDLED):]), "bundled"
+    if text.startswith(BUNDLED_PREFIX):
+        path, kind = bundled_path(text[len(BUNDLED_PREFIX):]), "bundled"
     else:
         path = Path(source).expanduser()
         if not path.exists():
@@ -177,5 +176,5 @@ def init_encoder(encoder: Encoder, source: str | os.PathLike, strict: bool = Tru
     return InitResult(src, skipped)
 
 
-__all__ = ["BUNDLED", "BUNDLED_DIR", "InitResult", "LoadedWeights", "OfficialSpec", "bundled_path", "init_encoder",
+__all__ = ["BUNDLED_DIR", "InitResult", "LoadedWeights", "OfficialSpec", "bundled_path", "init_encoder",
            "load", "meta_path", "official_class_names"]

@@ -139,7 +139,8 @@ def test_bad_checkpoint_is_one_line_exit_2(tmp_path, capsys):
     assert err.strip() == f"stdcl: error: {missing}: no such file or folder"
     assert main(["analyze", "metrics", "bundled:nothing"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("stdcl: error: no bundled checkpoint 'nothing'") and "synthetic_hcn_stdcl" in err
+    assert err.startswith("stdcl: error: ") and err.endswith(")") and "synthetic_hcn_stdcl" in err
+    assert "nothing.safetensors: no bundled checkpoint 'nothing' (bundled: " in err
     assert len(err.splitlines()) == 1
     assert main(["analyze", "metrics", BASE, STDCL, BASE]) == 2
     assert "give one checkpoint or two" in capsys.readouterr().err

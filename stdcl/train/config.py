@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from stdcl.checkpoint import BUNDLED_PREFIX
 from stdcl.data.registry import protocols
 from stdcl.encoders.registry import spec as encoder_spec
 from stdcl.errors import ConfigError
@@ -232,8 +233,9 @@ def load_config(config: str | os.PathLike = "synthetic", encoder: str | None = N
     check_keys(cfg, schema())
     validate(cfg)
     for section, key in (("data", "path"), ("train", "init_from")):  # a run is analysed from anywhere: absolute
-        if cfg[section][key]:
-            cfg[section][key] = os.path.abspath(os.path.expanduser(cfg[section][key]))
+        value = cfg[section][key]
+        if value and not str(value).startswith(BUNDLED_PREFIX):
+            cfg[section][key] = os.path.abspath(os.path.expanduser(value))
     return cfg
 
 

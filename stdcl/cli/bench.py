@@ -46,6 +46,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train_step)
     _register_loss(bsub, subparser)
     _register_analysis(bsub, subparser)
+    _register_gpu(bsub, subparser)
+
+
+def _register_gpu(bsub: argparse._SubParsersAction, subparser) -> None:
+    """``stdcl bench gpu``: :func:`stdcl.bench.gpu.run_gpu_check` (every CUDA path, one JSON)."""
+    p = subparser(bsub, "gpu", "one prepared check of every CUDA path (AMP, loss, train step, DDP, job, NW-UCLA)",
+                  "  stdcl bench gpu --out /tmp/gpu-check --ucla ../shared/data/nw_ucla_ctrgcn\n"
+                  "  stdcl bench gpu --out /tmp/gpu-rehearsal --device cpu --tiny")
+    p.add_argument("--out", type=Path, required=True, help="folder for gpu-check.json, its log and the runs")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--tiny", action="store_true", help="a few small steps per part (the CPU rehearsal)")
+    p.add_argument("--budget-s", type=float, default=540.0, help="seconds for all parts together (default 540)")
+    p.add_argument("--ucla", type=Path, default=None, help="NW-UCLA folder (holding all_sqe/); absent: skipped")
+    p.set_defaults(func=_gpu)
+
+
+def _gpu(args: argparse.Namespace) -> int:
+    from stdcl.bench.gpu import JSON_NAME, run_gpu_check, summary_lines
+
+    report = run_gpu_check(args.out, device=args.device, tiny=args.tiny, budget_s=args.budget_s, ucla=args.ucla)
+    print(f"gpu check on {report['device']} in {report['elapsed_s']:.1f} s -> {args.out / JSON_NAME}")
+    print("\n".join(summary_lines(report)))
+    return 0 if all(r["status"] != "failed" for r in report["parts"].values()) else 1
 
 
 def _register_loss(bsub: argparse._SubParsersAction, subparser) -> None:

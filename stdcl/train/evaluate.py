@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from stdcl.checkpoint import load_encoder, read_meta
 from stdcl.errors import ConfigError
 from stdcl.io import atomic_path, make_folder, write_json_atomic, write_text_atomic
 from stdcl.logs import progress
 from stdcl.train.config import load_config, parse_override, read_yaml, set_dotted
 from stdcl.train.data import build_eval_dataset
 from stdcl.train.device import autocast, autocast_dtype, resolve_device
-from stdcl.train.run_dir import CONFIG, checkpoint_of, is_run_dir
+from stdcl.train.run_dir import CONFIG
+from stdcl.weights import load as load_weights
 
 log = logging.getLogger("stdcl.train")
 
@@ -161,9 +161,9 @@ def evaluate(target: str | os.PathLike, split: str = "test", out_dir: str | os.P
     """
     if split not in ("test", "val"):
         raise ConfigError(f"split must be test or val, got {split!r}")
-    ckpt = checkpoint_of(target, which)
-    meta = read_meta(ckpt)
-    run = Path(target) if is_run_dir(target) else None
+    loaded = load_weights(target, which)  # a run directory, a .safetensors file or bundled:NAME
+    ckpt, meta, encoder = loaded.source, loaded.meta, loaded.encoder
+    run = Path(target) if loaded.kind == "run" else None
     if run is not None:
         cfg = read_yaml(run / CONFIG)
     elif isinstance(meta.get("config"), dict):
@@ -176,7 +176,6 @@ def evaluate(target: str | os.PathLike, split: str = "test", out_dir: str | os.P
     for o in overrides:
         set_dotted(cfg, *parse_override(o))
     dev = resolve_device(device or cfg.get("device", "auto"))
-    encoder, _ = load_encoder(ckpt, map_location="cpu")
     encoder.to(dev)
     dataset, names, class_names = build_eval_dataset(cfg, split)
     amp = autocast_dtype(cfg["train"].get("amp", "off"), dev)

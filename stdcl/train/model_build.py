@@ -9,13 +9,12 @@ from typing import Any
 
 import torch
 
-from stdcl.checkpoint import load_encoder
 from stdcl.encoders import build_encoder
-from stdcl.errors import ConfigError
 from stdcl.head.loss import small_data_advice
 from stdcl.head.model import STDCLModel, build_stdcl_model
 from stdcl.train import distributed as D
 from stdcl.train.data import TrainData
+from stdcl.weights import init_encoder
 
 log = logging.getLogger("stdcl.train")
 
@@ -55,18 +54,7 @@ def init_from(enc: torch.nn.Module, path: str, strict: bool = True) -> None:
     there with its shape; otherwise tensors of another shape (e.g. a classifier for other
     classes) are skipped and missing ones keep their initialisation.
     """
-    src, _ = load_encoder(path)  # the one place the weights are read
-    if src.name != enc.name:
-        raise ConfigError(f"train.init_from {path}: a {src.name} checkpoint, but the config trains {enc.name}")
-    own, sd = enc.state_dict(), src.state_dict()
-    skipped = [k for k in sd if k in own and own[k].shape != sd[k].shape]
-    if skipped and strict:
-        raise ConfigError(f"train.init_from {path}: shapes differ for {', '.join(skipped[:3])}"
-                          f"{' ...' if len(skipped) > 3 else ''} (set train.init_strict=false to skip them)")
-    missing = [k for k in own if k not in sd]
-    if missing and strict:
-        raise ConfigError(f"train.init_from {path}: missing {', '.join(missing[:3])}")
-    enc.load_state_dict({k: v for k, v in sd.items() if k in own and k not in skipped}, strict=False)
+    skipped = init_encoder(enc, path, strict).skipped  # the shared weight loader (stdcl.weights)
     log.info("initialised %s from %s%s", enc.name, path,
              f" (skipped {len(skipped)} tensors: {skipped})" if skipped else "")
 

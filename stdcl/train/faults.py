@@ -1,7 +1,7 @@
 """Fault injection for tests: ``STDCL_TEST_KILL_AT=<point>:<n>`` (e.g. ``state-tensors:2``) makes the
 process SIGKILL itself the ``n``-th time it reaches ``fault_point("<point>")`` (``n`` defaults to 1).
 
-The points (tests/test_fault_kill.py): ``step`` (after an optimiser step), ``best`` and ``last``
+The points (tests/train/test_fault_kill.py): ``step`` (after an optimiser step), ``best`` and ``last``
 (after writing that checkpoint, before the resume state), ``state-partial`` (the state's tensor
 file written under its temporary name), ``state-tensors`` (renamed, before ``state.json``) and
 ``state-json`` (committed, before old state files are removed). Unset, nothing happens.

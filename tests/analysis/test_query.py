@@ -18,8 +18,8 @@ from stdcl.data.ntu_prepare import prepare_ntu
 from stdcl.data.registry import open_dataset
 from stdcl.encoders import build_encoder
 from stdcl.errors import DataError
-from tests.app_helpers import bundled_model, module_env, subset_embeddings
-from tests.ntu_skeleton_synth import synth_files, write_files
+from tests.support.app import bundled_model, module_env, subset_embeddings
+from tests.support.ntu_skeleton import synth_files, write_files
 
 
 @pytest.fixture(scope="module")

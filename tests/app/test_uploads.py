@@ -13,7 +13,7 @@ from stdcl.data.classes import UCLA_CLASSES, ntu_classes, numbered_classes
 from stdcl.encoders import build_encoder
 from stdcl.errors import DataError
 from stdcl.weights import official_class_names
-from tests.app_helpers import bundled_model, module_env
+from tests.support.app import bundled_model, module_env
 
 
 @pytest.fixture(scope="module")

@@ -221,3 +221,30 @@ def test_bad_options_are_one_line_errors(tmp_path) -> None:
             "stdcl: error: --device cuda: torch sees no CUDA device (torch "
             f"{torch.__version__}); use --device cpu for the CPU rehearsal"]
         assert not (tmp_path / "x" / JSON_NAME).exists()
+
+
+@pytest.mark.slow
+def test_ucla_runs_stopped_at_the_budget_resume_on_the_next_call(tmp_path, monkeypatch) -> None:
+    """Both NW-UCLA processes are stopped when the budget ends and the next call resumes them (--resume)."""
+    from stdcl.bench import gpu_runs as R
+
+    monkeypatch.setattr(R, "UCLA_TINY", [a if not a.startswith("train.epochs") else "train.epochs=500"
+                                         for a in R.UCLA_TINY])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = fake_ucla(tmp_path / "ucla")
+    seen = []
+    for budget in (45.0, 30.0):
+        now = time.monotonic()
+        ctx = Context(out=tmp_path / "out", device=torch.device("cpu"), tiny=True, ucla=data, deadline=now + budget,
+                      part_deadline=now + budget)
+        res: dict = {}
+        R.ucla_recipe(ctx, res)
+        assert res["stopped_at_budget"] and time.monotonic() - now <= budget + 15
+        for r in res["runs"].values():
+            r["state_step"] = json.loads((Path(r["run_dir"]) / "state.json").read_text())["state"]["global_step"]
+        seen.append(res["runs"])
+    for name in ("baseline", "stdcl"):
+        first, second = seen[0][name], seen[1][name]
+        assert not first["resumed"] and second["resumed"] and not second["finished"]
+        assert second["epochs_reached"] >= first["epochs_reached"]
+        assert second["state_step"] > first["state_step"] >= 2  # the second call trained on from the checkpoint

@@ -14,7 +14,7 @@ from stdcl.data.registry import DATASETS, dataset_class_names, protocols, sniff_
 from stdcl.data.uea_ts import NATOPS_CLASSES
 from stdcl.errors import DataError
 from stdcl.train.config import PROTOCOLS, load_config
-from tests.test_readers import make_ntu_npz, make_numpy, make_pyskl
+from tests.support.data_files import make_ntu_npz, make_numpy, make_pyskl
 
 
 def test_protocols_derive_from_the_datasets():

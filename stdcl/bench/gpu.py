@@ -90,10 +90,10 @@ def _parts() -> list[Part]:
     from stdcl.bench import gpu_parts as P
     from stdcl.bench import gpu_runs as R
 
-    return [Part("environment", P.environment, 1, 1, 0.1), Part("loss", P.loss_check, 6, 10, 0.5),
-            Part("amp", P.amp_check, 20, 20, 1), Part("train_step", P.train_step_check, 18, 15, 1),
-            Part("ddp", R.ddp_check, 10, 20, 1), Part("finetune_job", R.finetune_job, 12, 25, 1),
-            Part("ucla", R.ucla_recipe, 33, 60, 1)]
+    return [Part("environment", P.environment, 1, 1, 0.1), Part("loss", P.loss_check, 5, 10, 0.5),
+            Part("amp", P.amp_check, 18, 20, 1), Part("train_step", P.train_step_check, 16, 15, 1),
+            Part("ddp", R.ddp_check, 10, 20, 1), Part("finetune_job", R.finetune_job, 15, 25, 1),
+            Part("ucla", R.ucla_recipe, 35, 60, 1)]
 
 
 def _budget(parts: list[Part], i: int, left: float) -> float:
@@ -128,8 +128,9 @@ def run_gpu_check(out: str | Path, device: str = "cuda", tiny: bool = False, bud
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("stdcl")
     root.addHandler(handler)
+    old_level = root.level
     if root.level == logging.NOTSET or root.level > logging.INFO:
-        root.setLevel(logging.INFO)
+        root.setLevel(logging.INFO)  # the log file holds every part's INFO lines
     report: dict[str, Any] = {
         "format": "stdcl-gpu-check", "version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "device": str(dev), "tiny": bool(tiny), "budget_s": float(budget_s),
@@ -184,6 +185,7 @@ def run_gpu_check(out: str | Path, device: str = "cuda", tiny: bool = False, bud
         save()
     finally:
         root.removeHandler(handler)
+        root.setLevel(old_level)
         handler.close()
     return report
 

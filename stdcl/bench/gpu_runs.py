@@ -18,8 +18,8 @@ import torch
 from stdcl.bench.gpu import BudgetExceeded, Context, PartSkipped
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Tiny synthetic training (tests/train_helpers.py's TINY) and the DDP comparison's deterministic settings
-#: (tests/test_train_ddp.py): no random rotation, one crop ratio, no dropout, plain SGD, fp32.
+#: Tiny synthetic training (tests/support/training.py's TINY) and the DDP comparison's deterministic settings
+#: (tests/train/test_ddp.py): no random rotation, one crop ratio, no dropout, plain SGD, fp32.
 TINY = ["data.source={num_samples: 200}", "data.window=16", "train.batch_size=8", "train.eval_batch_size=64",
         "data.num_workers=0", "stdcl.loss.num_pos=2", "stdcl.loss.num_neg=8", "stdcl.head.dim=32",
         "train.progress=false", "train.tensorboard=false"]
@@ -98,7 +98,7 @@ def ddp_check(ctx: Context, res: dict[str, Any]) -> None:
 
     from stdcl.train.engine import Trainer
 
-    # --tiny: HCN without dropout, tests/test_train_ddp.py's case (on CPU the GCN encoders' gradients under
+    # --tiny: HCN without dropout, tests/train/test_ddp.py's case (on CPU the GCN encoders' gradients under
     # GlooSyncBatchNorm differ from one process by ~1 %: a known open problem, reported, not this check's);
     # on CUDA: CTR-GCN, whose BatchNorms become torch.nn.SyncBatchNorm
     encoder = "hcn" if ctx.tiny else "ctrgcn"
@@ -161,7 +161,7 @@ def finetune_job(ctx: Context, res: dict[str, Any]) -> None:
     # what the Fine-tune page passes for "synthetic set" (app/views/finetune.py build_plan), 1/10 the recipe lr
     overrides = [f"data.window={window}", f"train.init_from={json.dumps(str(ckpt))}", "optim.lr=0.01",
                  "train.batch_size=16", "schedule.kind=constant", "schedule.warmup_epochs=0", "train.log_every=5",
-                 "train.progress=false", "train.epochs=" + ("1" if ctx.tiny else "2")]
+                 "train.progress=false", "train.epochs=1"]
     if ctx.tiny:
         overrides += ["data.source={num_samples: 200}", "stdcl.loss.num_pos=2", "stdcl.loss.num_neg=8",
                       "train.tensorboard=false"]

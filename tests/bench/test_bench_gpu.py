@@ -182,7 +182,8 @@ def test_too_small_a_budget_skips_later_parts(tmp_path) -> None:
     assert p["first"]["status"] == "ok" and p["first"]["budget_s"] == pytest.approx(0.818, abs=0.06)
     assert p["second"]["status"] == p["third"]["status"] == "skipped"
     assert p["second"]["error"].startswith("skipped: its budget") and "0.3 s it needs" in p["second"]["error"]
-    assert report["complete"] and json.loads((tmp_path / JSON_NAME).read_text())["parts"]["third"]["status"] == "skipped"
+    on_disk = json.loads((tmp_path / JSON_NAME).read_text())
+    assert report["complete"] and on_disk["parts"]["third"]["status"] == "skipped"
 
 
 def test_budget_exceeded_inside_a_part_keeps_its_figures(tmp_path) -> None:
@@ -204,7 +205,8 @@ def test_ucla_absent_is_skipped_with_its_reason(tmp_path) -> None:
 
     report = run_gpu_check(tmp_path, device="cpu", tiny=True, budget_s=30, parts=[_fake("ucla", ucla_recipe)])
     assert report["parts"]["ucla"]["status"] == "skipped"
-    assert report["parts"]["ucla"]["error"] == "skipped: no NW-UCLA data given (--ucla PATH: the folder holding all_sqe/)"
+    assert report["parts"]["ucla"]["error"] == ("skipped: no NW-UCLA data given "
+                                                "(--ucla PATH: the folder holding all_sqe/)")
     report = run_gpu_check(tmp_path, device="cpu", tiny=True, budget_s=30, ucla=tmp_path / "nowhere",
                            parts=[_fake("ucla", ucla_recipe)])
     assert "nowhere: no NW-UCLA data there" in report["parts"]["ucla"]["error"]

@@ -6,7 +6,7 @@ The fixed graph ``A`` is a non-persistent buffer (the official code keeps it out
 state dict and copies it to the GPU in every ``forward``; here it follows ``.to()``).
 
 Differences from the official code that do not change the function (parity: fp64 logits
-agree to ~1e-10, see ``tests/test_encoder_agcn.py``):
+agree to ~1e-10, see ``tests/encoders/test_agcn.py``):
 - every 1x1 conv runs as a batched matmul (same sums; on CPU 1.5-3x faster than oneDNN's
   NCHW convolution); the three subsets' ``conv_a``/``conv_b`` share one matmul, and the
   subsets' ``conv_d`` outputs accumulate in place of separate convs and sums;

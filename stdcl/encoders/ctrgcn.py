@@ -4,7 +4,7 @@ Parameter and buffer names, shapes, layer order and initialisation follow the of
 ``model/ctrgcn.py`` so its state dicts load directly (``from_official("ctrgcn", sd, ...)``).
 
 Differences from the official code that do not change the function (parity: fp64 logits
-agree to ~1e-11, see ``tests/test_encoder_ctrgcn.py``):
+agree to ~1e-11, see ``tests/encoders/test_ctrgcn.py``):
 - every 1x1 conv runs as a batched matmul (same sums; on CPU 1.5-3x faster than oneDNN's
   NCHW convolution);
 - the three subsets' ``conv1``/``conv2`` are applied to the time-averaged input (they are

@@ -1,16 +1,16 @@
 """2s-AGCN (single stream): official parity (fixtures), seeded init, sizes, maps, relations, errors, bf16, compile.
 
 The checks CTR-GCN shares (parity, parameter count, feature maps, errors, bf16, compile) are
-``GraphEncoderSuite`` in ``tests/encoder_parity.py``; this file holds what is 2s-AGCN's own.
+``GraphEncoderSuite`` in ``tests/support/parity.py``; this file holds what is 2s-AGCN's own.
 """
 
 from __future__ import annotations
 
 import torch
 
-from tests.encoder_parity import (GcnCase, GraphEncoderSuite, assert_absent_actor_left_out, assert_mini_model_runs,
+from tests.support.parity import (GcnCase, GraphEncoderSuite, assert_absent_actor_left_out, assert_mini_model_runs,
                                   gcn_mini_model, gcn_relations)
-from tests.encoder_parity import one_thread  # noqa: F401  (autouse, module-scoped fixture)
+from tests.support.parity import one_thread  # noqa: F401  (autouse, module-scoped fixture)
 
 # parameter counts measured on the official lshiwjx/2s-AGCN Model (see tests/fixtures/encoders/README.md)
 CASE = GcnCase("agcn", other="ctrgcn", official_params={"ntu60": 3_469_510, "ucla": 3_449_730})

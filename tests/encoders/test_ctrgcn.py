@@ -1,7 +1,7 @@
 """CTR-GCN: official parity (fixtures), seeded init, sizes, maps, relations, errors, bf16, compile.
 
 The checks 2s-AGCN shares (parity, parameter count, feature maps, errors, bf16, compile) are
-``GraphEncoderSuite`` in ``tests/encoder_parity.py``; this file holds what is CTR-GCN's own.
+``GraphEncoderSuite`` in ``tests/support/parity.py``; this file holds what is CTR-GCN's own.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import torch
 
 from stdcl.data.graph import spatial_adjacency
 from stdcl.encoders import build_encoder
-from tests.encoder_parity import (GcnCase, GraphEncoderSuite, assert_absent_actor_left_out, assert_mini_model_runs,
+from tests.support.parity import (GcnCase, GraphEncoderSuite, assert_absent_actor_left_out, assert_mini_model_runs,
                                   gcn_mini_model, gcn_relations)
-from tests.encoder_parity import one_thread  # noqa: F401  (autouse, module-scoped fixture)
+from tests.support.parity import one_thread  # noqa: F401  (autouse, module-scoped fixture)
 
 # parameter counts measured on the official Uason-Chen/CTR-GCN Model (see tests/fixtures/encoders/README.md)
 CASE = GcnCase("ctrgcn", other="agcn", official_params={"ntu60": 1_446_672, "ucla": 1_426_892})

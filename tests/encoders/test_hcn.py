@@ -10,10 +10,10 @@ from stdcl.encoders import build_encoder
 from stdcl.encoders.base import Features
 from stdcl.encoders.official import from_official
 from stdcl.errors import ConfigError
-from tests.encoder_parity import (assert_init_stats, assert_loaded_official, assert_no_device_calls,
+from tests.support.parity import (assert_init_stats, assert_loaded_official, assert_no_device_calls,
                                   assert_one_line_input_error, assert_parameter_count, fixture_input, load_fixture,
                                   max_abs_error, seeded_official)
-from tests.official_weights import seeded_state_dict
+from tests.support.official_weights import seeded_state_dict
 
 SETTINGS = ["ntu60_w64", "ntu60_w32", "ucla10_w52"]
 

@@ -17,11 +17,11 @@ from stdcl.encoders.hyperformer import UCLA_BONE_GROUPS, Hyperformer, hyperforme
 from stdcl.encoders.hyperformer_blocks import HyperBlock, _bn_train, _max_pool_t3, group_ids
 from stdcl.encoders.official import from_official
 from stdcl.errors import ConfigError
-from tests.encoder_parity import (UCLA_BAD_INPUTS, assert_init_stats, assert_loaded_official,
+from tests.support.parity import (UCLA_BAD_INPUTS, assert_init_stats, assert_loaded_official,
                                   assert_one_line_input_error, assert_parameter_count, fixture_input, load_fixture,
                                   max_abs_error, seeded_official)
-from tests.encoder_parity import one_thread  # noqa: F401  (autouse, module-scoped fixture)
-from tests.official_weights import seeded_state_dict
+from tests.support.parity import one_thread  # noqa: F401  (autouse, module-scoped fixture)
+from tests.support.official_weights import seeded_state_dict
 
 SETTINGS = ["ntu60", "ucla"]
 #: parameter counts of the official model (ZhouYuxuanYX/Hyperformer Model), measured with its configs

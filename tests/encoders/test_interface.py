@@ -12,6 +12,7 @@ from stdcl.encoders.registry import register_encoder, spec, specs
 from stdcl.errors import ConfigError
 from stdcl.train.config import load_config
 from stdcl.train.estimate import expected_seconds
+from tests.support.paths import TESTS
 
 ENCODERS = available()
 
@@ -149,7 +150,7 @@ def test_every_encoder_has_official_parity_fixtures_and_tests(name):
     test module that checks them."""
     from pathlib import Path
 
-    tests = Path(__file__).resolve().parent
+    tests = TESTS
     fixtures = sorted((tests / "fixtures" / "encoders").glob(f"{name}_*.json"))
     assert fixtures, f"no parity fixtures for {name}"
     assert f"## {spec(name).title.split(' (')[0]}" in (tests / "fixtures" / "encoders" / "README.md").read_text() \

@@ -12,11 +12,11 @@ from stdcl.encoders import build_encoder
 from stdcl.encoders.protogcn import ProtoGCN
 from stdcl.errors import ConfigError
 from stdcl.head import build_stdcl_model
-from tests.encoder_parity import (GCN_MINI, UCLA_BAD_INPUTS, assert_init_stats, assert_loaded_official,
+from tests.support.parity import (GCN_MINI, UCLA_BAD_INPUTS, assert_init_stats, assert_loaded_official,
                                   assert_no_device_calls, assert_one_line_input_error, assert_parameter_count,
                                   fixture_input, fp32_fp64_parity, load_fixture, max_abs_error, seeded_official)
-from tests.encoder_parity import one_thread  # noqa: F401  (autouse, module-scoped fixture)
-from tests.official_weights import seeded_input
+from tests.support.parity import one_thread  # noqa: F401  (autouse, module-scoped fixture)
+from tests.support.official_weights import seeded_input
 
 SETTINGS = ["ntu60", "ucla"]
 #: parameter counts of the official RecognizerGCN (backbone + cls_head), measured with configs/ntu60_xsub/j.py

@@ -2,7 +2,7 @@
 
 - ``load_fixture`` / ``fixture_input`` / ``seeded_official``: the recorded official outputs
   (``tests/fixtures/encoders``), their seeded inputs, and seeded official-format weights
-  (``tests.official_weights``) loaded through ``from_official``;
+  (``tests.support.official_weights``) loaded through ``from_official``;
 - checks that are the same for every encoder but for its name: names/shapes after loading,
   parameter counts, seeded-init statistics, one-line input errors, no device calls;
 - ``GcnCase`` and ``GraphEncoderSuite``: 2s-AGCN and CTR-GCN share their fixture format and
@@ -29,10 +29,12 @@ from stdcl.encoders import build_encoder
 from stdcl.encoders.base import Encoder
 from stdcl.encoders.official import from_official
 from stdcl.errors import ConfigError
-from tests.official_weights import seeded_input, seeded_state_dict, with_bn_stats
+from tests.support.official_weights import seeded_input, seeded_state_dict, with_bn_stats
+from tests.support.paths import FIXTURES as ALL_FIXTURES
+from tests.support.paths import ROOT
 
-FIXTURES = Path(__file__).parent / "fixtures" / "encoders"
-ENCODER_SOURCES = Path(__file__).parents[1] / "stdcl" / "encoders"
+FIXTURES = ALL_FIXTURES / "encoders"
+ENCODER_SOURCES = ROOT / "stdcl" / "encoders"
 
 #: (input shape, what its one-line error names) for an NW-UCLA model (ucla20, 1 person, window 52)
 UCLA_BAD_INPUTS = [((2, 3, 52, 20), "rank 5"), ((2, 2, 52, 20, 1), "C=3"), ((2, 3, 52, 25, 1), "V=20"),

@@ -76,6 +76,12 @@ class Encoder(nn.Module):
         """(C', T', V') of ``features(x).map`` for an input of ``window`` frames."""
         raise NotImplementedError
 
+    def auxiliary_loss(self, features: Features, logits: torch.Tensor,
+                       labels: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The encoder's own training term beside the cross-entropy, e.g. ProtoGCN's prototype loss:
+        ``{"loss": weighted term to add, <name>: detached parts to log}``; None (the default) when it has none."""
+        return None
+
     def joint_relations(self, x: torch.Tensor) -> list[torch.Tensor] | None:
         """Per-layer (V, V) joint-to-joint maps for the attention views (None if not learned)."""
         return None

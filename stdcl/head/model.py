@@ -42,10 +42,15 @@ class STDCLModel(nn.Module):
         (``{branch: (N, D)}``, unnormalised) and, in training mode with a loss and ``indices``,
         ``"contrastive"``: the :class:`STDCLLoss` dict (``"loss"``: the weighted term to add to the
         cross-entropy; ``<branch>`` and ``"valid_frac_<branch>"``: floats). The banks are only
-        updated in training mode, so evaluation batches never reach them.
+        updated in training mode, so evaluation batches never reach them. In training mode with
+        ``labels``, ``"auxiliary"``: the encoder's own term (``Encoder.auxiliary_loss``) when it has one.
         """
         feats = self.encoder.features(x)
         out: dict[str, Any] = {"logits": self.encoder.classify(feats)}
+        if labels is not None and self.training:  # the encoder's own training term, if it has one
+            aux = self.encoder.auxiliary_loss(feats, out["logits"], labels)
+            if aux is not None:
+                out["auxiliary"] = aux
         if self.head is not None and labels is not None:
             emb = self.head(feats.map)
             out["embeddings"] = emb

@@ -1,6 +1,6 @@
 """The training objective of one batch: cross-entropy plus the STD-CL contrastive term, ramped in
 by ``stdcl.loss.start_epoch`` / ``ramp_epochs`` and, under data parallelism, weighted so that the
-gradient is that of the global batch."""
+gradient is that of the global batch; plus the encoder's own term when it has one (ProtoGCN)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from stdcl.train.optim import contrastive_factor
 
 def training_loss(out: dict[str, Any], y: torch.Tensor, loss_cfg: dict[str, Any], epochs_done: float,
                   dist: D.DistInfo, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """``(total, ce, logged values)`` of a forward output ``out`` (``logits`` and, with the head,
-    ``contrastive``) on labels ``y``, ``epochs_done`` (fractional) into training."""
+    """``(total, ce, logged values)`` of a forward output ``out`` (``logits``; with the head,
+    ``contrastive``; for an encoder with its own term, ``auxiliary``) on labels ``y``, ``epochs_done``
+    (fractional) into training."""
     logits = out["logits"].float()
     ce = F.cross_entropy(logits, y)
     total = ce
@@ -31,6 +32,10 @@ def training_loss(out: dict[str, Any], y: torch.Tensor, loss_cfg: dict[str, Any]
         total = total + term
         values.update({k: v for k, v in con.items() if k != "loss"})
         values["contrastive_factor"] = factor
+    aux = out.get("auxiliary")
+    if aux is not None:  # the encoder's own term (e.g. ProtoGCN's prototype loss), separate from STD-CL's
+        total = total + aux["loss"].float()
+        values.update({k: float(v) for k, v in aux.items() if k != "loss"})
     return total, ce, values
 
 

@@ -18,6 +18,16 @@ from stdcl.data.layouts import Layout
 from stdcl.errors import ConfigError
 
 
+def present_person_weights(x: torch.Tensor) -> torch.Tensor:
+    """``(N*M,)`` weights (n-major) that average over a batch's samples and the persons present in them:
+    a person whose input ``(N, C, T, V, M)`` is all zero (e.g. NTU's padded second actor) is left out,
+    unless no person is present at all."""
+    present = x.abs().sum(dim=(1, 2, 3)).gt(0).reshape(-1).to(x.dtype)
+    if present.sum() == 0:
+        present = torch.ones_like(present)
+    return present / present.sum()
+
+
 class Features(NamedTuple):
     """An encoder's last feature map and whatever its classifier needs besides."""
 

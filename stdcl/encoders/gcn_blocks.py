@@ -23,7 +23,7 @@ from torch import nn
 
 from stdcl.data.graph import spatial_adjacency
 from stdcl.data.layouts import Layout
-from stdcl.encoders.base import Encoder, Features
+from stdcl.encoders.base import Encoder, Features, present_person_weights
 from stdcl.errors import ConfigError
 
 #: (in, out, stride, residual) per block, for ``in_channels`` input channels and base width 64.
@@ -233,10 +233,7 @@ class GraphEncoder(Encoder):
         self.eval()
         try:
             with torch.no_grad():
-                present = x.abs().sum(dim=(1, 2, 3)).gt(0).reshape(-1).to(x.dtype)  # (N*M,), n-major
-                if present.sum() == 0:
-                    present = torch.ones_like(present)
-                w = present / present.sum()
+                w = present_person_weights(x)  # (N*M,), n-major
                 h = self._embed(x)
                 out = []
                 for block in self.blocks:

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from stdcl.data.layouts import Layout
-from stdcl.encoders.base import Encoder, Features
+from stdcl.encoders.base import Encoder, Features, present_person_weights
 from stdcl.encoders.gcn_blocks import pointwise
 from stdcl.encoders.protogcn_blocks import ClassSpecificContrastiveLoss, GCNBlock, PrototypeReconstruction
 from stdcl.encoders.registry import register_encoder
@@ -194,10 +194,7 @@ class ProtoGCN(Encoder):
         self.eval()
         try:
             with torch.no_grad():
-                present = x.abs().sum(dim=(1, 2, 3)).gt(0).reshape(-1).to(x.dtype)  # (N*M,), n-major
-                if present.sum() == 0:
-                    present = torch.ones_like(present)
-                w = present / present.sum()
+                w = present_person_weights(x)  # (N*M,), n-major
                 h = self.backbone.embed(x)
                 out = []
                 for block in self.backbone.gcn:

@@ -1,6 +1,7 @@
-"""Skeleton encoders (HCN, 2s-AGCN, CTR-GCN, Hyperformer) behind one interface."""
+"""Skeleton encoders behind one interface, one registry entry each (``available()`` lists them:
+HCN, 2s-AGCN, CTR-GCN, Hyperformer, BlockGCN, ProtoGCN)."""
 
 from stdcl.encoders.base import Encoder, Features
-from stdcl.encoders.registry import available, build_encoder, register_encoder
+from stdcl.encoders.registry import EncoderSpec, available, build_encoder, register_encoder, spec, specs
 
-__all__ = ["Encoder", "Features", "available", "build_encoder", "register_encoder"]
+__all__ = ["Encoder", "EncoderSpec", "Features", "available", "build_encoder", "register_encoder", "spec", "specs"]

@@ -100,7 +100,14 @@ def broadcast_buffers(module: nn.Module, info: DistInfo) -> None:
 
 
 class GlooSyncBatchNorm(_BatchNorm):
-    """BatchNorm whose training statistics are over all ranks' batches (works with gloo/CPU)."""
+    """BatchNorm whose training statistics are over all ranks' batches (works with gloo/CPU).
+
+    Statistics are float32 (float64 for float64 inputs). Gradients equal a BatchNorm over the
+    whole batch exactly up to rounding; in float32 that rounding can flip ReLU / max-pool
+    near-ties downstream, so deep GCNs' gradients may differ by ~1e-3 relative (in float64 they
+    agree to ~1e-12, see ``tests/train/test_ddp.py``). Each call is synchronised on its own, so a
+    module may be applied several times per forward as long as every rank makes the same calls.
+    """
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
@@ -119,8 +126,8 @@ class GlooSyncBatchNorm(_BatchNorm):
         c = x.shape[1]
         dims = [0] + list(range(2, x.dim()))
         shape = [1, c] + [1] * (x.dim() - 2)
-        xf = x.float()
-        count = torch.tensor([x.numel() // c], dtype=torch.float32, device=x.device)
+        xf = x if x.dtype == torch.float64 else x.float()  # statistics in (at least) float32
+        count = torch.tensor([x.numel() // c], dtype=xf.dtype, device=x.device)
         total = all_reduce(torch.cat([xf.sum(dims), count]))
         n = total[c]
         mean = total[:c] / n

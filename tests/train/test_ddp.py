@@ -116,3 +116,83 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         bn = load_file(str(tmp_path / f"bn-rank{r}.safetensors"))
         for k in ("grad_w", "grad_g", "rm", "rv"):
             torch.testing.assert_close(bn[k], bn[f"ref_{k}"], rtol=1e-5, atol=1e-6)
+
+
+def _encoder(name: str, sync: bool) -> torch.nn.Module:
+    from stdcl.encoders import build_encoder
+    from stdcl.train.distributed import convert_sync_batchnorm
+
+    torch.manual_seed(0)
+    model = build_encoder(name, 13, window=8).double().train()
+    return convert_sync_batchnorm(model, torch.device("cpu")) if sync else model
+
+
+def _encoder_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(4, 3, 8, 25, 2, generator=g, dtype=torch.float64), torch.randint(0, 13, (4,), generator=g)
+
+
+def _twice(bn: torch.nn.Module, conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One BatchNorm module applied twice in one forward (two sets of statistics, paired all-reduces)."""
+    return bn(torch.relu(bn(conv(x))) * 2.0 + 1.0)
+
+
+def _encoder_worker(rank: int, port: int, names: list[str], out: str) -> None:
+    import torch.distributed as dist
+
+    from stdcl.train.distributed import convert_sync_batchnorm
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        x, y = _encoder_batch()
+        mine = slice(rank * 2, (rank + 1) * 2)
+        grads = {}
+        for name in names:
+            model = _encoder(name, sync=True)
+            torch.nn.functional.cross_entropy(model(x[mine]), y[mine]).backward()
+            for k, p in model.named_parameters():
+                dist.all_reduce(p.grad)
+                grads[f"{name}.{k}"] = p.grad / WORLD
+        torch.manual_seed(0)
+        conv, bn = torch.nn.Conv2d(3, 5, 1).double(), torch.nn.BatchNorm2d(5).double()
+        sbn = convert_sync_batchnorm(bn, torch.device("cpu"))
+        _twice(sbn, conv, x[mine, :, :, :, 0]).pow(3).sum().backward()
+        for k, p in (("conv", conv.weight), ("bn", sbn.weight)):
+            dist.all_reduce(p.grad)
+            grads[f"twice.{k}"] = p.grad
+        save_file({k: v.contiguous() for k, v in grads.items()}, os.path.join(out, f"enc-rank{rank}.safetensors"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_sync_batchnorm_gcn_gradients_match_whole_batch(tmp_path):
+    """2s-AGCN and CTR-GCN with synchronised BN on two half batches == plain BN on the whole batch.
+
+    Run in float64: in float32 the BN statistics' different summation order (per-rank sums plus
+    an all-reduce vs one pass) moves activations by ~1e-7, enough to flip a few ReLU / max-pool
+    near-ties (pre-activations within ~1e-6 of zero), each flip moving parameter gradients by up
+    to ~1e-3 relative (~1e-2 after CTR-GCN's max-pool branches). That is rounding, not a
+    synchronisation error: in float64 the gradients agree to ~1e-12.
+    """
+    names = ["agcn", "ctrgcn"]
+    mp.spawn(_encoder_worker, args=(_free_port(), names, str(tmp_path)), nprocs=WORLD, join=True)
+    torch.set_num_threads(1)
+    x, y = _encoder_batch()
+    r0 = load_file(str(tmp_path / "enc-rank0.safetensors"))
+    r1 = load_file(str(tmp_path / "enc-rank1.safetensors"))
+    assert r0.keys() == r1.keys()
+    for name in names:
+        model = _encoder(name, sync=False)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        params = dict(model.named_parameters())
+        assert len(params) > 50 and all(f"{name}.{k}" in r0 for k in params)
+        for k, p in params.items():
+            assert torch.equal(r0[f"{name}.{k}"], r1[f"{name}.{k}"]), k
+            torch.testing.assert_close(r0[f"{name}.{k}"], p.grad, rtol=1e-5, atol=1e-9, msg=f"{name}.{k}")
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(3, 5, 1).double(), torch.nn.BatchNorm2d(5).double()
+    _twice(bn, conv, x[:, :, :, :, 0]).pow(3).sum().backward()
+    torch.testing.assert_close(r0["twice.conv"], conv.weight.grad, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(r0["twice.bn"], bn.weight.grad, rtol=1e-5, atol=1e-9)

@@ -19,12 +19,15 @@ import logging
 import platform
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from stdcl.bench import gpu_parts as P
+from stdcl.bench import gpu_runs as R
+from stdcl.bench.gpu_context import BudgetExceeded, Context, PartSkipped
 from stdcl.errors import ConfigError
 from stdcl.io import make_folder, write_json_atomic
 from stdcl.logs import progress
@@ -33,45 +36,6 @@ log = logging.getLogger("stdcl.bench.gpu")
 
 JSON_NAME, LOG_NAME = "gpu-check.json", "gpu-check.log"
 STATUSES = ("pending", "ok", "failed", "skipped")
-
-
-class BudgetExceeded(Exception):
-    """A part used up its time budget part-way (what it measured so far stays in its result)."""
-
-
-class PartSkipped(Exception):
-    """A part that cannot run here (e.g. its data is absent): recorded as skipped with this reason."""
-
-
-@dataclass
-class Context:
-    """What every part gets: options, where to write, and its own deadline."""
-
-    out: Path
-    device: torch.device
-    tiny: bool
-    ucla: Path | None
-    deadline: float  # time.monotonic() of the whole check's end
-    part_deadline: float = 0.0
-    save: Callable[[], None] = lambda: None  # rewrite the JSON now (partial results of a long part)
-    shared: dict[str, Any] = field(default_factory=dict)  # figures later parts reuse (e.g. train-step times)
-
-    @property
-    def cuda(self) -> bool:
-        return self.device.type == "cuda"
-
-    def left(self) -> float:
-        """Seconds left of this part's budget."""
-        return self.part_deadline - time.monotonic()
-
-    def check_time(self, what: str) -> None:
-        """Raise :class:`BudgetExceeded` when the part's budget is spent (before starting ``what``)."""
-        if self.left() <= 0:
-            raise BudgetExceeded(f"time budget used up before {what}")
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
 
 
 @dataclass(frozen=True)
@@ -87,9 +51,6 @@ class Part:
 
 
 def _parts() -> list[Part]:
-    from stdcl.bench import gpu_parts as P
-    from stdcl.bench import gpu_runs as R
-
     return [Part("environment", P.environment, 1, 1, 0.1), Part("loss", P.loss_check, 5, 10, 0.5),
             Part("amp", P.amp_check, 18, 20, 1), Part("train_step", P.train_step_check, 16, 15, 1),
             Part("ddp", R.ddp_check, 10, 20, 1), Part("finetune_job", R.finetune_job, 15, 25, 1),

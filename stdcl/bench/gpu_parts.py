@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from stdcl.bench.gpu import Context
+from stdcl.bench.gpu_context import Context
 from stdcl.logs import progress
 
 #: Loss part sizes: the issue's NTU-sized figure (bank 40,000 x 256, batch 64, P=128, K=512) and a tiny one.

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from stdcl.bench.gpu import BudgetExceeded, Context, PartSkipped
+from stdcl.bench.gpu_context import BudgetExceeded, Context, PartSkipped
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Tiny synthetic training (tests/support/training.py's TINY) and the DDP comparison's deterministic settings

@@ -70,7 +70,7 @@ def test_checkpoint_upload_is_stored_checked_and_loadable(tmp_path, env):
     msg = str(exc.value)
     assert msg.startswith("broken.safetensors: not a readable safetensors file") and "\n" not in msg
     bad_json = {"odd.safetensors": files["my.safetensors"], "odd.json": b"{not json"}
-    with pytest.raises(DataError, match=r"^odd\.json: not valid checkpoint metadata"):
+    with pytest.raises(DataError, match=r"^odd\.json: line 1: not valid checkpoint metadata"):
         up.save_checkpoint_upload(tmp_path, bad_json)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my"]  # nothing left of the failed upload
 

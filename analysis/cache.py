@@ -1,6 +1,6 @@
 """On-disk cache of analysis results (numpy arrays + JSON), keyed by content hashes.
 
-Entries live under ``cache_root()`` (``$STDCL_CACHE`` or ``~/.cache/stdcl``) as
+Entries live under ``cache_root()`` (``$STDCL_CACHE``, ``$XDG_CACHE_HOME/stdcl`` or ``~/.cache/stdcl``) as
 ``<kind>/<key>.npz``; a key is the SHA-256 of a JSON description of everything the result
 depends on (checkpoint content hash, dataset identity, split, modality, parameters). Writes are
 atomic; an unreadable entry is treated as missing and recomputed.
@@ -17,12 +17,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from stdcl.io import atomic_path
+from stdcl.io import atomic_path, cache_dir
 
 
 def cache_root() -> Path:
-    """The cache folder (``$STDCL_CACHE``, else ``~/.cache/stdcl``)."""
-    return Path(os.environ.get("STDCL_CACHE") or Path.home() / ".cache" / "stdcl")
+    """The cache folder (:func:`stdcl.io.cache_dir`: ``$STDCL_CACHE``, ``$XDG_CACHE_HOME/stdcl`` or ``~/.cache/stdcl``)."""
+    return cache_dir()
 
 
 def make_key(*parts: Any) -> str:

@@ -110,3 +110,9 @@ def read_json(path: str | os.PathLike, what: str = "JSON") -> Any:
     except OSError as e:
         raise DataError(path, f"cannot read it ({e.strerror or e})") from None
     return parse_json(data, path, what)
+
+
+def cache_dir() -> Path:
+    """The project's cache folder: ``$STDCL_CACHE``, else ``$XDG_CACHE_HOME/stdcl``, else ``~/.cache/stdcl``."""
+    return Path(os.environ.get("STDCL_CACHE")
+                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stdcl")

@@ -32,7 +32,7 @@ import numpy as np
 
 from stdcl.data.validate import key_of, require_file, shown_list
 from stdcl.errors import DataError, first_line
-from stdcl.io import atomic_path
+from stdcl.io import atomic_path, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ _READ_LIMIT = 1 << 30  # read_member's largest member
 def cache_folder() -> Path:
     """Where converted copies go: ``$STDCL_CACHE``, else ``$XDG_CACHE_HOME/stdcl``, else
     ``~/.cache/stdcl``; then ``npz/``."""
-    root = os.environ.get("STDCL_CACHE") or \
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stdcl"
-    return Path(root) / "npz"
+    return cache_dir() / "npz"
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:

@@ -30,6 +30,7 @@ Deviations from the reference, each where it would crash or give NaN:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,7 +41,8 @@ from stdcl.data.base import Transform
 from stdcl.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_TRANSFORM_OPTIONS", "NtuTransform", "UclaTransform", "build_transform", "crop_length",
+    "DEFAULT_TRANSFORM_OPTIONS", "NtuTransform", "UclaTransform", "build_transform", "check_transform_options",
+    "crop_length",
     "minmax_normalise", "resize_frames", "rotate", "rotation_matrix", "ucla_test_indices",
     "ucla_train_indices", "ucla_view_matrix", "valid_crop_resize", "valid_frame_count",
 ]
@@ -260,6 +262,8 @@ class UclaTransform:
             raise ValueError(f"the NW-UCLA transform needs 3 coordinates per joint, got C={c}")
         if t == 0:
             return np.zeros((c, self.window, v, m), dtype=np.float32)
+        if self.center_joint >= v:
+            raise ConfigError(f"ucla transform: center_joint {self.center_joint} is not one of these sequences' {v} joints")
         value = np.asarray(x, dtype=np.float64).transpose(1, 3, 2, 0)  # T, M, V, C
         value = value - value[0, 0, self.center_joint]
         points = np.dot(value.reshape(-1, 3), ucla_view_matrix(agx, agy, scale))
@@ -297,6 +301,33 @@ DEFAULT_TRANSFORM_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
 
 _FACTORIES: dict[str, Callable[..., Transform]] = {"ntu": NtuTransform, "ucla": UclaTransform}
 
+#: Every option's type and inclusive range: ("int" | "float" | "bool" | "floats", low, high).
+_OPTION_TYPES: dict[str, tuple[str, float, float]] = {
+    "window": ("int", 1, 1024), "min_length": ("int", 1, 100_000), "center_joint": ("int", 0, 1023),
+    "max_angle": ("int", 0, 180), "population_repeat": ("int", 1, 10_000), "theta": ("float", 0.0, math.pi),
+    "p_interval": ("floats", 0.0, 1.0), "scale_range": ("floats", 0.0, 100.0),
+    "random_rot": ("bool", 0, 0), "random_view": ("bool", 0, 0), "random_sample": ("bool", 0, 0),
+}
+
+
+def _check_option(kind: str, name: str, value: Any) -> None:
+    """A ConfigError unless ``value`` has the option's type, is finite and lies in its range."""
+    typ, lo, hi = _OPTION_TYPES[name]
+    where = f"{kind} transform: {name}"
+    if typ == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return
+    items = value if typ == "floats" else [value]
+    if typ == "floats" and (not isinstance(value, (list, tuple)) or not value):
+        raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
+    for item in items:
+        ok_type = isinstance(item, numbers.Integral if typ == "int" else numbers.Real)
+        if isinstance(item, (bool, np.bool_)) or not ok_type:
+            raise ConfigError(f"{where} must be {'an integer' if typ == 'int' else 'a number'}, got {item!r}")
+        if not math.isfinite(item) or not lo <= item <= hi:
+            raise ConfigError(f"{where} must lie in [{lo}, {hi}], got {item!r}")
+
 
 def build_transform(kind: str, train: bool, **options: Any) -> Transform | None:
     """The ``kind`` ("ntu", "ucla" or "none") transform for training or testing.
@@ -304,15 +335,26 @@ def build_transform(kind: str, train: bool, **options: Any) -> Transform | None:
     ``options`` override :data:`DEFAULT_TRANSFORM_OPTIONS` (``None`` values are ignored);
     an unknown option raises a :class:`ConfigError`. ``"none"`` returns None.
     """
+    key, given = check_transform_options(kind, train, options)
+    if key == "none":
+        return None
+    return _FACTORIES[key](train=train, **{**DEFAULT_TRANSFORM_OPTIONS[key]["train" if train else "test"], **given})
+
+
+def check_transform_options(kind: str, train: bool, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(kind, options without None values)`` after checking the kind, every option's name, type and
+    range (a one-line :class:`ConfigError` otherwise)."""
     key = str(kind).lower()
     if key not in DEFAULT_TRANSFORM_OPTIONS:
         raise ConfigError(f"unknown transform {kind!r}; choose from {', '.join(DEFAULT_TRANSFORM_OPTIONS)}")
+    if not isinstance(options, dict):
+        raise ConfigError(f"transform {key!r}: options must be a mapping, got {options!r}")
     defaults = DEFAULT_TRANSFORM_OPTIONS[key]["train" if train else "test"]
     given = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(given) - set(defaults))
+    unknown = sorted(set(map(str, given)) - set(defaults))
     if unknown:
         allowed = ", ".join(defaults) or "none"
         raise ConfigError(f"transform {key!r}: unknown option(s) {', '.join(unknown)}; allowed: {allowed}")
-    if key == "none":
-        return None
-    return _FACTORIES[key](train=train, **{**defaults, **given})
+    for name, value in given.items():
+        _check_option(key, name, value)
+    return key, given

@@ -335,6 +335,31 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"config key stdcl.head.branches must be a non-empty list of spatial, temporal; got {br!r}")
     if cfg["stdcl"]["loss"]["bank"] == "class_queue" and cfg["stdcl"]["loss"]["queue_length"] is None:
         raise ConfigError("config key stdcl.loss.queue_length must be set for stdcl.loss.bank=class_queue")
+    _check_free_form(cfg)
+
+
+def _check_free_form(cfg: dict[str, Any]) -> None:
+    """The free-form mappings: transform options by name, type and range for the dataset's transform;
+    model options and source options as mappings of plain values with finite numbers."""
+    from stdcl.data.registry import DATASETS
+    from stdcl.data.transforms import check_transform_options
+
+    for section, key in sorted(FREE_FORM):
+        value = cfg[section].get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {section}.{key} must be a mapping, got {value!r}")
+        for name, leaf in _leaves(value, f"{section}.{key}."):
+            if isinstance(leaf, float) and not math.isfinite(leaf):
+                raise ConfigError(f"config key {name} must be a finite number, got {leaf!r}")
+    dataset = DATASETS.get(cfg["data"]["dataset"])
+    if dataset is not None:
+        for key, train in (("transform", True), ("test_transform", False)):
+            try:
+                check_transform_options(dataset.transform, train, cfg["data"].get(key) or {})
+            except ConfigError as e:
+                raise ConfigError(f"config key data.{key}: {e}") from None
 
 
 def _leaves(tree: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:

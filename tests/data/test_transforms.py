@@ -333,3 +333,32 @@ def test_motion_and_bone_motion() -> None:
     np.testing.assert_array_equal(apply_modality(x, "bone_motion", NTU25), motion(bones(x, NTU25)))
     assert not motion(x[:, :1]).any()  # one frame: all zero
     np.testing.assert_array_equal(apply_modality(x, "joint", NTU25), x)
+
+
+@pytest.mark.parametrize("kind,options,match", [
+    ("ntu", {"theta": float("nan")}, "theta must lie in"),
+    ("ntu", {"theta": "x"}, "theta must be a number"),
+    ("ntu", {"window": "abc"}, "window must be an integer"),
+    ("ntu", {"window": 10**9}, r"window must lie in \[1, 1024\]"),
+    ("ntu", {"window": True}, "window must be an integer"),
+    ("ntu", {"p_interval": "ab"}, "p_interval must be a list of numbers"),
+    ("ntu", {"random_rot": "yes"}, "random_rot must be true or false"),
+    ("ntu", {"min_length": -3}, "min_length must lie in"),
+    ("ucla", {"max_angle": float("inf")}, "max_angle must be an integer"),
+    ("ucla", {"center_joint": -1}, "center_joint must lie in"),
+    ("ucla", {"scale_range": [float("nan"), 1.0]}, "scale_range must lie in"),
+    ("ucla", {"population_repeat": 1.5}, "population_repeat must be an integer"),
+    ("ucla", {"window": 2.5}, "window must be an integer"),
+])
+def test_transform_options_typed_and_ranged(kind: str, options: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        build_transform(kind, True, **options)
+
+
+def test_transform_numpy_scalars_accepted_and_center_joint_checked_against_the_data() -> None:
+    t = build_transform("ucla", False, window=np.int64(8), center_joint=np.int32(19), random_view=np.bool_(False))
+    assert t.window == 8 and t.center_joint == 19
+    x = np.random.default_rng(0).random((3, 30, 20, 1), dtype=np.float32)
+    assert t(x, np.random.default_rng(0)).shape == (3, 8, 20, 1)
+    with pytest.raises(ConfigError, match="center_joint 19 is not one of these sequences' 12 joints"):
+        t(x[:, :, :12], np.random.default_rng(0))

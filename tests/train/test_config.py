@@ -301,3 +301,18 @@ def test_relative_paths_are_stored_absolute(tmp_path, monkeypatch):
     assert cfg["data"]["path"] == str(tmp_path / "data" / "ucla")
     assert cfg["train"]["init_from"] == str(tmp_path.parent / "w.safetensors")
     assert load_config("synthetic")["data"]["path"] is None  # generated in memory: nothing to resolve
+
+
+@pytest.mark.parametrize("override,match", [
+    ("data.transform.theta=.nan", r"data.transform.theta must be a finite number"),
+    ("data.transform.theta=5", r"data.transform: ntu transform: theta must lie in"),
+    ("data.test_transform.window=abc", r"data.test_transform: ntu transform: window must be an integer"),
+    ("data.transform.windw=3", r"unknown option\(s\) windw"),
+    ("model.options.dropout=.inf", r"model.options.dropout must be a finite number"),
+    ("model.options=3", r"model.options must be a mapping"),
+])
+def test_free_form_mappings_checked(override: str, match: str) -> None:
+    from stdcl.train.config import load_config, validate
+
+    with pytest.raises(ConfigError, match=match):
+        validate(load_config("ntu60-xsub", encoder="hcn", overrides=[override]))

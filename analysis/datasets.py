@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from analysis.models import LoadedModel
 from stdcl.data.layouts import Layout
+from stdcl.data.subsets import stratified_subset  # noqa: F401  (re-exported: the analysis budget)
 from stdcl.errors import ConfigError
 from stdcl.train.config import load_config
 from stdcl.train.data import build_eval_dataset
@@ -122,18 +123,3 @@ def check_compatible(model: LoadedModel, data: AnalysisData) -> None:
     if names and list(names) != list(data.class_names):
         raise ConfigError(f"{where}: the class names differ from the checkpoint's "
                           f"(first difference: {next(f'{a!r} vs {b!r}' for a, b in zip(names, data.class_names) if a != b)})")
-
-
-def stratified_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of about ``n`` items drawn per class in proportion (all items if ``n >= len``)."""
-    labels = np.asarray(labels)
-    if n >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    picked = []
-    classes, counts = np.unique(labels, return_counts=True)
-    quota = np.maximum(1, np.round(counts * n / len(labels)).astype(int))
-    for c, q in zip(classes, quota):
-        ids = np.flatnonzero(labels == c)
-        picked.append(rng.choice(ids, size=min(q, len(ids)), replace=False))
-    return np.sort(np.concatenate(picked))

@@ -25,15 +25,10 @@ from torch.utils.data import DataLoader, Subset
 from analysis.cache import array_json, json_array, load_arrays, make_key, save_arrays
 from analysis.datasets import AnalysisData
 from analysis.models import LoadedModel
+from stdcl.head.spaces import POOLED_DEFINITION, embedding_spaces, pooled_embeddings  # noqa: F401
 from stdcl.logs import progress as tqdm_progress
 
 SPACES = ("global", "spatial", "temporal")
-POOLED_DEFINITION = (
-    "Pooled spatial embedding: the encoder's last feature map X (C' x T' x V' per person) averaged over "
-    "frames, giving one C'-vector per joint, flattened joint by joint (C'·V' values), averaged over persons. "
-    "Pooled temporal embedding: X averaged over joints, one C'-vector per frame, flattened (C'·T' values), "
-    "averaged over persons. These are exactly what the STD-CL head reads before its learned reduction and "
-    "projection, so they exist for every checkpoint and compare baseline and STD-CL encoders on equal terms.")
 CACHE_VERSION = 1
 
 Progress = Callable[[int, int], None]
@@ -83,27 +78,11 @@ class Embeddings:
                           self.st_source, make_key(self.key, rows.tolist()), dict(self.info))
 
 
-def pooled_embeddings(fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(spatial (N, C'V'), temporal (N, C'T'))`` of a map ``(N, M, C', T', V')``: see :data:`POOLED_DEFINITION`."""
-    spatial = fmap.mean(3).flatten(2).mean(1)  # (N, M, C', V') -> (N, C'V')
-    temporal = fmap.mean(4).flatten(2).mean(1)  # (N, M, C', T') -> (N, C'T')
-    return spatial, temporal
-
-
 @torch.no_grad()
 def embed_batch(model: LoadedModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Logits and every embedding space of one batch ``(N, C, T, V, M)`` (eval mode, no grad)."""
-    enc = model.encoder
-    enc.eval()
-    feats = enc.features(x)
-    pre = enc.pre_logits(feats)
-    logits = enc.classifier(pre)
-    sp, tp = pooled_embeddings(feats.map)
-    out = {"logits": logits, "global": pre.flatten(1), "spatial_pooled": sp, "temporal_pooled": tp}
-    if model.head is not None:
-        model.head.eval()
-        emb = model.head(feats.map)
-        out.update({k: v for k, v in emb.items()})
+    """Logits and every embedding space of one batch ``(N, C, T, V, M)`` (eval mode, no grad); a baseline's
+    ``spatial`` / ``temporal`` are its pooled spaces."""
+    out = embedding_spaces(model.encoder, model.head, x)
     for k in ("spatial", "temporal"):
         out.setdefault(k, out[f"{k}_pooled"])
     return out

@@ -62,13 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(sub, "export", "write a run's encoder alone (safetensors + json), the deployable model",
                   "  stdcl export runs/ctr-j --out ctrgcn_ntu60_joint.safetensors\n"
                   "  stdcl export runs/ctr-j --which last --half --out model_fp16.safetensors\n"
-                  "  stdcl export runs/ctr-j-stdcl --with-head --half --out checkpoints/demo.safetensors")
+                  "  stdcl export runs/ctr-j-stdcl --with-head --with-probes --half --out checkpoints/demo.safetensors")
     p.add_argument("run", type=Path, help="run directory (or an encoder checkpoint)")
     p.add_argument("--out", type=Path, required=True, help="output .safetensors (a .json is written beside it)")
     p.add_argument("--which", default="best", choices=["best", "last"])
     p.add_argument("--half", action="store_true", help="store floating-point weights as fp16")
     p.add_argument("--with-head", action="store_true",
                    help="also write the trained STD-CL head to <out>.head.safetensors (for analysis)")
+    p.add_argument("--with-probes", action="store_true",
+                   help="also copy the run's training probes to <out>.probes/ (stdcl analyze evolution)")
     p.set_defaults(func=_export)
 
     p = subparser(sub, "ensemble", "fuse the scores of several streams (joint, bone, motion); weights tuned on val",
@@ -141,7 +143,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from stdcl.train.export import export
 
-    out, n = export(args.run, args.out, which=args.which, half=args.half, with_head=args.with_head)
+    out, n = export(args.run, args.out, which=args.which, half=args.half, with_head=args.with_head,
+                    with_probes=args.with_probes)
     print(f"wrote {out} ({n:,} parameters)")
     return 0
 

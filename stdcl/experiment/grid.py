@@ -53,7 +53,7 @@ CHOICE_AXES = ("config", "encoder", "modality", "stdcl")
 #: Config keys that change how a run executes or where its data lives, not what it computes: left out of
 #: the digest (so a grid moved to another machine with the data elsewhere still matches its runs).
 EXECUTION_KEYS = ("device", "config_file", "data.path", "data.num_workers", "train.progress", "train.tensorboard",
-                  "train.log_every", "train.checkpoint_every_steps", "train.eval_batch_size")
+                  "train.log_every", "train.checkpoint_every_steps", "train.eval_batch_size", "probe")
 #: Override keys whose relative paths are read relative to the grid file.
 PATH_KEYS = ("data.path", "train.init_from")
 _GRID_KEYS = {"name", "description", "base", "axes", "cells", "runs", "variants"}

@@ -285,6 +285,10 @@ NUMBERS = {
     "train.log_every": "int [1, inf)",
     "train.eval_every": "int [0, inf)",
     "train.checkpoint_every_steps": "int ? [1, inf)",
+    "probe.max_samples": "int [1, 100000]",
+    "probe.seed": "int [0, 4294967295]",
+    "probe.dim": "int [1, 4096]",
+    "probe.snapshots": "int [1, 1000]",
     "debug.stop_after_steps": "int ? [1, inf)",
     "debug.nan_at_step": "int ? [1, inf)",
 }
@@ -292,7 +296,7 @@ NUMBERS = {
 CHOICES = {"optim.name": ("sgd", "adam", "adamw"), "schedule.kind": ("step", "cosine", "exponential", "constant"),
            "train.amp": ("auto", "off", "fp16", "bf16"), "train.tensorboard": ("auto", True, False),
            "stdcl.head.pooling": ("mean", "attention"), "stdcl.head.init": ("kaiming", "released"),
-           "stdcl.loss.bank": ("per_sample", "class_queue"),
+           "stdcl.loss.bank": ("per_sample", "class_queue"), "probe.split": ("test", "val"),
            "data.modality": ("joint", "bone", "joint_motion", "bone_motion")}
 #: Keys whose null default stands for a text value (a path).
 OPTIONAL_TEXT = ("data.path", "train.init_from")

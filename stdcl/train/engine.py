@@ -42,6 +42,7 @@ from stdcl.train.metering import Recorder, TrainLog, Window, log_done, log_epoch
 from stdcl.train.model_build import build_model, wrap_data_parallel
 from stdcl.train.objective import training_loss
 from stdcl.train.optim import Schedule, build_optimizer
+from stdcl.train.probes import ProbeRecorder, probe_epochs
 from stdcl.train.run_dir import (CONFIG, LAST, RUN_INFO, SUMMARY, VAL_SPLIT, damaged_run_files, open_run_dir,
                                  remove_failed_start, write_config, write_run_info, write_val_split)
 from stdcl.train.splits import EpochSampler
@@ -84,6 +85,8 @@ class Trainer:
         self._determinism_before: tuple[bool, bool, bool] | None = None
         self._created = False  # this session created run_dir (removed again if the start fails)
         self.window, self.epoch_meter = Window(), Window()
+        self.probes: ProbeRecorder | None = None
+        self.probe_at: set[int] = set()  # epochs (1-based) whose end is probed
 
     # -- set-up -------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -108,10 +111,13 @@ class Trainer:
         self.recorder = Recorder(self.run_dir, enabled=self.is_main)
         self.checkpointer = Checkpointer(self.run_dir, cfg, self.data, self.model, self.optimizer, self.scaler,
                                          self.schedule, self.sampler, self.dist, self.epochs, self.steps_per_epoch)
+        self.probes = self._make_probes()
         if self.resume:
             self._resume()
         elif self.is_main:
             self._write_run_files()
+        if self.probes is not None:
+            self.probes.start()
         world = self.dist.world_size
         if world > 1 and not self.resume:  # distinct dropout streams per rank (a resumed run restored its own)
             torch.manual_seed(seed + self.dist.rank)
@@ -154,6 +160,25 @@ class Trainer:
         self.total_steps = self.epochs * self.steps_per_epoch if max_steps is None else \
             min(int(max_steps), self.epochs * self.steps_per_epoch)
 
+    def _make_probes(self) -> ProbeRecorder | None:
+        """The probe recorder (``probe.enabled``) and the epochs it snapshots (:mod:`stdcl.train.probes`)."""
+        p = self.cfg["probe"]
+        if not p["enabled"]:
+            return None
+        split = "val" if p["split"] == "val" and self.data.val is not None else "test"
+        if p["split"] == "val" and split == "test":
+            log.warning("probe.split=val but the run has no validation split: probing the test split")
+        self.probe_at = set(probe_epochs(self.epochs, int(self.cfg["train"]["eval_every"]), int(p["snapshots"])))
+        return ProbeRecorder(self.run_dir, self.cfg, self.data.val if split == "val" else self.data.test,
+                             self.data.class_names, getattr(self.data.test, "class_meta", None), split,
+                             enabled=self.is_main)
+
+    def _probe(self) -> None:
+        """A probe snapshot at the current position (the model is left in eval mode)."""
+        if self.probes is not None:
+            self.probes.record(self.model.encoder, self.model.head, self.pos.global_step,
+                               self.pos.global_step / self.steps_per_epoch, self.device)
+
     def _write_run_files(self, only: tuple[str, ...] = (CONFIG, RUN_INFO, VAL_SPLIT)) -> None:
         if CONFIG in only:
             write_config(self.run_dir, self.cfg)
@@ -167,6 +192,8 @@ class Trainer:
         """Continue from the saved state: position, weights, RNGs; metrics and run files mended."""
         self.pos, self._meters = self.checkpointer.restore()
         self.recorder.truncate_after(self.pos.global_step)
+        if self.probes is not None:
+            self.probes.truncate_after(self.pos.global_step)
         self.last_saved_step = self.pos.global_step
         if self.is_main:
             damaged = damaged_run_files(self.run_dir)
@@ -222,6 +249,8 @@ class Trainer:
         if self.is_main:
             log_start(self.cfg, self.data, sum(q.numel() for q in self.model.encoder.parameters()), self.epochs,
                       self.steps_per_epoch, self.device, self.dist.world_size if self.dist.enabled else None)
+        if p.global_step == 0:
+            self._probe()
         while p.epoch < self.epochs and not self._finished():
             self._train_epoch(p.epoch)
             self._end_epoch(p.epoch)
@@ -287,6 +316,8 @@ class Trainer:
         summary = self.epoch_meter.summary()
         do_eval = self._finished() or (end_of_epoch and eval_every > 0 and (epoch + 1) % eval_every == 0)
         evals = self._evaluate() if do_eval else {}
+        if self._finished() or (end_of_epoch and epoch + 1 in self.probe_at):
+            self._probe()
         improved = p.note_evaluation(evals)
         rec = {"kind": "epoch", "epoch": epoch + 1, "global_step": p.global_step,
                "lr": self.optimizer.param_groups[0]["lr"]} | {f"train_{k}": v for k, v in summary.items()} | evals

@@ -8,6 +8,7 @@ from pathlib import Path
 from stdcl.checkpoint import save_encoder
 from stdcl.errors import ConfigError
 from stdcl.head.checkpoint import load_head, save_head
+from stdcl.train.probes import copy_probes
 from stdcl.weights import load as load_weights
 
 #: Metadata keys of a training checkpoint that the exported file keeps.
@@ -16,11 +17,12 @@ KEEP = ("class_names", "dataset", "protocol", "modality", "layout", "num_classes
 
 
 def export(run: str | os.PathLike, out: str | os.PathLike, which: str = "best", half: bool = False,
-           with_head: bool = False) -> tuple[Path, int]:
+           with_head: bool = False, with_probes: bool = False) -> tuple[Path, int]:
     """Write ``run``'s ``which`` encoder to ``out`` (+ ``.json``); returns (path, parameter count).
 
     ``with_head`` also copies the trained STD-CL head to ``<out>.head.safetensors`` (for the
-    analysis layer; the deployable model stays the encoder alone).
+    analysis layer; the deployable model stays the encoder alone); ``with_probes`` the run's
+    training probes to ``<out>.probes/`` (:mod:`stdcl.train.probes`).
     """
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -36,4 +38,6 @@ def export(run: str | os.PathLike, out: str | os.PathLike, which: str = "best", 
         if head is None:
             raise ConfigError(f"{ckpt}: --with-head: this checkpoint has no trained STD-CL head")
         save_head(out, head, half=half)
+    if with_probes:
+        copy_probes(ckpt, out.with_name(out.name.removesuffix(".safetensors") + ".probes"))
     return out, sum(p.numel() for p in encoder.parameters())

@@ -13,6 +13,7 @@
       state.json + state-<step>.safetensors   everything else needed to resume
       summary.json           final metrics (written when the run ends)
       tensorboard/           event files (only when tensorboard is importable)
+      probes/                training-time probe snapshots (stdcl.train.probes)
 
 Every file is written atomically (a temporary name, renamed when complete), except the two
 logs, which only grow: ``metrics.jsonl`` by one flushed line per record (readers skip a line
@@ -61,7 +62,7 @@ STATE_JSON = "state.json"
 STATE_FILES = "state-*.safetensors"
 #: What a run writes before its first checkpoint (the files a failed attempt may hold).
 _ATTEMPT_FILES = {CONFIG, RUN_INFO, VAL_SPLIT, METRICS, TRAIN_LOG, "tensorboard", LAST, "last.json",
-                  "last.head.safetensors", BEST, "best.json", "best.head.safetensors"}
+                  "last.head.safetensors", BEST, "best.json", "best.head.safetensors", "probes"}
 
 _PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.part(\.[^.]+)?$")
 

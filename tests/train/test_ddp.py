@@ -25,6 +25,7 @@ import copy
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -112,6 +113,14 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     # rank 0 wrote the run directory
     assert (tmp_path / "ddp-stdcl" / "last.safetensors").is_file()
     assert not (tmp_path / "ddp-stdcl" / "rank1").exists()
+    # and the same probes as one process: the same subset and steps, equal at step 0, close after 3 steps
+    from stdcl.train.probes import read_probes
+
+    a, b = read_probes(tmp_path / "ddp-stdcl"), read_probes(tmp_path / "single-stdcl")
+    assert [x.step for x in a.snapshots] == [x.step for x in b.snapshots] == [0, 3] and a.names == b.names
+    for k in a.spaces:
+        assert np.array_equal(a.snapshots[0].spaces[k], b.snapshots[0].spaces[k]), k
+        np.testing.assert_allclose(a.snapshots[1].spaces[k], b.snapshots[1].spaces[k], atol=1e-2, err_msg=k)
     for r in range(WORLD):
         bn = load_file(str(tmp_path / f"bn-rank{r}.safetensors"))
         for k in ("grad_w", "grad_g", "rm", "rv"):

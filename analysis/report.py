@@ -16,10 +16,7 @@ whenever a checkpoint without an STD-CL head is shown.
 from __future__ import annotations
 
 import datetime
-import html
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +25,7 @@ import numpy as np
 from analysis import figures
 from analysis.datasets import AnalysisData, check_compatible, open_analysis_data, stratified_subset
 from analysis.embeddings import POOLED_DEFINITION, SPACES, Embeddings, extract_embeddings
+from analysis.html_page import Page, check_out_dir, esc, num, table, write_folder
 from analysis.models import LoadedModel
 from analysis.report_png import PROJECTION_ORDER, pct, write_pngs
 from stdcl.errors import ConfigError
@@ -46,99 +44,11 @@ SECTIONS = {
 }
 MAX_POINTS = 5000  # points per scatter in the HTML (stratified subset above)
 
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1500px;padding:0 24px;
-color:#222}
-h1{margin-top:24px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:40px}
-table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f5f5f5}
-td.l,th.l{text-align:left}
-.grid{display:grid;gap:8px}.g2{grid-template-columns:repeat(2,minmax(0,1fr))}
-.g3{grid-template-columns:repeat(3,minmax(0,1fr))}
-.note{color:#555;font-size:13px;max-width:1100px}.good{color:#1a7f37}.bad{color:#c62828}
-nav a{margin-right:14px}
-"""
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def _esc(v: Any) -> str:
-    return html.escape(str(v))
-
-
-def _num(v: Any, digits: int = 4, signed: bool = False) -> str:
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return f"{int(v):+d}" if signed else str(int(v))
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "-" if v is None else _esc(v)
-    if not np.isfinite(f):
-        return "-"
-    return f"{f:+.{digits}f}" if signed else f"{f:.{digits}f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
-    """An HTML table; the first ``left`` columns left-aligned; cells are escaped unless already markup."""
-    def cell(tag: str, i: int, v: Any) -> str:
-        cls = ' class="l"' if i < left else ""
-        text = v[1] if isinstance(v, tuple) and v and v[0] == "html" else _esc(v)
-        return f"<{tag}{cls}>{text}</{tag}>"
-    head = "".join(cell("th", i, h) for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-class _Page:
-    """Collects HTML parts; every figure is a div drawn by the plotly.js inlined once in the head."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.figures = 0
-
-    def add(self, markup: str) -> None:
-        self.parts.append(markup)
-
-    def fig(self, fig) -> str:
-        self.figures += 1
-        return fig.to_html(full_html=False, include_plotlyjs=False, auto_play=False,
-                           config={"displaylogo": False, "responsive": True})
-
-    def render(self, title: str) -> str:
-        from plotly.offline import get_plotlyjs
-
-        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-                f'<meta name="generator" content="{GENERATOR}"><title>{_esc(title)}</title>'
-                f"<style>{CSS}</style><script>{get_plotlyjs()}</script></head><body>"
-                + "\n".join(self.parts) + "</body></html>\n")
-
-
 def _as_models(models: LoadedModel | Sequence[LoadedModel]) -> list[LoadedModel]:
     ms = [models] if isinstance(models, LoadedModel) else list(models)
     if not 1 <= len(ms) <= 2 or not all(isinstance(m, LoadedModel) for m in ms):
         raise ConfigError("a report shows one model or a (baseline, STD-CL) pair")
     return ms
-
-
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        index = out / "index.html"
-        if not (index.is_file() and f'content="{GENERATOR}"' in index.read_text(errors="replace")[:2000]):
-            raise ConfigError(f"{out}: a non-empty folder that is not a report; choose another --out")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` folder onto ``out`` (an old report there is removed after the swap)."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "report")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ analysis
@@ -196,8 +106,8 @@ def analyse(models: Sequence[LoadedModel], data: AnalysisData, indices: np.ndarr
     """Everything the report shows (embeddings, projections, metrics, confusion, attributions)."""
     from analysis.confusion import confusion, confusion_change
     from analysis.metrics import compare_metrics, space_metrics
-    from analysis.twins import twin_separation
     from analysis.projections import project_embeddings
+    from analysis.twins import twin_separation
 
     embs = [extract_embeddings(m, data, indices, batch_size=batch_size, device=device, use_cache=use_cache,
                                cache_root=cache) for m in models]
@@ -237,7 +147,7 @@ def _section(key: str) -> str:
 
 def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], method: str,
           max_points: int, seed: int) -> str:
-    page = _Page()
+    page = Page(GENERATOR)
     embs: list[Embeddings] = res["embs"]
     pair = len(models) == 2
     shown_pooled = any(e.st_source == "pooled" for e in embs)
@@ -245,14 +155,14 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
         (["twins"] if any(res["twins"]) else []) + ["confusion"] + \
         (["attributions"] if res["attribution_rows"] else []) + (["pooled"] if shown_pooled else [])
     title = " vs ".join(m.label for m in models)
-    page.add(f"<h1>{_esc(title)}</h1><p class=\"note\">{_esc(data.describe())}; {len(embs[0])} samples analysed"
-             f"{' (stratified subset)' if len(embs[0]) < len(data) else ''}; projections by {_esc(method)} "
+    page.add(f"<h1>{esc(title)}</h1><p class=\"note\">{esc(data.describe())}; {len(embs[0])} samples analysed"
+             f"{' (stratified subset)' if len(embs[0]) < len(data) else ''}; projections by {esc(method)} "
              f"(seed {seed}); generated {datetime.datetime.now().isoformat(timespec='seconds')} by {GENERATOR}."
              f"</p><nav>" + "".join(f'<a href="#{k}">{SECTIONS[k]}</a>' for k in keys) + "</nav>")
 
     # summary
     page.add(_section("summary"))
-    page.add(_table(["model", "kind", "encoder", "STD-CL", "spatial/temporal spaces", "samples", "top-1", "top-5"],
+    page.add(table(["model", "kind", "encoder", "STD-CL", "spatial/temporal spaces", "samples", "top-1", "top-5"],
                     [[m.label, m.kind, m.encoder.name, "yes" if m.stdcl else "no (baseline)",
                       "trained head" if e.st_source == "head" else "pooled (see below)", len(e),
                       pct(c["top1"]), pct(c["top5"])] for m, e, c in zip(models, embs, res["confusion"])]))
@@ -273,10 +183,10 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
     page.add(_section("metrics"))
     for m, mm in zip(models, res["metrics"]):
         names = list(dict.fromkeys(k for v in mm.values() for k in v["overall"]))
-        page.add(f"<h3>{_esc(m.label)}</h3>")
-        page.add(_table(["space"] + names, [[s] + [_num(v["overall"].get(k)) for k in names] for s, v in mm.items()]))
+        page.add(f"<h3>{esc(m.label)}</h3>")
+        page.add(table(["space"] + names, [[s] + [num(v["overall"].get(k)) for k in names] for s, v in mm.items()]))
     if info:
-        page.add('<p class="note">' + "<br>".join(f"<b>{_esc(k)}</b>: {_esc(v)}" for k, v in info.items()) + "</p>")
+        page.add('<p class="note">' + "<br>".join(f"<b>{esc(k)}</b>: {esc(v)}" for k, v in info.items()) + "</p>")
     sims = []
     for m, mm in zip(models, res["metrics"]):
         for s in ("spatial", "temporal"):
@@ -291,7 +201,7 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
     if pair:
         a, b = models
         page.add(_section("comparison"))
-        page.add(f'<p class="note">{_esc(a.label)} (A) against {_esc(b.label)} (B) on the same '
+        page.add(f'<p class="note">{esc(a.label)} (A) against {esc(b.label)} (B) on the same '
                  f"{len(embs[0])} samples. Spaces suffixed <i>_pooled</i> are the parameter-free pooled embeddings "
                  f"of both encoders (definition below): they compare the encoders on equal terms.</p>")
         rows = res["comparison"]
@@ -300,13 +210,13 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
             w = r.get("better")
             cls = "good" if w == "b" else "bad" if w == "a" else ""
             label = {"a": a.label, "b": b.label}.get(w, w or "-")
-            return ("html", f'<span class="{cls}">{_esc(label)}</span>')
-        page.add(_table(["space", "metric", f"A: {a.label}", f"B: {b.label}", "B - A", "better"],
-                        [[r["space"], r["metric"], _num(r["a"]), _num(r["b"]), _num(r["delta"], signed=True),
+            return ("html", f'<span class="{cls}">{esc(label)}</span>')
+        page.add(table(["space", "metric", f"A: {a.label}", f"B: {b.label}", "B - A", "better"],
+                        [[r["space"], r["metric"], num(r["a"]), num(r["b"]), num(r["delta"], signed=True),
                           better(r)] for r in rows], left=2))
         page.add(page.fig(figures.metrics_bar(rows, a.label, b.label, title="A vs B per metric and space")))
         if shown_pooled:
-            page.add(f'<p class="note"><b>Pooled embeddings.</b> {_esc(POOLED_DEFINITION)}</p>')
+            page.add(f'<p class="note"><b>Pooled embeddings.</b> {esc(POOLED_DEFINITION)}</p>')
 
     # twins
     if any(res["twins"]):
@@ -319,9 +229,9 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
         for m, rows in zip(models, res["twins"]):
             if not rows:
                 continue
-            page.add(f"<h3>{_esc(m.label)}</h3>")
+            page.add(f"<h3>{esc(m.label)}</h3>")
             header = ["pair", "type"] + [f"{s} {k}" for s in SPACES for k in twin_metrics]
-            page.add(_table(header, [[r["pair"], r["type"]] + [_num(r["spaces"].get(s, {}).get(k))
+            page.add(table(header, [[r["pair"], r["type"]] + [num(r["spaces"].get(s, {}).get(k))
                                                              for s in SPACES for k in twin_metrics] for r in rows],
                             left=2))
             metric = "knn_accuracy" if "knn_accuracy" in twin_metrics else twin_metrics[0]
@@ -339,12 +249,12 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
         k = len(ch["class_names"])
         delta = figures.normalise_rows(res["confusion"][1]["matrix"]) - figures.normalise_rows(
             res["confusion"][0]["matrix"])
-        page.add(f"<h3>Change from {_esc(models[0].label)} to {_esc(models[1].label)}</h3>")
+        page.add(f"<h3>Change from {esc(models[0].label)} to {esc(models[1].label)}</h3>")
         page.add(f'<p class="note">top-1 {pct(ch["top1"]["a"])} &rarr; {pct(ch["top1"]["b"])}; '
                  f'{len(ch["fixed"])} samples fixed, {len(ch["broken"])} broken. Blue cells gained, red lost '
                  "(row shares).</p>")
         page.add('<div class="grid g2"><div>' + page.fig(figures.confusion_change_figure(
-            delta, ch["class_names"], "row-normalised B - A")) + "</div><div>" + _table(
+            delta, ch["class_names"], "row-normalised B - A")) + "</div><div>" + table(
             ["class", "samples", "A", "B", "B - A"],
             [[r["name"], r["support"], pct(r["a"]), pct(r["b"]),
               "-" if r["delta"] is None else f"{100 * r['delta']:+.2f}"] for r in ch["per_class"][:k]])
@@ -360,17 +270,17 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
         e0 = embs[0]
         for j, r in enumerate(res["attribution_rows"]):
             label = e0.class_names[e0.labels[r]]
-            preds = "; ".join(f"{_esc(m.label)}: {_esc(e.class_names[e.predictions[r]])}"
+            preds = "; ".join(f"{esc(m.label)}: {esc(e.class_names[e.predictions[r]])}"
                               for m, e in zip(models, embs))
-            page.add(f"<h3>{_esc(e0.names[r])}: {_esc(label)}</h3><p class=\"note\">predicted by {preds}</p>")
+            page.add(f"<h3>{esc(e0.names[r])}: {esc(label)}</h3><p class=\"note\">predicted by {preds}</p>")
             for m, atts in zip(models, res["attributions"]):
                 a = atts[j]
-                cos = ", ".join(f"{b} cosine to the class centroid {_num(v, 3)}" for b, v in a["cosine"].items()
+                cos = ", ".join(f"{b} cosine to the class centroid {num(v, 3)}" for b, v in a["cosine"].items()
                                 if v is not None)
                 if not np.asarray(a["cam"]).max(initial=0.0) > 0:
                     cos = (cos + "; " if cos else "") + ("Grad-CAM is zero everywhere for this sample: no channel "
                                                          "of the last map adds positive evidence for the class")
-                page.add(f"<h4>{_esc(m.label)}</h4>" + (f'<p class="note">{cos}</p>' if cos else ""))
+                page.add(f"<h4>{esc(m.label)}</h4>" + (f'<p class="note">{cos}</p>' if cos else ""))
                 figs = [figures.skeleton_figure(a["x"], data.layout, a["joints"], value_label="joint",
                                                 title=a["joint_label"], height=460),
                         figures.frames_joints_heatmap(a["cam"], data.layout, "Grad-CAM (frames x joints)",
@@ -384,8 +294,8 @@ def _html(models: list[LoadedModel], data: AnalysisData, res: dict[str, Any], me
     if shown_pooled:
         page.add(_section("pooled"))
         which = ", ".join(m.label for m, e in zip(models, embs) if e.st_source == "pooled")
-        page.add(f'<p class="note">{_esc(which)} has no STD-CL head: its spatial and temporal spaces are the pooled '
-                 f"embeddings. {_esc(POOLED_DEFINITION)}</p>")
+        page.add(f'<p class="note">{esc(which)} has no STD-CL head: its spatial and temporal spaces are the pooled '
+                 f"embeddings. {esc(POOLED_DEFINITION)}</p>")
     return page.render(f"{title}: stdcl report")
 
 
@@ -401,7 +311,7 @@ def write_report(out_dir: str | os.PathLike, models: LoadedModel | Sequence[Load
     model's ``split``) to ``out_dir``; ``max_samples`` analyses a stratified subset. Returns ``index.html``."""
     ms = _as_models(models)
     out = Path(out_dir).expanduser()
-    _check_out_dir(out)
+    check_out_dir(out, GENERATOR)
     if data is None:
         data = open_analysis_data(ms[0], split)
     for m in ms:
@@ -412,16 +322,9 @@ def write_report(out_dir: str | os.PathLike, models: LoadedModel | Sequence[Load
         stratified_subset(data.labels, max_samples, seed)
     res = analyse(ms, data, indices, method, seed, device, batch_size, cache, use_cache, attribution_samples,
                   dict(projection_params or {}))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         (tmp / "index.html").write_text(_html(ms, data, res, method, max_points, seed), encoding="utf-8")
         write_pngs(tmp, ms, res, data.layout)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the usual folder mode
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out / "index.html"
+
+    return write_folder(out, GENERATOR, fill) / "index.html"

@@ -1,4 +1,4 @@
-"""The work behind ``stdcl analyze embed | project | metrics | report`` (argparse is in
+"""The work behind ``stdcl analyze embed | project | metrics | report | evolution`` (argparse is in
 :mod:`stdcl.cli.analyze`); each ``*_command`` prints a short summary and returns the exit code.
 """
 
@@ -270,3 +270,20 @@ def report_command(checkpoints: Sequence[str | os.PathLike], out: str | os.PathL
     print(f"wrote {path} ({', '.join(m.label for m in models)} on {data.describe()})")
     return 0
 
+
+
+def evolution_command(runs: Sequence[str | os.PathLike], out: str | os.PathLike, method: str = "aligned-umap",
+                      seed: int = 0, n_neighbors: int = 15, cache: str | os.PathLike | None = None,
+                      use_cache: bool = True) -> int:
+    """``stdcl analyze evolution``: the training-evolution report of one run's probes or of a pair."""
+    from analysis.evolution import evolution_summary
+    from analysis.evolution_report import write_evolution_report
+
+    if n_neighbors < 2:
+        raise ConfigError(f"--n-neighbors must be at least 2, got {n_neighbors}")
+    path, evos = write_evolution_report(runs, out, method=method, seed=seed, n_neighbors=n_neighbors,
+                                        use_cache=use_cache, cache_root=cache)
+    for evo in evos:
+        print(evolution_summary(evo))
+    print(f"wrote {path}")
+    return 0

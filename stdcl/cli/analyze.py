@@ -1,4 +1,4 @@
-"""``stdcl analyze embed | project | metrics | report``: the analysis layer from the command line.
+"""``stdcl analyze embed | project | metrics | report | evolution``: the analysis layer from the command line.
 
 Thin argparse only: the work is in :mod:`analysis.cli`, imported when a command runs.
 """
@@ -96,6 +96,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attribution-samples", type=int, default=3, help="samples with attribution examples (default 3)")
     p.add_argument("--out", type=Path, required=True, help="report folder (index.html and PNGs; replaced if a report)")
 
+    from stdcl.cli import subparser
+
+    p = subparser(asub, "evolution", "how the embedding spaces formed during training, from a run's probes (HTML + PNGs)",
+                  "  stdcl analyze evolution runs/ctr-j-stdcl --out evo/\n"
+                  "  stdcl analyze evolution runs/ctr-j-stdcl runs/ctr-j --out evo/ --method procrustes\n"
+                  "  stdcl analyze evolution bundled:synthetic_hcn_stdcl bundled:synthetic_hcn_baseline --out evo/\n"
+                  "reads RUN/probes (written during training: probe.enabled, the default) or X.probes/ beside an "
+                  "exported checkpoint (stdcl export --with-probes)")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directory, checkpoint with probes or bundled:NAME; give two to compare (e.g. STD-CL "
+                        "and its baseline)")
+    p.add_argument("--out", type=Path, required=True, help="report folder (index.html, PNGs, evolution.json)")
+    p.add_argument("--method", default="aligned-umap", choices=["aligned-umap", "procrustes"],
+                   help="projections aligned across epochs: AlignedUMAP (default) or Procrustes-aligned PCA (fast)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the projections (default 0)")
+    p.add_argument("--n-neighbors", type=int, default=15, help="AlignedUMAP neighbours (default 15)")
+    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="cache folder (default $STDCL_CACHE or ~/.cache/stdcl)")
+    p.add_argument("--no-cache", action="store_true", help="recompute and store nothing")
+    p.set_defaults(func=_evolution)
+
 
 def _data_options(args: argparse.Namespace) -> dict:
     return dict(split=args.split, dataset=args.dataset, data_path=args.data_path, modality=args.modality,
@@ -133,3 +154,10 @@ def _report(args: argparse.Namespace) -> int:
 
     return report_command(args.checkpoints, out=args.out, attribution_samples=args.attribution_samples,
                           **_projection(args), **_data_options(args))
+
+
+def _evolution(args: argparse.Namespace) -> int:
+    from analysis.cli import evolution_command
+
+    return evolution_command(args.runs, out=args.out, method=args.method, seed=args.seed,
+                             n_neighbors=args.n_neighbors, cache=args.cache, use_cache=not args.no_cache)

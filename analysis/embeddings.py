@@ -14,6 +14,8 @@ Spaces (all ``(N, dim)`` float32):
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -88,19 +90,44 @@ def embed_batch(model: LoadedModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return out
 
 
+def embedding_device() -> torch.device:
+    """Where embeddings are computed by default: the GPU when PyTorch sees one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+#: Samples per batch by default: a GPU takes large batches, one CPU core gains nothing above ~64.
+DEFAULT_BATCH = {"cuda": 256, "cpu": 64}
+
+
+def _on_device(model: LoadedModel, device: torch.device) -> LoadedModel:
+    """``model`` itself when it is on ``device``, else a copy there (the shared, cached model stays where it is:
+    other pages feed it CPU tensors)."""
+    if next(model.encoder.parameters()).device == device:
+        return model
+    return dataclasses.replace(model, encoder=copy.deepcopy(model.encoder).to(device),
+                               head=None if model.head is None else copy.deepcopy(model.head).to(device))
+
+
 def compute_embeddings(model: LoadedModel, data: AnalysisData, indices: np.ndarray | None = None,
-                       batch_size: int = 64, device: str | torch.device | None = None,
+                       batch_size: int | None = None, device: str | torch.device | None = None,
                        progress: Progress | None = None) -> Embeddings:
-    """Run ``model`` over ``data`` (or its items ``indices``) in batches; no caching."""
-    device = torch.device(device or next(model.encoder.parameters()).device)
-    model.to(device)
+    """Run ``model`` over ``data`` (or its items ``indices``) in batches; no caching.
+
+    ``device``: default :func:`embedding_device` (the GPU when present); ``batch_size``: default
+    :data:`DEFAULT_BATCH` for that device. ``progress(done, total)`` hears every batch (else a
+    terminal progress bar).
+    """
+    device = torch.device(device) if device is not None else embedding_device()
+    batch_size = int(batch_size or DEFAULT_BATCH.get(device.type, 64))
+    runner = _on_device(model, device)
     ids = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
-    loader = DataLoader(Subset(data.dataset, ids.tolist()), batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = DataLoader(Subset(data.dataset, ids.tolist()), batch_size=batch_size, shuffle=False, num_workers=0,
+                        pin_memory=device.type == "cuda")
     parts: dict[str, list[np.ndarray]] = {}
     done = 0
     batches = loader if progress is not None else tqdm_progress(loader, f"embed {model.label}")
     for x, _y, _i in batches:
-        out = embed_batch(model, x.to(device))
+        out = embed_batch(runner, x.to(device, non_blocking=True))
         for k, v in out.items():
             parts.setdefault(k, []).append(v.float().cpu().numpy())
         done += len(x)
@@ -122,7 +149,7 @@ def embeddings_key(model: LoadedModel, data: AnalysisData, indices: np.ndarray |
 
 
 def extract_embeddings(model: LoadedModel, data: AnalysisData, indices: np.ndarray | None = None,
-                       batch_size: int = 64, device: str | torch.device | None = None,
+                       batch_size: int | None = None, device: str | torch.device | None = None,
                        progress: Progress | None = None, use_cache: bool = True,
                        cache_root: str | os.PathLike | None = None) -> Embeddings:
     """:func:`compute_embeddings`, read from / written to the on-disk cache (``analysis.cache``)."""

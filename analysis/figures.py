@@ -4,9 +4,8 @@ Every builder is a pure function of arrays (and a :class:`~stdcl.data.layouts.La
 joints are named) returning a ``plotly.graph_objects.Figure``; no maths beyond what a picture
 needs (subsetting, normalising a confusion matrix) happens here.
 
-Scatter plots put each point's row (its position in the :class:`~analysis.embeddings.Embeddings`)
-in ``customdata[:, 0]``: plotly reports selections per trace, :func:`selected_rows` turns a
-selection payload back into rows.
+The embedding scatter and the class palette live in :mod:`analysis.embedding_figure`, the
+animated skeleton in :mod:`analysis.skeleton_figure`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,144 +14,23 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from analysis.datasets import stratified_subset
-from analysis.embeddings import Embeddings
+from analysis.embedding_figure import (  # noqa: F401  (figures.* is the one entry point)
+    CHART_CONFIG,
+    COLOR_BY,
+    DENSITY_ABOVE,
+    GREY,
+    PALETTE,
+    WEBGL_ABOVE,
+    color_of,
+    embedding_scatter,
+    marker_scale,
+    selected_rows,
+)
 from analysis.skeleton_figure import skeleton_figure  # noqa: F401  (figures.* is the one entry point)
 from stdcl.data.layouts import Layout
 from stdcl.errors import ConfigError
-
-COLOR_BY = ("label", "prediction", "correct", "twin")
-PALETTE: tuple[str, ...] = tuple(qualitative.Plotly + qualitative.D3[1:] + qualitative.Alphabet)
-GREY = "#b0b0b0"
-WEBGL_ABOVE = 5000  # scatter plots with more points than this use WebGL
-
-
-def color_of(i: int) -> str:
-    """The ``i``-th categorical colour (cycles)."""
-    return PALETTE[i % len(PALETTE)]
-
-
-def _check_coords(coords: np.ndarray, n: int) -> np.ndarray:
-    coords = np.asarray(coords, dtype=np.float64)
-    if coords.ndim != 2 or coords.shape != (n, 2):
-        raise ConfigError(f"coordinates of shape {coords.shape} for {n} samples; expected ({n}, 2)")
-    return coords
-
-
-def _groups(emb: Embeddings, color_by: str) -> list[dict[str, Any]]:
-    """Colour groups: ``name``, ``color``, ``symbol``, ``legendgroup`` and the boolean ``mask`` of rows."""
-    names = emb.class_names
-    if color_by in ("label", "prediction"):
-        values = emb.labels if color_by == "label" else emb.predictions
-        return [{"name": names[k], "color": color_of(k), "symbol": "circle", "legendgroup": names[k],
-                 "mask": values == k} for k in range(len(names)) if np.any(values == k)]
-    if color_by == "correct":
-        ok = emb.correct
-        return [g for g in ({"name": "correct", "color": "#2ca02c", "symbol": "circle", "legendgroup": "correct",
-                             "mask": ok},
-                            {"name": "wrong", "color": "#d62728", "symbol": "x", "legendgroup": "wrong",
-                             "mask": ~ok}) if g["mask"].any()]
-    if color_by == "twin":
-        meta = emb.class_meta or [{} for _ in names]
-        groups, pair_color, untwinned = [], {}, np.zeros(len(emb), bool)
-        for k, name in enumerate(names):
-            mask = emb.labels == k
-            twin = meta[k].get("twin") if k < len(meta) else None
-            if twin is None:
-                untwinned |= mask
-                continue
-            pair = (min(k, twin), max(k, twin))
-            pair_color.setdefault(pair, color_of(len(pair_color)))
-            if mask.any():
-                ttype = meta[k].get("twin_type") or "twin"
-                groups.append({"name": f"{name} ({ttype})", "color": pair_color[pair],
-                               "symbol": "circle" if k == pair[0] else "diamond",
-                               "legendgroup": f"{names[pair[0]]} / {names[pair[1]]}", "mask": mask})
-        if untwinned.any():
-            groups.append({"name": "no twin", "color": GREY, "symbol": "circle", "legendgroup": "no twin",
-                           "mask": untwinned})
-        return groups
-    raise ConfigError(f"colour by {color_by!r}: choose one of {', '.join(COLOR_BY)}")
-
-
-def embedding_scatter(coords: np.ndarray, emb: Embeddings, color_by: str = "label",
-                      highlight_rows: Sequence[int] | np.ndarray | None = None, title: str = "",
-                      max_points: int | None = None, seed: int = 0, webgl: bool | None = None,
-                      height: int = 520) -> go.Figure:
-    """A 2-D projection of ``emb``: one trace per colour group, row ids in ``customdata[:, 0]``.
-
-    ``highlight_rows`` are drawn large and opaque, the others dimmed (linked selection).
-    ``max_points`` draws a seeded stratified subset (highlighted rows always kept) and says so in
-    an annotation named ``subset-note``. The chart starts in pan mode: there a click selects the
-    point under the cursor (in Streamlit's box / lasso modes a click selects nothing).
-    """
-    n = len(emb)
-    coords = _check_coords(coords, n)
-    shown = np.ones(n, bool)
-    hl = np.zeros(n, bool)
-    if highlight_rows is not None:
-        rows = np.asarray(highlight_rows, dtype=np.int64).reshape(-1)
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise ConfigError(f"highlighted rows outside 0..{n - 1}")
-        hl[rows] = True
-    subset = max_points is not None and max_points < n
-    if subset:
-        shown[:] = False
-        shown[stratified_subset(emb.labels, max(int(max_points), 1), seed)] = True
-        shown |= hl
-    preds = emb.predictions
-    names = emb.class_names
-    use_gl = webgl if webgl is not None else int(shown.sum()) > WEBGL_ABOVE
-    trace_type = go.Scattergl if use_gl else go.Scatter
-    fig = go.Figure()
-    for g in _groups(emb, color_by):
-        rows = np.flatnonzero(g["mask"] & shown)
-        if not rows.size:
-            continue
-        hover = [f"{emb.names[r]}<br>label: {names[emb.labels[r]]}<br>prediction: {names[preds[r]]}"
-                 f"{'' if preds[r] == emb.labels[r] else ' (wrong)'}<br>row {r}" for r in rows]
-        if highlight_rows is None:
-            marker = dict(color=g["color"], symbol=g["symbol"], size=6, opacity=0.8)
-        else:
-            on = hl[rows]
-            marker = dict(color=g["color"], symbol=g["symbol"], size=np.where(on, 10, 5),
-                          opacity=np.where(on, 1.0, 0.12), line=dict(width=np.where(on, 1, 0), color="black"))
-        fig.add_trace(trace_type(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=g["name"],
-                                 legendgroup=g["legendgroup"], marker=marker, customdata=rows.reshape(-1, 1),
-                                 hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
-    fig.update_layout(title=title or None, height=height, margin=dict(l=10, r=10, t=60 if title else 30, b=10),
-                      legend=dict(itemsizing="constant", font=dict(size=10)), dragmode="pan",
-                      plot_bgcolor="white", xaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
-                      yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x"))
-    if subset:
-        fig.add_annotation(name="subset-note", text=f"showing {int(shown.sum()):,} of {n:,} points "
-                           f"(stratified sample, seed {seed})", xref="paper", yref="paper", x=0, y=1.0,
-                           xanchor="left", yanchor="bottom", showarrow=False, font=dict(size=11, color="#555"))
-    return fig
-
-
-def selected_rows(event: Any) -> np.ndarray:
-    """Sorted unique row ids of a selection: a Streamlit ``plotly_chart`` event, its ``selection``,
-    or a plotly ``{"points": [...]}``; ``customdata`` as a list or a dict keyed ``"0"``."""
-    if event is None:
-        return np.zeros(0, np.int64)
-    sel = event.get("selection", event) if isinstance(event, Mapping) else getattr(event, "selection", event)
-    points = (sel.get("points") if isinstance(sel, Mapping) else getattr(sel, "points", None)) or []
-    rows = []
-    for p in points:
-        cd = p.get("customdata", p.get("custom_data")) if isinstance(p, Mapping) else None
-        if cd is None:
-            continue
-        if isinstance(cd, Mapping):
-            cd = cd.get("0", cd.get(0))
-        elif isinstance(cd, (list, tuple, np.ndarray)):
-            cd = cd[0] if len(cd) else None
-        if cd is not None:
-            rows.append(int(cd))
-    return np.unique(np.asarray(rows, dtype=np.int64))
 
 
 def selected_cell(event: Any, class_names: Sequence[str]) -> tuple[int, int] | None:

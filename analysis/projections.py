@@ -13,16 +13,21 @@ search, which for the sizes the app shows (up to tens of thousands of points) is
 NN-descent and skips pynndescent's long numba compilation. ``seed=int`` makes UMAP reproducible,
 but umap-learn then runs its layout optimisation single-threaded (``random_state`` disables its
 parallelism); ``seed=None`` lets it use every core and gives a different layout each run.
+
+Long projections report progress: ``progress(fraction, stage)`` is called at each stage (PCA,
+neighbours, graph, every layout epoch of UMAP); :mod:`analysis.projection_jobs` runs them in the
+background with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -41,6 +46,32 @@ PROJECTION_VERSION = 1  # part of the cache key: bump when the pipeline changes
 
 _warm_lock = threading.Lock()
 _warm_done = False
+
+#: ``progress(fraction done in [0, 1], what is computed now)``
+Progress = Callable[[float, str], None]
+UMAP_LAYOUT_START = 0.4  # share of a UMAP run spent before its layout epochs (reported progress)
+
+
+def _no_progress(fraction: float, stage: str) -> None:
+    return None
+
+
+class _EpochReport:
+    """A file for umap-learn's tqdm bar (its ``tqdm_kwds``) that turns "epoch/total" into ``progress`` calls."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def write(self, text: str) -> None:
+        found = re.findall(r"(\d+)/(\d+)", text)
+        if found:
+            done, total = (int(v) for v in found[-1])
+            if total:
+                share = UMAP_LAYOUT_START + (1 - UMAP_LAYOUT_START) * done / total
+                self.progress(min(share, 1.0), f"optimising the layout: epoch {done}/{total}")
+
+    def flush(self) -> None:
+        return None
 
 
 def _check_input(X: np.ndarray, method: str, metric: str) -> np.ndarray:
@@ -89,20 +120,23 @@ def _reduce(X: np.ndarray, seed: int | None) -> np.ndarray:
     return _pca(X, min(PCA_DIMS, n), seed)
 
 
-def _umap(X: np.ndarray, seed: int | None, n_epochs: int, n_neighbors: int) -> np.ndarray:
+def _umap(X: np.ndarray, seed: int | None, n_epochs: int, n_neighbors: int, progress: Progress) -> np.ndarray:
     import umap
     from sklearn.neighbors import NearestNeighbors
 
     n = len(X)
     k = max(2, min(int(n_neighbors), n - 1))
+    progress(0.1, f"finding the {k - 1} nearest neighbours of each of {n:,} points")
     # exact neighbours, the point itself included as umap-learn expects (its own NN search does the same)
     dist, idx = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="euclidean").fit(X).kneighbors(X)
     dist[idx == np.arange(n)[:, None]] = 0.0  # the GEMM-based search leaves ~1e-7; umap reads >0 as a neighbour
     seeded = seed is not None
+    progress(0.25, "building the neighbour graph and the initial layout")
+    epochs = {"disable": False, "file": _EpochReport(progress), "bar_format": "{n}/{total}", "mininterval": 0.5}
     reducer = umap.UMAP(n_components=2, n_neighbors=k, n_epochs=int(n_epochs), metric="euclidean",
                         random_state=seed if seeded else None, n_jobs=1 if seeded else -1,
                         precomputed_knn=(idx.astype(np.int32), dist.astype(np.float32)),
-                        low_memory=True, transform_mode="embedding", verbose=False)
+                        low_memory=True, transform_mode="embedding", verbose=False, tqdm_kwds=epochs)
     with warnings.catch_warnings():
         # "no search index: transform unavailable" (we never transform), spectral-init fallbacks on tiny data
         warnings.simplefilter("ignore")
@@ -126,7 +160,8 @@ def _tsne(X: np.ndarray, seed: int | None, perplexity: float) -> np.ndarray:
 
 
 def project(X: np.ndarray, method: str = "umap", seed: int | None = 0, n_epochs: int = 200,
-            n_neighbors: int = 15, metric: str = "cosine", perplexity: float = 30.0) -> np.ndarray:
+            n_neighbors: int = 15, metric: str = "cosine", perplexity: float = 30.0,
+            progress: Progress | None = None) -> np.ndarray:
     """``(N, 2)`` float32 coordinates of the rows of ``X`` by ``method`` (``umap``, ``pca``, ``tsne``).
 
     ``metric="cosine"`` L2-normalises rows first (``euclidean`` leaves them); inputs wider than
@@ -148,15 +183,22 @@ def project(X: np.ndarray, method: str = "umap", seed: int | None = 0, n_epochs:
     n = len(X)
     if n == 1 or np.abs(X - X[0]).max() <= CONSTANT_TOL * max(1.0, float(np.abs(X).max())):
         return np.zeros((n, 2), np.float32)  # one point (up to rounding, e.g. positive multiples under cosine)
+    progress = progress or _no_progress
     if method == "pca":
         k = min(2, n - 1, X.shape[1])  # centred data has rank <= N - 1: the rest stays 0
         out = np.zeros((n, 2), np.float32)
         out[:, :k] = _pca(X, k, seed)
-        return out
-    X = _reduce(X, seed)
-    if method == "umap":
-        return _umap(X, seed, n_epochs, n_neighbors)
-    return _tsne(X, seed, perplexity)
+    else:
+        if X.shape[1] > PCA_DIMS:
+            progress(0.0, f"reducing {X.shape[1]} dimensions to {PCA_DIMS} principal components")
+        X = _reduce(X, seed)
+        if method == "umap":
+            out = _umap(X, seed, n_epochs, n_neighbors, progress)
+        else:
+            progress(0.1, f"t-SNE of {n:,} points (no finer progress)")
+            out = _tsne(X, seed, perplexity)
+    progress(1.0, "done")
+    return out
 
 
 def projection_params(method: str, seed: int | None = 0, n_epochs: int = 200, n_neighbors: int = 15,
@@ -175,32 +217,51 @@ def projection_key(emb_key: str, space: str, method: str = "umap", **params: Any
     return make_key("projection", PROJECTION_VERSION, emb_key, space, method, projection_params(method, **params))
 
 
-def project_embeddings(emb: Any, space: str, method: str = "umap", *, use_cache: bool = True,
-                       cache_root: str | os.PathLike | None = None, **params: Any) -> np.ndarray:
-    """:func:`project` of ``emb.space(space)``, read from / written to the cache (kind ``projections``).
+PARAMS = ("seed", "n_epochs", "n_neighbors", "metric", "perplexity")  # project()'s keyword arguments a key holds
 
-    ``params`` are :func:`project`'s keyword arguments (``seed``, ``n_epochs``, ``n_neighbors``,
-    ``metric``, ``perplexity``); the key holds only those that affect ``method``.
-    """
-    allowed = {"seed", "n_epochs", "n_neighbors", "metric", "perplexity"}
-    unknown = sorted(set(params) - allowed)
+
+def _check_request(emb: Any, space: str, method: str, params: dict[str, Any]) -> None:
+    unknown = sorted(set(params) - set(PARAMS))
     if unknown:
-        raise ConfigError(f"unknown projection parameter(s) {', '.join(unknown)}; use {', '.join(sorted(allowed))}")
+        raise ConfigError(f"unknown projection parameter(s) {', '.join(unknown)}; use {', '.join(sorted(PARAMS))}")
     if method not in METHODS:
         raise ConfigError(f"unknown projection method {method!r}; choose from {', '.join(METHODS)}")
     if space not in emb.spaces:
         raise ConfigError(f"no embedding space {space!r}; have {', '.join(emb.spaces)}")
+
+
+def cached_projection(emb: Any, space: str, method: str = "umap", *, cache_root: str | os.PathLike | None = None,
+                      **params: Any) -> np.ndarray | None:
+    """The cached result of :func:`project_embeddings` (the user's cache, then the demo's shipped
+    projections unless ``cache_root`` is given), or None when it has not been computed."""
+    _check_request(emb, space, method, params)
     key = projection_key(emb.key, space, method, **params)
+    roots = [cache_root] if cache_root is not None else [None, BUNDLED_CACHE]
+    for root in roots:
+        hit = load_arrays("projections", key, root)
+        if hit is not None and "coords" in hit and hit["coords"].shape == (len(emb), 2) and \
+                np.issubdtype(hit["coords"].dtype, np.floating) and np.isfinite(hit["coords"]).all():
+            return hit["coords"].astype(np.float32, copy=False)
+    return None
+
+
+def project_embeddings(emb: Any, space: str, method: str = "umap", *, use_cache: bool = True,
+                       cache_root: str | os.PathLike | None = None, progress: Progress | None = None,
+                       **params: Any) -> np.ndarray:
+    """:func:`project` of ``emb.space(space)``, read from / written to the cache (kind ``projections``).
+
+    ``params`` are :func:`project`'s keyword arguments (``seed``, ``n_epochs``, ``n_neighbors``,
+    ``metric``, ``perplexity``); the key holds only those that affect ``method``. ``progress``
+    hears the stages of a computation (nothing on a cache hit).
+    """
+    _check_request(emb, space, method, params)
     if use_cache:
-        roots = [cache_root] if cache_root is not None else [None, BUNDLED_CACHE]  # then the demo's shipped ones
-        for root in roots:
-            hit = load_arrays("projections", key, root)
-            if hit is not None and "coords" in hit and hit["coords"].shape == (len(emb), 2) and \
-                    np.issubdtype(hit["coords"].dtype, np.floating) and np.isfinite(hit["coords"]).all():
-                return hit["coords"].astype(np.float32, copy=False)
-    coords = project(emb.space(space), method, **params)
+        hit = cached_projection(emb, space, method, cache_root=cache_root, **params)
+        if hit is not None:
+            return hit
+    coords = project(emb.space(space), method, progress=progress, **params)
     if use_cache:
-        save_arrays("projections", key, {"coords": coords}, cache_root)
+        save_arrays("projections", projection_key(emb.key, space, method, **params), {"coords": coords}, cache_root)
     return coords
 
 

@@ -156,3 +156,16 @@ def test_the_shipped_demo_projections_are_current_and_used(tmp_path, monkeypatch
     assert shipped.shape == (len(emb), 2) and np.isfinite(shipped).all()
     np.testing.assert_array_equal(project_embeddings(emb, "spatial", "umap"), shipped)
     assert not (tmp_path / "cache" / "projections").exists()  # read from the shipped copy, nothing computed
+
+
+def test_umap_reports_its_stages_and_every_layout_epoch():
+    X, _ = _blobs(n_per=15, d=80)  # wider than PCA_DIMS: the reduction is a stage too
+    seen = []
+    P.project(X, "umap", seed=0, n_epochs=30, progress=lambda f, s: seen.append((f, s)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and seen[-1] == (1.0, "done")
+    stages = [s for _, s in seen]
+    assert stages[0].startswith("reducing 80 dimensions to 50") and any("nearest neighbours" in s for s in stages)
+    epochs = [s for s in stages if s.startswith("optimising the layout: epoch")]
+    assert epochs[-1] == "optimising the layout: epoch 30/30"
+    assert all(P.UMAP_LAYOUT_START <= f <= 1.0 for f, s in seen if s.startswith("optimising"))

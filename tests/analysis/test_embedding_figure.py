@@ -1,0 +1,76 @@
+"""The embedding scatter at large N (analysis.embedding_figure): points scaled to N, the density layer,
+WebGL, compact arrays, hover naming each sample, and the highlight."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from analysis.embedding_figure import DENSITY_ABOVE, SMALL_N, density_layer, embedding_scatter, marker_scale
+from analysis.embeddings import Embeddings
+
+
+def _emb(n: int, k: int = 5) -> Embeddings:
+    y = np.arange(n) % k
+    logits = np.eye(k, dtype=np.float32)[np.where(np.arange(n) % 7 == 0, (y + 1) % k, y)]
+    return Embeddings({}, logits, y, [f"sample{i:05d}" for i in range(n)], np.arange(n),
+                      [f"class {j}" for j in range(k)], None, "pooled", "k")
+
+
+def test_marker_scale_shrinks_and_fades_with_n():
+    assert marker_scale(10) == marker_scale(SMALL_N) == (6.0, 0.8)
+    sizes = [marker_scale(n) for n in (2000, 10_000, 50_000, 1_000_000)]
+    assert all(a[0] > b[0] or b[0] == 2.0 for a, b in zip(sizes, sizes[1:]))
+    assert all(a[1] > b[1] or b[1] == 0.25 for a, b in zip(sizes, sizes[1:]))
+    assert sizes[2] == pytest.approx((6.0 * 0.02 ** 0.25, 0.25))
+    assert sizes[-1] == (2.0, 0.25)
+
+
+def test_large_figure_uses_webgl_a_density_layer_and_compact_arrays():
+    n = DENSITY_ABOVE + 1000
+    emb = _emb(n)
+    coords = np.random.default_rng(0).normal(size=(n, 2)) * [3, 1]
+    fig = embedding_scatter(coords, emb)
+    density, *points = fig.data
+    assert density.name == "density" and isinstance(density, go.Heatmap) and density.hoverinfo == "skip"
+    assert np.nansum(np.expm1(np.asarray(density.z, float))) == pytest.approx(n, rel=1e-4)
+    assert np.asarray(density.x).size > np.asarray(density.y).size  # cells follow the wider axis
+    size, opacity = marker_scale(n)
+    rows = np.concatenate([np.asarray(t.customdata).reshape(-1) for t in points])
+    assert sorted(rows.tolist()) == list(range(n))
+    for t in points:
+        assert isinstance(t, go.Scattergl) and t.marker.size == size and t.marker.opacity == opacity
+        r = np.asarray(t.customdata).reshape(-1)
+        assert np.asarray(t.customdata).dtype == np.int32 and np.asarray(t.x).dtype == np.float32
+        np.testing.assert_allclose(t.x, coords[r, 0].astype(np.float32))
+        first = [h.split("<br>") for h in t.hovertext[:50]]
+        assert [f[0] for f in first] == [emb.names[i] for i in r[:50]]  # the hover names the sample
+        assert all(f[-1] == f"row {i}" for f, i in zip(first, r[:50]))
+    wrong = next(h for t in points for h in t.hovertext if "(wrong)" in h)
+    i = int(wrong.rsplit("row ", 1)[1])
+    assert emb.predictions[i] != emb.labels[i]
+    assert embedding_scatter(coords, emb, density=False).data[0].name != "density"
+    small = embedding_scatter(coords[:500], _emb(500))
+    assert all(isinstance(t, go.Scatter) for t in small.data) and small.data[0].marker.size == 6.0
+
+
+def test_highlight_at_large_n_is_larger_opaque_and_outlined():
+    n = 20_000
+    emb = _emb(n)
+    hl = np.arange(0, n, 97)
+    fig = embedding_scatter(np.random.default_rng(1).normal(size=(n, 2)), emb, highlight_rows=hl)
+    size, opacity = marker_scale(n)
+    for t in fig.data[1:]:
+        r = np.asarray(t.customdata).reshape(-1)
+        on = np.isin(r, hl)
+        np.testing.assert_allclose(np.asarray(t.marker.size)[on], size + 4, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(t.marker.size)[~on], size - 1, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(t.marker.opacity)[on], 1.0)
+        assert np.all(np.asarray(t.marker.opacity)[~on] < opacity / 4)
+        assert np.all(np.asarray(t.marker.line.width)[on] > 0) and np.all(np.asarray(t.marker.line.width)[~on] == 0)
+
+
+def test_density_layer_of_a_single_point_is_finite():
+    layer = density_layer(np.zeros((3, 2), np.float32))
+    assert np.nansum(np.expm1(np.asarray(layer.z, float))) == pytest.approx(3)

@@ -22,6 +22,7 @@ import streamlit as st
 from analysis.datasets import AnalysisData, open_analysis_data, stratified_subset
 from analysis.embeddings import Embeddings, extract_embeddings
 from analysis.models import LoadedModel, ModelRef, bundled_models, discover_models, load_model
+from analysis.projection_jobs import ProjectionJob, ProjectionJobs
 from stdcl.errors import StdclError, user_error_line
 
 #: Where the app looks for run directories (``stdcl train --out``) and where fine-tuning writes.
@@ -70,10 +71,14 @@ def get_data(model_digest: str, data_json: str, _model: LoadedModel) -> Analysis
                               spec.get("modality"))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=6)
 def get_embeddings(model_digest: str, data_json: str, max_samples: int, _model: LoadedModel,
                    _data: AnalysisData) -> Embeddings:
-    """Embeddings of up to ``max_samples`` samples (stratified, seeded) with a progress bar."""
+    """Embeddings of up to ``max_samples`` samples (stratified, seeded) with a progress bar, computed on
+    the GPU when there is one (:func:`analysis.embeddings.embedding_device`).
+
+    A shared resource, not a copy per call (``st.cache_data`` would unpickle the ~1 GB of a 50,000-sample
+    split on every rerun); the pages only read it."""
     rows = stratified_subset(_data.labels, max_samples) if len(_data) > max_samples else None
     total = len(_data) if rows is None else len(rows)
     what = f"Embedding {total:,} samples with {_model.label} ({_model.encoder_name})"
@@ -100,19 +105,72 @@ def _seconds(s: float) -> str:
 METHOD_NAMES = {"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}
 
 
+#: UMAP / t-SNE of more points than this run in the background (:func:`projection_status`); fewer, and PCA
+#: (0.1 s for 50,000 points), are computed in the page.
+BACKGROUND_ABOVE = 5000
+
+
+def _in_background(method: str, n: int) -> bool:
+    return method != "pca" and n > BACKGROUND_ABOVE
+
+
+@st.cache_resource(show_spinner=False)
+def projection_jobs() -> ProjectionJobs:
+    """The server's queue of background projections (one worker thread, shared by every session)."""
+    return ProjectionJobs()
+
+
+def job_text(job: ProjectionJob) -> str:
+    """What a background projection is doing, how far it is and how long it has left, in one line."""
+    left = job.seconds_left()
+    eta = f", about {_seconds(left)} left" if left is not None else ""
+    return (f"{METHOD_NAMES.get(job.method, job.method)} of the {job.space} embeddings ({job.n:,} points): "
+            f"{job.stage}, {job.fraction:.0%}{eta}")
+
+
 def get_projection(emb_key: str, space: str, method: str, _emb: Embeddings) -> np.ndarray:
     """The 2-D projection of one space, saying what is computed while it runs (instant when cached).
 
     The spinner is drawn on every call, cached or not, so the page's elements keep their positions
     from one run to the next (an element that appears only on a cache miss would shift the charts
-    after it, and the browser would briefly show stale copies of them)."""
+    after it, and the browser would briefly show stale copies of them). A large UMAP / t-SNE runs in
+    the background queue while this waits for it with a progress bar."""
     from analysis.projections import umap_ready
 
+    if _in_background(method, len(_emb)):
+        job = projection_jobs().submit(_emb, space, method)
+        if not job.done:
+            bar = st.progress(job.fraction, text=job_text(job))
+            while not job.wait(0.5):
+                bar.progress(job.fraction, text=job_text(job))
+            bar.empty()
+        return job.result()
     first = (" (the first UMAP compiles it: about 10 s, once per server)"
              if method == "umap" and not umap_ready() else "")
     with st.spinner(f"Projecting the {space} embeddings of {len(_emb):,} samples to 2-D with "
                     f"{METHOD_NAMES.get(method, method)}{first}… (once: the result is cached)"):
         return _projection(emb_key, space, method, _emb)
+
+
+def projection_status(space: str, method: str, emb: Embeddings) -> tuple[np.ndarray | None, ProjectionJob | None]:
+    """The projection now, or None and its background job: a large UMAP / t-SNE is queued (once) and the
+    page draws something else meanwhile (:func:`projection_progress` polls it); the rest is
+    :func:`get_projection`. A failed job raises its error (shown by :func:`guard`)."""
+    if not _in_background(method, len(emb)):
+        return get_projection(emb.key, space, method, emb), None
+    job = projection_jobs().submit(emb, space, method)
+    return (job.result() if job.done else None), job
+
+
+@st.fragment(run_every=1.0)
+def projection_progress(keys: list[str]) -> None:
+    """A progress bar per background projection ``keys``, refreshed every second; when all are finished
+    the whole page runs again (and draws them)."""
+    jobs = [j for j in (projection_jobs().get(k) for k in keys) if j is not None]
+    if all(j.done for j in jobs):
+        st.rerun()
+    for job in jobs:
+        st.progress(job.fraction, text=job_text(job))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -5,6 +5,11 @@ Projections come from :mod:`analysis.projections` (through ``state.get_projectio
 :func:`analysis.figures.embedding_scatter` (each point's row in ``customdata``), selections are read
 back with :func:`analysis.figures.selected_rows` and kept in ``st.session_state["selected_rows"]``
 (rows of model A's embeddings). Model B's rows are lined up with A's by sample name.
+
+Whole splits (tens of thousands of samples) are drawn with WebGL, points scaled to their number over
+a density layer; a UMAP / t-SNE of that many points runs in the background (``state.projection_status``)
+while the charts show PCA, with its progress. A sample is found by name (search box), and the
+selection downloads as CSV (:mod:`analysis.selection`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from analysis import figures
 from analysis.confusion import align
 from analysis.embeddings import POOLED_DEFINITION, SPACES, Embeddings
 from analysis.projections import METHODS
+from analysis.selection import find_samples, selection_csv, selection_table
 from app import state
 from app.inspector import show_inspector
 from stdcl.errors import StdclError
@@ -26,7 +32,8 @@ COLOR_NAMES = {"label": "true label", "prediction": "prediction", "correct": "co
 POOLED = ("spatial_pooled", "temporal_pooled")
 SPACE_TITLES = {"global": "global (classifier input)", "spatial": "spatial s", "temporal": "temporal t",
                 "spatial_pooled": "spatial, pooled", "temporal_pooled": "temporal, pooled"}
-MAX_POINTS = 5000  # more points than this: a stratified sample is drawn (the chart says so)
+MAX_POINTS = 60_000  # more points than this (beyond NTU120's largest split): a stratified sample is drawn
+MAX_MATCHES = 50  # samples offered when a name search matches several
 MAX_LISTED = 500  # rows listed in the table of selected samples
 LEGEND_ROOM = 170  # right margin (px) of every chart in a row: the legend's room in the last one
 
@@ -103,36 +110,89 @@ def _aligned_rows(emb_a: Embeddings, emb_b: Embeddings) -> np.ndarray | None:
 
 
 def _draw_row(which: str, emb: Embeddings, label: str, spaces: list[str], method: str, color_by: str,
-              highlight: list[int] | None) -> None:
+              highlight: list[int] | None) -> list[str]:
+    """One chart per space; returns the keys of the projections still running in the background (their
+    charts show PCA meanwhile)."""
+    pending = []
     cols = st.columns(len(spaces))
     for i, (col, space) in enumerate(zip(cols, spaces)):
         with col:
             with state.guard():
-                coords = state.get_projection(emb.key, space, method, emb)
+                coords, job = state.projection_status(space, method, emb)
+                title = f"{which}: {SPACE_TITLES.get(space, space)}"
+                if coords is None:  # a large UMAP / t-SNE is still running: PCA (instant) until it is there
+                    pending.append(job.key)
+                    coords = state.get_projection(emb.key, space, "pca", emb)
+                    title += f" (PCA until {state.METHOD_NAMES.get(method, method)} is ready)"
                 fig = figures.embedding_scatter(coords, emb, color_by, highlight, max_points=MAX_POINTS,
-                                                title=f"{which}: {SPACE_TITLES.get(space, space)}", height=470)
+                                                title=title, height=470)
             # one legend per row (the colours are shared), in a right margin every chart of the row keeps,
             # so the chart with the legend is as wide as the others
             fig.update_layout(showlegend=i == len(spaces) - 1, margin_r=LEGEND_ROOM,
                               legend=dict(x=1.02, xanchor="left", y=1.0, yanchor="top"))
             st.plotly_chart(fig, key=chart_key(which, space), on_select="rerun",
-                            selection_mode=("box", "lasso", "points"))
+                            selection_mode=("box", "lasso", "points"), config=figures.CHART_CONFIG)
     st.caption(f"{which} = {label}: {len(emb):,} samples, accuracy {emb.accuracy:.1%}, "
-               f"spatial / temporal from {'its trained STD-CL head' if emb.st_source == 'head' else 'pooling'}.")
+               f"spatial / temporal from {'its trained STD-CL head' if emb.st_source == 'head' else 'pooling'}."
+               + (" Many points: each is drawn small and faint, and the grey shading shows where they pile up "
+                  "(scroll to zoom in and tell them apart)." if len(emb) > figures.DENSITY_ABOVE else ""))
+    return pending
 
 
 def _selection_table(emb: Embeddings, rows: list[int]) -> None:
-    names, preds = emb.class_names, emb.predictions
-    shown = rows[:MAX_LISTED]
-    st.dataframe(pd.DataFrame({"row": shown, "name": [emb.names[r] for r in shown],
-                               "label": [names[emb.labels[r]] for r in shown],
-                               "prediction": [names[preds[r]] for r in shown],
-                               "correct": [bool(preds[r] == emb.labels[r]) for r in shown]}),
-                 hide_index=True, width="stretch", height=min(38 + 35 * len(shown), 320), key="emb_selected_table")
+    st.dataframe(selection_table(emb, rows[:MAX_LISTED]), hide_index=True, width="stretch",
+                 height=min(38 + 35 * min(len(rows), MAX_LISTED), 320), key="emb_selected_table")
     if len(rows) > MAX_LISTED:
         st.caption(f"Listing the first {MAX_LISTED} of {len(rows):,} selected samples.")
-    counts = pd.Series([names[emb.labels[r]] for r in rows]).value_counts()
-    st.caption("Selected per true class: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    names = emb.class_names
+    counts = pd.Series([names[k] for k in emb.labels[rows]]).value_counts()
+    c1, c2 = st.columns([4, 1], vertical_alignment="center")
+    c1.caption("Selected per true class: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    c2.download_button("Download as CSV", selection_csv(emb, rows), file_name=f"selection-{len(rows)}-samples.csv",
+                       mime="text/csv", key="emb_csv", on_click="ignore", icon=":material/download:",
+                       help="Every selected sample: row, name, true label, prediction (model A) and whether it is "
+                            "correct.")
+
+
+# -- finding a sample by name -------------------------------------------------------------------------
+
+def _select_one(row: int) -> None:
+    """Select one sample, as a click on its point does (highlighted everywhere, opened in the inspector)."""
+    st.session_state["selected_rows"] = [int(row)]
+    st.session_state["inspect_row"] = int(row)
+
+
+def _on_search(names: list[str]) -> None:
+    matches = find_samples(names, st.session_state["emb_search"], MAX_MATCHES)
+    if matches.size:
+        _select_one(matches[0])
+        st.session_state["_emb_match_pick"] = int(matches[0])
+
+
+def _on_pick() -> None:
+    _select_one(st.session_state["_emb_match_pick"])
+
+
+def _search(emb: Embeddings) -> None:
+    """A search box: the first sample whose name matches is selected; several matches are offered."""
+    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+    query = c1.text_input("Find a sample by name", key="emb_search", on_change=_on_search, args=(emb.names,),
+                          placeholder=f"e.g. {emb.names[0]}" if len(emb) else "",
+                          help="The whole name or a part of it (case does not matter). The sample found is selected "
+                               "as a click selects it: highlighted in every chart and opened below.")
+    if not query.strip():
+        return
+    matches = find_samples(emb.names, query, MAX_MATCHES).tolist()
+    if not matches:
+        c2.warning(f"No analysed sample's name contains “{query.strip()}” ({len(emb):,} samples analysed).")
+    elif len(matches) == 1:
+        c2.caption(f"Found {emb.names[matches[0]]} (row {matches[0]}).")
+    else:
+        if st.session_state.get("_emb_match_pick") not in matches:
+            st.session_state["_emb_match_pick"] = matches[0]
+        more = "" if len(matches) < MAX_MATCHES else f" (the first {MAX_MATCHES})"
+        c2.selectbox(f"{len(matches)} samples match{more}: select one", matches, key="_emb_match_pick",
+                     on_change=_on_pick, format_func=lambda r: f"{emb.names[r]} (row {r})")
 
 
 def _inspect(sel: state.Selection, emb_a: Embeddings, rows: list[int], b_rows: np.ndarray | None) -> None:
@@ -195,6 +255,7 @@ if sel.other is not None:
                         help=f"Draw the same spaces for B ({sel.other.label}) under A's, same colours and selection.")
 
 n = len(emb_a)
+_search(emb_a)
 _adopt_selections({chart_key("A", s): np.arange(n) for s in spaces})
 selected = _valid_rows(ss.get("selected_rows"), n)
 ss["selected_rows"] = selected
@@ -203,8 +264,9 @@ c1, c2 = st.columns([4, 1], vertical_alignment="center")  # always drawn: a new 
 c1.markdown(f"**{len(selected):,} selected** samples are drawn large; the others are dimmed." if selected else
             "No selection yet: click a point, or use the Box or Lasso tool of a chart's toolbar.")
 c2.button("Clear selection", on_click=_clear_selection, key="emb_clear", disabled=not selected)
+progress = st.container()  # background projections report here, above the charts
 
-_draw_row("A", emb_a, sel.model.label, spaces, method, color_by, selected or None)
+pending = _draw_row("A", emb_a, sel.model.label, spaces, method, color_by, selected or None)
 emb_b = None
 b_rows = None
 if compare:  # A is on screen while B is computed
@@ -218,7 +280,13 @@ if compare:  # A is on screen while B is computed
         if _valid_rows(ss.get("selected_rows"), n) != selected:
             st.rerun()  # a selection made in B's charts: redraw A's with it
     hl_b = None if b_rows is None or not selected else b_rows[selected].tolist()
-    _draw_row("B", emb_b, sel.other.label, spaces, method, color_by, hl_b)
+    pending += _draw_row("B", emb_b, sel.other.label, spaces, method, color_by, hl_b)
+if pending:
+    with progress:
+        st.caption(f"{state.METHOD_NAMES.get(method, method)} of {n:,} points takes a while, so it runs in the "
+                   "background (once: the result is cached) and the charts show PCA meanwhile; they switch when it "
+                   "is done. Selections carry over.")
+        state.projection_progress(pending)
 
 if any(e is not None and e.st_source == "pooled" for e in (emb_a, emb_b)) or set(spaces) & set(POOLED):
     with st.expander("What are a baseline's spatial and temporal spaces?", expanded=True):

@@ -5,8 +5,9 @@ for every space, 2-D projections **aligned across snapshots** (so a point moves 
 epoch to the next) and the separation metrics of every snapshot, computed on the stored probes
 themselves (never on the 2-D projections):
 
-- ``procrustes`` (fast): per snapshot a PCA of the unit rows to 2-D, each rotated/reflected onto
-  the previous one by orthogonal Procrustes (rigid, so distances within a snapshot are the PCA's);
+- ``procrustes`` (fast): per snapshot a PCA of the unit rows to 2-D scaled to unit RMS radius, each
+  rotated/reflected onto the previous one by orthogonal Procrustes (so distances within a snapshot are
+  the PCA's up to that one scale);
 - ``aligned-umap``: umap-learn's AlignedUMAP over all snapshots, every sample related to itself
   in the next snapshot (cosine distance).
 
@@ -121,7 +122,8 @@ _COUNTERPART = {"spatial": "spatial_pooled", "temporal": "temporal_pooled", "spa
 
 
 def procrustes_pca(frames: Sequence[np.ndarray]) -> np.ndarray:
-    """``(S, N, 2)``: each frame's 2-D PCA of its unit rows, rotated (or reflected) onto the previous frame."""
+    """``(S, N, 2)``: each frame's 2-D PCA of its unit rows at unit RMS radius, rotated (or reflected) onto the
+    previous frame."""
     from scipy.linalg import orthogonal_procrustes
 
     out, prev = [], None
@@ -132,6 +134,8 @@ def procrustes_pca(frames: Sequence[np.ndarray]) -> np.ndarray:
         y = u[:, :2] * s[:2]
         if y.shape[1] < 2:
             y = np.pad(y, ((0, 0), (0, 2 - y.shape[1])))
+        rms = np.sqrt((y ** 2).sum(1).mean())
+        y = y / rms if rms > 0 else y  # one scale per frame: the picture shows shape, the metrics the geometry
         if prev is None:  # a fixed orientation for the first frame: largest-magnitude entry positive
             big = y[np.abs(y).argmax(0), [0, 1]]
             y = y * np.where(big < 0, -1.0, 1.0)
@@ -235,7 +239,8 @@ def source_label(path: Path) -> str:
 def probes_digest(source: str | os.PathLike) -> str:
     """Content hash of a source's probe files (the cache key of its evolution)."""
     folder = probe_folder(resolve_source(source))
-    files = sorted(f for f in folder.iterdir() if f.name == INDEX or (f.name.startswith("step-") and f.suffix == ".npz"))
+    files = sorted(f for f in folder.iterdir()
+                   if f.name == INDEX or (f.name.startswith("step-") and f.suffix == ".npz"))
     return make_key([f.name for f in files], file_digest(files))
 
 

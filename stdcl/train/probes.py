@@ -255,6 +255,9 @@ def copy_probes(source: str | os.PathLike, out: str | os.PathLike) -> Path:
         for f in folder.iterdir():
             if f.name == INDEX or _SNAPSHOT.match(f.name):
                 shutil.copyfile(f, tmp / f.name)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the usual folder mode
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -21,6 +21,7 @@ from stdcl.cli import main
 from stdcl.head.checkpoint import head_path, load_head
 from stdcl.train.data import build_eval_dataset
 from stdcl.train.evaluate import predict
+from stdcl.train.probes import probe_folder, read_probes
 from tests.support.paths import FIXTURES, ROOT
 
 BUNDLED = sorted((ROOT / "checkpoints").glob("*.safetensors"))
@@ -31,8 +32,8 @@ PER_CLASS = 3  # subset size per class for the others
 
 
 def test_budget_and_pairs():
-    total = sum(p.stat().st_size for p in (BUNDLED[0].parent).iterdir())
-    assert total < 50 * 2**20
+    total = sum(p.stat().st_size for p in (ROOT / "checkpoints").rglob("*") if p.is_file())
+    assert total < 80 * 2**20
     names = {p.stem for p in ENCODERS}
     for n in names:  # every encoder ships as a baseline / STD-CL pair
         base = n.rsplit("_", 1)[0]
@@ -81,3 +82,26 @@ def test_bundled_checkpoint_reproduces_its_accuracy(path, tmp_path, test_split):
     np.testing.assert_array_equal(got_labels, labels[rows])
     # float summation order may flip a near-tie between machines: allow one disagreement
     assert np.sum(logits.argmax(1) != pred[rows]) <= 1
+
+
+PROBED = [p for p in ENCODERS if probe_folder(p).is_dir()]
+
+
+def test_the_default_pair_ships_its_training_probes():
+    assert {p.stem for p in PROBED} >= {"synthetic_hcn_stdcl", "synthetic_hcn_baseline"}
+
+
+@pytest.mark.parametrize("path", PROBED, ids=lambda p: p.stem)
+def test_bundled_probes_belong_to_their_checkpoint(path, test_split):
+    """The last probe snapshot is the exported (last) checkpoint: its predictions on the probe subset are
+    those recorded for the checkpoint (fp16 export: at most one near-tie flips)."""
+    meta = json.loads(path.with_suffix(".json").read_text())
+    series = read_probes(path)
+    _, names, class_names = test_split
+    assert series.class_names == class_names and series.stdcl == meta["stdcl"]
+    assert series.encoder == meta["encoder"]["name"] and series.split == "test"
+    assert series.snapshots[0].step == 0 and series.snapshots[-1].step == meta["global_step"]
+    record = json.loads((RECORDED / f"{path.stem}.json").read_text())
+    where = {n: i for i, n in enumerate(record["names"])}
+    recorded = np.asarray([record["pred"][where[n]] for n in series.names])
+    assert np.sum(series.snapshots[-1].pred != recorded) <= 1

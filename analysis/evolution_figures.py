@@ -1,9 +1,11 @@
 """Figures of a training evolution (:mod:`analysis.evolution`), shared by its HTML report and the app.
 
 A snapshot's projection is the embedding scatter of every other page (:func:`analysis.figures.embedding_scatter`)
-with axes fixed over all snapshots and a transition, so that when the app redraws the next snapshot
-plotly moves every point from where it was (the projections are aligned across snapshots). The
-report's :func:`animation_figure` plays the same frames in the browser alone.
+with axes fixed over all snapshots and a transition, so that a figure updated in place (``Plotly.react``)
+moves every point from where it was (the projections are aligned across snapshots). Streamlit's
+``st.plotly_chart`` (1.67) mounts a new chart whenever the figure changes (its element id hashes the
+figure), so there the points jump to the next snapshot; :func:`animation_figure` (the report, the app's
+smooth playback) holds every snapshot as a plotly frame and plays them in the browser, gliding.
 """
 
 from __future__ import annotations
@@ -66,27 +68,35 @@ def twin_rows(evo: Evolution, pair: tuple[int, int]) -> np.ndarray:
 
 
 def animation_figure(evo: Evolution, spaces: Sequence[str] | None = None, color_by: str = "label",
-                     height: int = 520) -> go.Figure:
+                     height: int = 520, highlight_rows: Sequence[int] | np.ndarray | None = None,
+                     start: int = 0) -> go.Figure:
     """The spaces (default :func:`main_spaces`) side by side, one frame per snapshot, with a slider and play /
-    pause buttons (the report)."""
+    pause buttons (the report; the app's smooth playback), showing snapshot ``start`` first; ``highlight_rows``
+    are drawn large in every frame, the others dimmed."""
     spaces = [s for s in (spaces or main_spaces(evo)) if s in evo.coords]
     if not spaces:
         raise ConfigError(f"{evo.label}: none of the spaces {list(spaces or [])} was probed")
     fig = make_subplots(rows=1, cols=len(spaces), subplot_titles=[space_title(evo, s) for s in spaces],
                         horizontal_spacing=0.04)
 
-    def traces(i: int) -> list[go.BaseTraceType]:
+    def traces(i: int) -> list[tuple[str, go.BaseTraceType]]:
         out = []
         for c, s in enumerate(spaces):
-            for tr in snapshot_figure(evo, s, i, color_by).data:
+            for tr in snapshot_figure(evo, s, i, color_by, highlight_rows).data:
                 tr.update(xaxis=f"x{c + 1 if c else ''}", yaxis=f"y{c + 1 if c else ''}", showlegend=c == 0)
-                out.append(tr)
+                out.append((s, tr))
         return out
 
-    first = traces(0)
-    for tr in first:
-        fig.add_trace(tr)
-    fig.frames = [go.Frame(data=traces(i), name=f"{e:g}") for i, e in enumerate(evo.epochs)]
+    first = traces(start)
+    fig.add_traces([tr for _, tr in first])
+    if color_by in ("label", "twin"):  # groups by true class, the same in every snapshot: frames move x / y only
+        moving = [(k, s, np.asarray(tr.customdata)[:, 0]) for k, (s, tr) in enumerate(first)
+                  if tr.customdata is not None]
+        fig.frames = [go.Frame(data=[go.Scatter(x=evo.coords[s][i][rows, 0], y=evo.coords[s][i][rows, 1])
+                                     for _, s, rows in moving], traces=[k for k, _, _ in moving], name=f"{e:g}")
+                      for i, e in enumerate(evo.epochs)]
+    else:  # groups follow the predictions: whole traces per frame
+        fig.frames = [go.Frame(data=[tr for _, tr in traces(i)], name=f"{e:g}") for i, e in enumerate(evo.epochs)]
     for c, s in enumerate(spaces):
         xr, yr = axis_ranges(evo.coords[s])
         fig.update_xaxes(range=xr, showticklabels=False, showgrid=False, zeroline=False, row=1, col=c + 1)
@@ -98,7 +108,7 @@ def animation_figure(evo: Evolution, spaces: Sequence[str] | None = None, color_
         updatemenus=[dict(type="buttons", x=0, y=-0.02, xanchor="left", yanchor="top", direction="left", buttons=[
             dict(label="Play", method="animate", args=[None, play]),
             dict(label="Pause", method="animate", args=[[None], dict(mode="immediate", frame=dict(duration=0))])])],
-        sliders=[dict(active=0, x=0.12, len=0.88, y=-0.02, currentvalue=dict(prefix="epoch "),
+        sliders=[dict(active=start, x=0.12, len=0.88, y=-0.02, currentvalue=dict(prefix="epoch ", xanchor="right"),
                       steps=[dict(label=f"{e:g}", method="animate",
                                   args=[[f"{e:g}"], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                                          transition=dict(duration=TRANSITION_MS))])
@@ -115,7 +125,7 @@ def curves_figure(evos: Sequence[Evolution], spaces: Sequence[str] | Sequence[Se
     spaces beside an STD-CL run's head spaces: the n-th space of each run gets the same colour)."""
     per_run = [list(spaces)] * len(evos) if not spaces or isinstance(spaces[0], str) else [list(s) for s in spaces]
     curves = [c for c in CURVES if keys is None or c[0] in keys]
-    fig = make_subplots(rows=1, cols=len(curves), subplot_titles=[f"{name} ({better} is better)"
+    fig = make_subplots(rows=1, cols=len(curves), subplot_titles=[f"{name}<br>({better} is better)"
                                                                    for _, name, better in curves],
                         horizontal_spacing=0.05)
     dashes = ("solid", "dash", "dot")
@@ -123,8 +133,9 @@ def curves_figure(evos: Sequence[Evolution], spaces: Sequence[str] | Sequence[Se
         for r, evo in enumerate(evos):
             for j, s in enumerate(sp for sp in per_run[r] if sp in evo.coords):
                 y = [np.nan if v is None else v for v in evo.curve(s, key)]
-                fig.add_trace(go.Scatter(x=evo.epochs, y=y, mode="lines+markers", name=f"{evo.label}: {space_title(evo, s)}",
-                                         legendgroup=f"{r}:{s}", showlegend=c == 0,
+                fig.add_trace(go.Scatter(x=evo.epochs, y=y, mode="lines+markers",
+                                         name=f"{evo.label}: {space_title(evo, s)}", legendgroup=f"{r}:{s}",
+                                         showlegend=c == 0,
                                          line=dict(color=color_of(j), dash=dashes[r % len(dashes)]),
                                          marker=dict(size=5), hovertemplate=f"{name}: %{{y:.3f}}<br>epoch %{{x}}"
                                                                             f"<extra>{evo.label}: {s}</extra>"),
@@ -132,7 +143,7 @@ def curves_figure(evos: Sequence[Evolution], spaces: Sequence[str] | Sequence[Se
         if epoch is not None:
             fig.add_vline(x=epoch, line=dict(color="#444", width=1, dash="dot"), row=1, col=c + 1)
         fig.update_xaxes(title_text="epoch", row=1, col=c + 1)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=55, b=10), plot_bgcolor="white",
                       legend=dict(orientation="h", y=-0.25, font=dict(size=10)))
     fig.update_annotations(font_size=11)
     return fig
@@ -149,7 +160,8 @@ def accuracy_figure(evos: Sequence[Evolution], epoch: float | None = None, heigh
         fig.add_vline(x=epoch, line=dict(color="#444", width=1, dash="dot"))
     fig.update_layout(title=dict(text="probe top-1 (%)", font=dict(size=11)), height=height, plot_bgcolor="white",
                       margin=dict(l=10, r=10, t=40, b=10), xaxis_title="epoch", yaxis_range=[0, 100],
-                      legend=dict(orientation="h", y=-0.25, font=dict(size=10)))
+                      legend=dict(x=0.98, xanchor="right", y=0.04, yanchor="bottom", font=dict(size=10),
+                                  bgcolor="rgba(255,255,255,0.7)"))
     return fig
 
 

@@ -28,6 +28,8 @@ GLOSSARY: dict[str, str] = {
                 "evidence for that class sits",
     "UMAP": "a method that draws high-dimensional points in 2-D keeping each point's nearest neighbours "
             "near; distances between far-apart clusters mean little",
+    "probe": "a fixed, class-stratified subset of samples that training embeds in every space at step 0 and at "
+             "its evaluation epochs, so you can see how the spaces formed",
 }
 
 

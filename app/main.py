@@ -29,6 +29,7 @@ PAGES = [
     st.Page(VIEWS / "start.py", title="Start: decoupling explained", icon=":material/school:", default=True),
     st.Page(VIEWS / "models.py", title="Models and data", icon=":material/inventory_2:"),
     st.Page(VIEWS / "embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+    st.Page(VIEWS / "evolution.py", title="Training evolution", icon=":material/timeline:"),
     st.Page(VIEWS / "attention.py", title="Attention", icon=":material/local_fire_department:"),
     st.Page(VIEWS / "confusion.py", title="Confusion", icon=":material/grid_on:"),
     st.Page(VIEWS / "separation.py", title="Separation", icon=":material/straighten:"),

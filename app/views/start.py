@@ -214,6 +214,8 @@ def _twins(emb: Embeddings, row: int) -> None:
         "*stand up*) pass through the same poses in opposite order: averaged over time every joint looks "
         "alike, so per-joint (spatial) features hardly differ, but the course over time differs, so the "
         "**temporal** embedding tells them apart.")
+    st.page_link("views/evolution.py", label="Watch the twins part during training: Training evolution",
+                 icon=":material/timeline:")
     label = int(emb.labels[row])
     twin = info["twin"] if info else None
     st.plotly_chart(wt.class_similarity_figure(sims, emb.class_names, label, twin, height=380), key="start_class_sims")

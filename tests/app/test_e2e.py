@@ -28,6 +28,7 @@ from tests.support.browser import (
     screenshot,
     wait_idle,
 )
+from tests.support.plotly_select import box_select
 
 if not CHROMIUM.is_file():
     pytest.skip(f"{CHROMIUM} is absent (install Debian's chromium: apt-get install -y chromium)",
@@ -166,21 +167,7 @@ def test_embeddings_box_selection_is_linked(page, server, artifacts):
     n_points = spatial.evaluate("gd => gd._fullData.reduce((n, t) => n + t.x.length, 0)")
     assert temporal.evaluate(HIGHLIGHTED_JS) == []  # nothing highlighted yet
     # box select: the modebar's Box Select tool (the charts start in pan mode), then a mouse drag
-    spatial.scroll_into_view_if_needed()
-    spatial.hover()
-    spatial.locator('.modebar-btn[data-title="Box Select"]').click()
-    assert spatial.evaluate("gd => gd._fullLayout.dragmode") == "select"
-    spatial.evaluate("gd => gd.on('plotly_selected', e => { window.__stdclRange = e && e.range; })")
-    area = spatial.locator(".nsewdrag").first.bounding_box()
-    x0, y0 = area["x"] + 0.15 * area["width"], area["y"] + 0.15 * area["height"]
-    x1, y1 = area["x"] + 0.65 * area["width"], area["y"] + 0.65 * area["height"]
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
-    page.mouse.move(x1, y1, steps=5)
-    page.mouse.up()
-    page.wait_for_function("() => !!window.__stdclRange", timeout=SLOW_S * 1000)
-    box = page.evaluate("() => window.__stdclRange")  # the data-space box plotly selected
+    box = box_select(page, spatial, (0.15, 0.15, 0.65, 0.65), SLOW_S)  # the data-space box plotly selected
     # spatial points inside it, before the rerun (.first: while the rerun runs the chart may briefly be there twice)
     expected = spatial.first.evaluate(ROWS_IN_RANGE_JS, box)
     assert 0 < len(expected) < n_points, (box, len(expected))

@@ -1,7 +1,8 @@
 """The bundled demo: where its checkpoints live, and the precomputed projections shipped with them.
 
 The default pair of the app (HCN with STD-CL and its baseline, on the synthetic test split) ships
-its 2-D UMAP projections in ``checkpoints/cache/projections`` (a few kB each, under the same keys
+its training evolutions in ``checkpoints/cache/evolution`` and its 2-D UMAP projections in
+``checkpoints/cache/projections`` (a few kB each, under the same keys
 as the on-disk cache): the first Embeddings page of a fresh install then waits neither for UMAP
 nor for its one-off compilation. :func:`analysis.projections.project_embeddings` reads them when
 the user's cache lacks an entry. They are keyed by the checkpoints' content and the code's cache
@@ -62,6 +63,29 @@ def write_demo_cache(root: str | os.PathLike = BUNDLED_CACHE) -> list[Path]:
     return written
 
 
+def demo_evolution_keys() -> dict[str, str]:
+    """``{checkpoint: cache key}`` of the demo pair's training evolutions (Procrustes, every probed space)."""
+    from analysis.evolution import evolution_key
+    from stdcl.train.probes import read_probes
+    from stdcl.weights import bundled_path
+
+    return {name: evolution_key(bundled_path(name), "procrustes", read_probes(bundled_path(name)).spaces)
+            for name in DEMO_PAIR}
+
+
+def write_demo_evolutions(root: str | os.PathLike = BUNDLED_CACHE) -> list[Path]:
+    """Compute the demo pair's training evolutions (the Training evolution page's default) under ``root``."""
+    from analysis.cache import entry_path
+    from analysis.evolution import load_evolution
+    from stdcl.weights import bundled_path
+
+    for name in DEMO_PAIR:
+        load_evolution(bundled_path(name), "procrustes", cache_root=root)
+    return [entry_path("evolution", key, root) for key in demo_evolution_keys().values()]
+
+
 if __name__ == "__main__":
+    for p in write_demo_evolutions():
+        print(p)
     for p in write_demo_cache():
         print(p)

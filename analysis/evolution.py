@@ -15,7 +15,8 @@ Metrics per snapshot and space: silhouette (cosine), leave-one-out k-NN accuracy
 the rest of :func:`analysis.metrics.separation_metrics`), and for the twin pairs of the classes
 (spatial twins: left vs right; temporal twins: sit down vs stand up) the centroid cosine distance
 ``1 - cos`` and the binary k-NN accuracy of every pair (:func:`analysis.twins.twin_separation`).
-Results are cached on disk keyed by the probe files' content.
+Results are cached on disk keyed by the probe files' content; the bundled demo pair's (Procrustes, every
+space) ship in ``checkpoints/cache/evolution`` (``python -m analysis.bundled``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from analysis.bundled import BUNDLED_CACHE
 from analysis.cache import array_json, file_digest, json_array, load_arrays, make_key, save_arrays
 from analysis.embeddings import Embeddings
 from analysis.metrics import separation_metrics, unit_rows
@@ -244,6 +246,12 @@ def probes_digest(source: str | os.PathLike) -> str:
     return make_key([f.name for f in files], file_digest(files))
 
 
+def evolution_key(source: str | os.PathLike, method: str, spaces: Sequence[str], seed: int = 0,
+                  n_neighbors: int = 15) -> str:
+    """The cache key of an evolution: the probe files' content and every parameter."""
+    return make_key("evolution", CACHE_VERSION, probes_digest(source), method, list(spaces), seed, n_neighbors)
+
+
 def load_evolution(source: str | os.PathLike, method: str = "procrustes", spaces: Sequence[str] | None = None,
                    seed: int = 0, n_neighbors: int = 15, label: str | None = None, use_cache: bool = True,
                    cache_root: str | os.PathLike | None = None, progress: Progress | None = None) -> Evolution:
@@ -255,9 +263,12 @@ def load_evolution(source: str | os.PathLike, method: str = "procrustes", spaces
     missing = [s for s in chosen if s not in have]
     if missing:
         raise ConfigError(f"{path}: its probes have no space {missing[0]!r}; they have {', '.join(have)}")
-    key = make_key("evolution", CACHE_VERSION, probes_digest(path), method, list(chosen), seed, n_neighbors)
-    hit = load_arrays("evolution", key, cache_root) if use_cache else None
-    if hit is not None:
+    key = evolution_key(path, method, chosen, seed, n_neighbors)
+    roots = [cache_root] if cache_root is not None else [None, BUNDLED_CACHE]  # then the demo's shipped ones
+    for root in roots if use_cache else []:
+        hit = load_arrays("evolution", key, root)
+        if hit is None:
+            continue
         try:
             coords = {s: hit[f"coords:{s}"] for s in chosen}
             stored = array_json(hit["results"])

@@ -149,3 +149,22 @@ def test_stdcl_analyze_evolution_writes_the_report_of_a_pair(runs, tmp_path, cap
     assert main(["-q", "analyze", "evolution", str(tmp_path / "file"), "--out", str(tmp_path / "e2")]) == 2
     assert "has no training probes" in capsys.readouterr().err
     assert not (tmp_path / "e2").exists()
+
+
+def test_the_shipped_demo_evolutions_are_current_and_used(tmp_path, monkeypatch) -> None:
+    """checkpoints/cache/evolution holds the demo pair's evolutions under the keys this code computes (regenerate
+    with `python -m analysis.bundled` when this fails), and load_evolution reads them from an empty cache."""
+    from analysis.bundled import BUNDLED_CACHE, DEMO_PAIR, demo_evolution_keys
+    from analysis.cache import entry_path
+    from stdcl.weights import bundled_path
+
+    monkeypatch.setenv("STDCL_CACHE", str(tmp_path / "cache"))
+    keys = demo_evolution_keys()
+    stale = [k for k, key in keys.items() if not entry_path("evolution", key, BUNDLED_CACHE).is_file()]
+    assert not stale, f"stale demo evolutions {stale}: run `python -m analysis.bundled`"
+    evo = load_evolution(bundled_path(DEMO_PAIR[0]), "procrustes")
+    assert not (tmp_path / "cache" / "evolution").exists()  # read from the shipped copy, nothing computed
+    series = read_probes(bundled_path(DEMO_PAIR[0]))
+    assert evo.epochs == series.epochs and evo.spaces == series.spaces
+    first = procrustes_pca([s.spaces["spatial"] for s in series.snapshots])
+    np.testing.assert_allclose(evo.coords["spatial"], first, atol=1e-5)

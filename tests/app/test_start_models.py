@@ -115,7 +115,7 @@ def test_models_page_shows_and_switches_checkpoints(demo):
                     "**B: synthetic_hcn_baseline: hcn, baseline, synthetic, 13 classes, window 32**"]
     meta, meta_b = tables(at, "", "value")
     facts = dict(zip(meta.iloc[:, 0], meta["value"]))
-    assert facts["dataset"] == "synthetic" and facts["epochs trained"] == "11"
+    assert facts["dataset"] == "synthetic" and facts["epochs trained"] == str(demo.model.meta["epoch"])
     assert facts["recorded test top-1"] == f"{demo.model.meta['best']['test_top1']:.2%}"
     assert dict(zip(meta_b.iloc[:, 0], meta_b["value"]))["STD-CL head"] == "no (baseline)"
     assert any("synthetic test (joint, 858 samples, 13 classes)" in s for s in _texts(at.success))

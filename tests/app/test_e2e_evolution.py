@@ -9,6 +9,7 @@ import os
 import urllib.parse
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,57 @@ def test_scrub_to_the_last_epoch_and_box_select(page, server, tmp_path):
     assert _highlighted(after) == boxed and _highlighted(spatial.evaluate(CHART_JS)) == boxed
     screenshot(page, Path(os.environ.get("STDCL_ARTIFACTS") or tmp_path), "evolution-selection",
                os.environ.get("STDCL_SCREENSHOT_FULL", "1") != "0")
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    """The app as a fresh install opens it: no runs, an empty cache (the demo's evolutions ship precomputed)."""
+    tmp = tmp_path_factory.mktemp("e2e_evolution_demo")
+    env = {"STDCL_RUNS": str(tmp / "runs"), "STDCL_CACHE": str(tmp / "cache")}
+    srv = StreamlitServer(ROOT / "app" / "main.py", env, tmp / "server.log")
+    try:
+        srv.wait_healthy()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_the_bundled_demo_opens_on_its_evolution_and_highlights_a_twin_pair(demo_server, tmp_path):
+    """The embedded default: the bundled HCN STD-CL run above its baseline, scrubbed to the last epoch, with a
+    spatial twin pair highlighted in both runs (the README screenshots come from here)."""
+    from stdcl.train.probes import read_probes
+    from stdcl.weights import bundled_path
+
+    series = read_probes(bundled_path("synthetic_hcn_stdcl"))
+    last = f"epoch {series.epochs[-1]:g}"
+    artifacts = Path(os.environ.get("STDCL_ARTIFACTS") or tmp_path)
+    full = os.environ.get("STDCL_SCREENSHOT_FULL", "1") != "0"
+    with sync_api.sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(SLOW_S * 1000)
+            page.goto(f"{demo_server.url}/evolution")
+            wait_idle(page, SLOW_S)
+            assert not exceptions(page), demo_server.tail()
+            assert _chart(page, "A: synthetic_hcn_stdcl: spatial (head s)").count() == 1
+            assert _chart(page, "B: synthetic_hcn_baseline").count() >= 2  # the paired baseline's row
+            page.locator('[data-testid="stSlider"] input[type=range]').first.focus()
+            page.keyboard.press("End")
+            page.wait_for_function(f"() => [...document.querySelectorAll('.js-plotly-plot')].some(g => g.layout && "
+                                   f"g.layout.title && g.layout.title.text.includes('temporal (head t), {last}'))",
+                                   timeout=SLOW_S * 1000)
+            wait_idle(page, SLOW_S)
+            pair = next(m for m in series.class_meta if m.get("twin_type") == "spatial")
+            a = series.class_meta.index(pair)
+            names = (series.class_names[a], series.class_names[pair["twin"]])
+            page.get_by_role("combobox", name="Highlight a twin pair").click()
+            page.get_by_role("option").filter(has_text=names[0]).first.click()
+            wait_idle(page, SLOW_S)
+            assert not exceptions(page), demo_server.tail()
+            spatial = _chart(page, "A: synthetic_hcn_stdcl: spatial (head s)").evaluate(CHART_JS)
+            wanted = sorted(int(i) for i in np.flatnonzero(np.isin(series.labels, [a, pair["twin"]])))
+            assert spatial["title"].endswith(last) and _highlighted(spatial) == wanted
+            screenshot(page, artifacts, "evolution", full)
+        finally:
+            browser.close()

@@ -167,6 +167,8 @@ def run_cell(grid: Grid, cell: Cell, root: Path, results: Path, opts: RunOptions
         write_record(record_path(results, cell.name), rec)
         return Outcome(cell.name, True, 0, "finished", rec.get("final_test_top1"), seconds)
     line = last_line(log) or f"exit code {code}"
+    if code == 0:  # the process ended well but the run does not look finished: say what it looks like
+        line = f"exited 0 but the run is {st.status}{f' ({st.message})' if st.message else ''}; last log line: {line}"
     write_json_atomic(failed, {"exit_code": code, "last_line": line, "log": str(log), "time": time.time()})
     return Outcome(cell.name, False, code, line, seconds=seconds)
 

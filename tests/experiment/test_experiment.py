@@ -451,3 +451,13 @@ def test_a_run_without_resume_state_is_set_aside_and_one_with_state_kept(tmp_pat
     (alive / "state-200.safetensors").write_bytes(b"x")  # a state file whose state.json is not written yet
     _clear_stale_start(alive)
     assert (alive / "state-200.safetensors").is_file()
+
+
+def test_a_run_that_exits_well_but_unfinished_says_what_it_looks_like(tmp_path):
+    """``debug.stop_after_steps`` ends the process with exit 0 and no summary: the outcome names the status."""
+    g = load_grid(write_grid(tmp_path, axes="  seed: [1]\n", overrides=[*TINY, "debug.stop_after_steps=2"]))
+    (out,) = run_grid(g, tmp_path / "runs", tmp_path / "results", RunOptions(workers=1), report=lambda s: None,
+                      show_progress=False)
+    assert not out.ok and out.exit_code == 0
+    assert out.message.startswith("exited 0 but the run is partial; last log line: ")
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.json"))

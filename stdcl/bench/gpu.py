@@ -50,6 +50,11 @@ class Part:
     min_s_tiny: float
 
 
+def part_names() -> list[str]:
+    """The parts, in the order they run."""
+    return [p.name for p in _parts()]
+
+
 def _parts() -> list[Part]:
     return [Part("environment", P.environment, 1, 1, 0.1), Part("loss", P.loss_check, 5, 10, 0.5),
             Part("amp", P.amp_check, 18, 20, 1), Part("train_step", P.train_step_check, 16, 15, 1),
@@ -73,17 +78,25 @@ def _resolve_device(name: str) -> torch.device:
 
 
 def run_gpu_check(out: str | Path, device: str = "cuda", tiny: bool = False, budget_s: float = 540.0,
-                  ucla: str | Path | None = None, parts: list[Part] | None = None) -> dict[str, Any]:
+                  ucla: str | Path | None = None, parts: list[Part] | None = None,
+                  only: list[str] | None = None) -> dict[str, Any]:
     """Run every part within ``budget_s`` seconds; returns the report (also ``out/gpu-check.json``).
 
-    ``parts`` replaces :data:`PARTS` (tests). A part that raises is recorded as failed and the
-    next one runs; a part whose budget is below its minimum is skipped.
+    ``parts`` replaces the parts list (tests); ``only`` keeps the named parts (a rerun of some, e.g. after a
+    fix). A part that raises is recorded as failed and the next one runs; a part whose budget is below its
+    minimum is skipped.
     """
     if not budget_s > 0:
         raise ConfigError(f"--budget-s must be positive, got {budget_s}")
+    parts = _parts() if parts is None else parts
+    if only is not None:
+        unknown = sorted(set(only) - {p.name for p in parts})
+        if unknown or not only:
+            raise ConfigError(f"--parts: unknown part(s) {', '.join(unknown) or '(none given)'}; "
+                              f"choose from {', '.join(p.name for p in parts)}")
+        parts = [p for p in parts if p.name in only]
     dev = _resolve_device(device)
     out = make_folder(out)
-    parts = _parts() if parts is None else parts
     t0 = time.monotonic()
     handler = logging.FileHandler(out / LOG_NAME)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -94,7 +107,7 @@ def run_gpu_check(out: str | Path, device: str = "cuda", tiny: bool = False, bud
         root.setLevel(logging.INFO)  # the log file holds every part's INFO lines
     report: dict[str, Any] = {
         "format": "stdcl-gpu-check", "version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "device": str(dev), "tiny": bool(tiny), "budget_s": float(budget_s),
+        "device": str(dev), "tiny": bool(tiny), "budget_s": float(budget_s), "only": only,
         "ucla": None if ucla is None else str(ucla), "host": platform.node(), "torch": torch.__version__,
         "complete": False, "elapsed_s": 0.0,
         "parts": {p.name: {"status": "pending", "error": None, "seconds": None, "budget_s": None, "result": {}}
@@ -173,5 +186,5 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["BudgetExceeded", "Context", "PartSkipped", "JSON_NAME", "LOG_NAME", "Part", "STATUSES", "run_gpu_check",
-           "summary_lines"]
+__all__ = ["BudgetExceeded", "Context", "PartSkipped", "JSON_NAME", "LOG_NAME", "Part", "STATUSES", "part_names",
+           "run_gpu_check", "summary_lines"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,3 +48,18 @@ class Context:
     def sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
+
+
+@contextlib.contextmanager
+def deterministic():
+    """Deterministic kernels (cuDNN algorithm choice, atomics-free backward where torch has one; a warning
+    where it has none) for comparisons that must see rounding alone: on CUDA two runs of the same steps
+    otherwise drift apart from the first atomics-ordered gradient on. The process's settings come back after."""
+    from stdcl.train.device import make_deterministic, restore_determinism
+
+    before = make_deterministic()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        restore_determinism(before)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from stdcl.bench.gpu_context import Context
+from stdcl.bench.gpu_context import Context, deterministic
 from stdcl.logs import progress
 
 #: Loss part sizes: the issue's NTU-sized figure (bank 40,000 x 256, batch 64, P=128, K=512) and a tiny one.
@@ -24,16 +24,21 @@ AMP_SIZES = {"full": dict(classes=60, window=64, batch=16, steps=30, P=128, K=51
 #: A fine-tuning-sized rate (SGD, Nesterov momentum 0.9): on fresh random batches every step, the
 #: recipe's 0.1 makes the trajectory chaotic, so any rounding difference would be amplified to O(1).
 AMP_LR = 0.005
-#: Tolerances of the AMP runs against fp32 from the same seed, weights and batches.
-#: - ``loss``: max over steps of |loss_amp - loss_fp32| / loss_fp32. The step-1 forward differs only by
-#:   autocast rounding (fp16: 11-bit, bf16: 8-bit mantissa; ~1e-3 / ~1e-2 relative after a deep
-#:   network's accumulation); later steps add the drift of the weights, which 30 small SGD steps keep
-#:   within a few times that. A wrong scale, a skipped unscale or a cast bug gives O(1) differences.
-#: - ``params``: ||theta_amp - theta_fp32|| / ||theta_fp32 - theta_0||: the precision error relative to
-#:   what training moved the weights. Rounding noise is a small fraction of the update; a step skipped
-#:   by the GradScaler (fp16 overflow while its scale calibrates) is compared with an fp32 run that skips the
-#:   same steps, so only rounding is measured. Overflows after :data:`AMP_WARMUP` steps are flagged.
-AMP_TOL = {"float16": {"loss": 0.02, "params": 0.25}, "bfloat16": {"loss": 0.05, "params": 0.5}}
+#: Tolerances of the AMP runs against fp32 from the same seed, weights and batches, with deterministic
+#: kernels and dropout off (CUDA's fused dropout draws its masks differently per dtype, so an fp16 and an
+#: fp32 run would otherwise train on different masks from step 1: measured 3.6 % on HCN's first loss).
+#: - ``forward``: |loss_amp - loss_fp32| / loss_fp32 at step 1 (same weights, same batch): autocast
+#:   rounding alone (fp16: 11-bit, bf16: 8-bit mantissa, accumulated through a deep network).
+#: - ``final``: the mean loss of the last :data:`AMP_TAIL` steps against fp32's: training under AMP
+#:   reaches what fp32 reaches. Step-by-step agreement is not asked for: on fresh random batches a
+#:   30-step trajectory amplifies any rounding difference (two fp32 runs differing only in cuDNN's
+#:   accumulation order already part after ~5 steps; measured on the H200, results/gpu/). A wrong scale, a
+#:   skipped unscale or a cast bug gives O(1) differences in both figures.
+#: The GradScaler's skipped steps (fp16 overflow while its scale calibrates down from 2**16) are
+#: compared with an fp32 run that skips the same steps. Overflows after :data:`AMP_WARMUP` steps are
+#: reported (the scaler handles them by skipping the step and halving its scale).
+AMP_TOL = {"float16": {"forward": 0.01, "final": 0.05}, "bfloat16": {"forward": 0.03, "final": 0.05}}
+AMP_TAIL = 10
 #: GradScaler steps at the start where an overflow (the scale calibrating down from 2**16) is expected.
 AMP_WARMUP = 5
 #: Train-step part sizes (``stdcl bench train-step``'s defaults, and a tiny one).
@@ -108,7 +113,7 @@ def _filled_loss(s: dict, seed: int = 0):
 
 def _loss_on(loss, emb: dict, labels: torch.Tensor, idx: torch.Tensor, dev: torch.device):
     loss = copy.deepcopy(loss).to(dev)
-    e = {k: v.to(dev).requires_grad_(True) for k, v in emb.items()}
+    e = {k: v.detach().to(dev).requires_grad_(True) for k, v in emb.items()}  # leaves on ``dev``
     out = loss(e, labels.to(dev), idx.to(dev))
     out["loss"].backward()
     return (float(out["loss"].detach()), {k: v.grad.detach().cpu() for k, v in e.items()},
@@ -153,6 +158,9 @@ def _amp_model(name: str, s: dict):
     torch.manual_seed(0)
     slot_labels = torch.arange(s["classes"]).repeat_interleave(s["per_class"])
     enc = build_encoder(name, num_classes=s["classes"], window=s["window"])
+    for m in enc.modules():  # see AMP_TOL: the same (no) dropout mask in every precision
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.p = 0.0
     model = build_stdcl_model(enc, s["window"], {"reduction": 8, "dim": s["dim"]},
                               {"num_pos": s["P"], "num_neg": s["K"]}, slot_labels=slot_labels,
                               num_classes=s["classes"])
@@ -211,23 +219,29 @@ def _train(model, batches, dtype: torch.dtype | None, ctx: Context, skip: frozen
 def _compare(r: dict, ref: dict, theta0: torch.Tensor, key: str) -> dict[str, Any]:
     moved = float((ref["params"] - theta0).norm())
     rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(r["losses"], ref["losses"])]
-    e = {"max_rel_loss_diff": max(rel), "update_norm_fp32": moved,
+    tail = [sum(x["losses"][-AMP_TAIL:]) / len(x["losses"][-AMP_TAIL:]) for x in (r, ref)]
+    e = {"forward_rel_diff": rel[0], "final_rel_diff": abs(tail[0] - tail[1]) / max(abs(tail[1]), 1e-12),
+         "max_rel_loss_diff": max(rel), "update_norm_fp32": moved,
          "param_diff_rel_update": float((r["params"] - ref["params"]).norm()) / max(moved, 1e-12),
          "param_diff_rel_norm": float((r["params"] - ref["params"]).norm() / ref["params"].norm()),
          "overflows_after_warmup": sum(1 for st in r["overflow_steps"] if st >= AMP_WARMUP)}
     tol = AMP_TOL[key]
-    e["within_tolerance"] = e["max_rel_loss_diff"] <= tol["loss"] and e["param_diff_rel_update"] <= tol["params"]
+    e["within_tolerance"] = e["forward_rel_diff"] <= tol["forward"] and e["final_rel_diff"] <= tol["final"]
     return e
 
 
 def _amp_encoder(name: str, s: dict, ctx: Context) -> dict[str, Any]:
     model, batches = _amp_model(name, s)
     theta0 = torch.cat([p.detach().float().flatten() for p in model.parameters()])
-    runs = {"float32": _train(model, batches, None, ctx), "float16": _train(model, batches, torch.float16, ctx),
-            "bfloat16": _train(model, batches, torch.bfloat16, ctx)}
+    with deterministic():
+        repeat = _train(model, batches, None, ctx)  # the noise floor: fp32 again (0 when kernels are deterministic)
+        runs = {"float32": _train(model, batches, None, ctx),
+                "float16": _train(model, batches, torch.float16, ctx),
+                "bfloat16": _train(model, batches, torch.bfloat16, ctx)}
     skipped = frozenset(runs["float16"]["overflow_steps"])
     # fp16's reference: fp32 leaving out the optimiser steps the GradScaler skipped
-    ref16 = _train(model, batches, None, ctx, skip=skipped) if skipped else runs["float32"]
+    with deterministic():
+        ref16 = _train(model, batches, None, ctx, skip=skipped) if skipped else runs["float32"]
     row: dict[str, Any] = {}
     for key, r in runs.items():
         row[key] = {k: v for k, v in r.items() if k != "params"} | {"s_per_step": r["seconds"] / len(batches)}
@@ -235,13 +249,16 @@ def _amp_encoder(name: str, s: dict, ctx: Context) -> dict[str, Any]:
         "reference": "float32 skipping steps " + str(sorted(skipped)) if skipped else "float32"}
     row["bfloat16"] |= _compare(runs["bfloat16"], runs["float32"], theta0, "bfloat16") | {"reference": "float32"}
     row["loss_fell"] = runs["float32"]["losses"][-1] < runs["float32"]["losses"][0]
+    row["float32_repeat_max_rel_loss_diff"] = max(abs(a - b) / max(abs(b), 1e-12)
+                                                  for a, b in zip(repeat["losses"], runs["float32"]["losses"]))
     return row
 
 
 def amp_check(ctx: Context, res: dict[str, Any]) -> None:
     """fp32, fp16 (GradScaler) and bf16 training of every encoder from one seed: agreement, overflows, memory."""
     s = _size(ctx, AMP_SIZES)
-    res.update(sizes=s, lr=AMP_LR, tolerances=AMP_TOL, warmup_steps=AMP_WARMUP, encoders={}, errors={})
+    res.update(sizes=s, lr=AMP_LR, tolerances=AMP_TOL, tail_steps=AMP_TAIL, warmup_steps=AMP_WARMUP,
+               dropout="off", deterministic=True, encoders={}, errors={})
     for name in progress(_encoders(ctx, "amp"), "amp", unit="encoder"):
         ctx.check_time(f"encoder {name}")
         try:
@@ -250,12 +267,15 @@ def amp_check(ctx: Context, res: dict[str, Any]) -> None:
             res["errors"][name] = f"{type(e).__name__}: {e}".splitlines()[0]
         ctx.save()
     rows = res["encoders"].values()
-    ok = [r[k]["within_tolerance"] and r[k]["overflows_after_warmup"] == 0 for r in rows for k in AMP_TOL]
+    ok = [r[k]["within_tolerance"] for r in rows for k in AMP_TOL]
     res["checks"] = {"all_within_tolerance": bool(ok) and all(ok), "no_overflow_after_warmup": all(
         r["float16"]["overflows_after_warmup"] == 0 for r in rows)}
-    worst = {k: max((r[k]["max_rel_loss_diff"] for r in rows), default=float("nan")) for k in AMP_TOL}
-    res["headline"] = (f"{len(res['encoders'])} encoders; worst loss rel diff fp16 {worst['float16']:.1e}, "
-                       f"bf16 {worst['bfloat16']:.1e}; within tolerance: {res['checks']['all_within_tolerance']}")
+    worst = {(k, f): max((r[k][f"{f}_rel_diff"] for r in rows), default=float("nan"))
+             for k in AMP_TOL for f in ("forward", "final")}
+    res["headline"] = (f"{len(res['encoders'])} encoders; worst forward / final-loss rel diff fp16 "
+                       f"{worst['float16', 'forward']:.1e} / {worst['float16', 'final']:.1e}, bf16 "
+                       f"{worst['bfloat16', 'forward']:.1e} / {worst['bfloat16', 'final']:.1e}; "
+                       f"within tolerance: {res['checks']['all_within_tolerance']}")
     if res["errors"]:
         raise RuntimeError(f"AMP failed for {', '.join(res['errors'])}: {next(iter(res['errors'].values()))}")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from stdcl.bench.gpu_context import BudgetExceeded, Context, PartSkipped
+from stdcl.bench.gpu_context import BudgetExceeded, Context, PartSkipped, deterministic
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Tiny synthetic training (tests/support/training.py's TINY) and the DDP comparison's deterministic settings
@@ -30,7 +30,8 @@ DDP_FULL = ["data.source={num_samples: 1200}", "data.window=64", "train.batch_si
             "train.progress=false", "train.tensorboard=false", "stdcl.loss.num_pos=16", "stdcl.loss.num_neg=64"]
 #: Per-step loss of the DDP run against one process on the same global batches: relative. On CPU the
 #: ranks' convolutions see half batches and the synchronised BatchNorm sums in another order (float
-#: rounding, ~1e-6); with one GPU (world size 1) only cuDNN's algorithm choice differs.
+#: rounding, ~1e-6); with one GPU (world size 1) both runs use deterministic kernels (without them the
+#: H200 runs parted from step 3 on: cuDNN's atomics-ordered gradients, amplified by training).
 DDP_TOL = 1e-4
 
 
@@ -65,8 +66,9 @@ def _ddp_worker(rank: int, world: int, port: int, backend: str, cfg: dict, run_d
         torch.set_num_threads(1)
     dist.init_process_group(backend, rank=rank, world_size=world)
     try:
-        tr = Trainer(cfg, run_dir, show_progress=False)
-        tr.run()
+        with deterministic():  # as the single-process run: cuDNN's accumulation order alone parts them otherwise
+            tr = Trainer(cfg, run_dir, show_progress=False)
+            tr.run()
         if rank == 0:
             model = tr.model
             sync = sum(1 for m in model.modules() if "SyncBatchNorm" in type(m).__name__)
@@ -113,7 +115,7 @@ def ddp_check(ctx: Context, res: dict[str, Any]) -> None:
             shutil.rmtree(base / sub)
     base.mkdir(parents=True, exist_ok=True)
     res.update(encoder=encoder, world_size=world, backend=backend, steps=cfg["train"]["max_steps"],
-               global_batch=cfg["train"]["batch_size"], tolerance=DDP_TOL)
+               global_batch=cfg["train"]["batch_size"], tolerance=DDP_TOL, deterministic=True)
     procs = mp.start_processes(_ddp_worker, args=(world, _free_port(), backend, cfg, str(base / "multi")),
                                nprocs=world, join=False, start_method="spawn")
     while not procs.join(timeout=1.0):
@@ -125,8 +127,9 @@ def ddp_check(ctx: Context, res: dict[str, Any]) -> None:
     info = json.loads((base / "multi" / "ddp-info.json").read_text())
     res.update(info)
     ctx.check_time("the single-process run")
-    single = Trainer(cfg, base / "single", show_progress=False)
-    single.run()
+    with deterministic():
+        single = Trainer(cfg, base / "single", show_progress=False)
+        single.run()
     multi_l, single_l = _step_losses(base / "multi"), _step_losses(base / "single")
     rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(multi_l, single_l)]
     r0 = load_file(str(base / "multi" / "ddp-rank0.safetensors"))
@@ -257,7 +260,8 @@ def _ucla_command(run: Path, flag: str, data: Path, ctx: Context) -> list[str]:
 def _epochs(run: Path) -> list[dict[str, Any]]:
     from stdcl.train.run_dir import read_metrics
 
-    keep = ("epoch", "global_step", "lr", "train_loss", "train_acc", "test_top1", "test_top5", "samples_per_s")
+    keep = ("epoch", "global_step", "lr", "train_loss", "train_acc", "test_top1", "test_top5", "train_samples_per_s",
+            "train_time_s")
     return [{k: r.get(k) for k in keep} for r in read_metrics(run) if r.get("kind") == "epoch"]
 
 

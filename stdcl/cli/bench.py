@@ -59,13 +59,17 @@ def _register_gpu(bsub: argparse._SubParsersAction, subparser) -> None:
     p.add_argument("--tiny", action="store_true", help="a few small steps per part (the CPU rehearsal)")
     p.add_argument("--budget-s", type=float, default=540.0, help="seconds for all parts together (default 540)")
     p.add_argument("--ucla", type=Path, default=None, help="NW-UCLA folder (holding all_sqe/); absent: skipped")
+    p.add_argument("--parts", default=None, help="comma-separated parts to run (default all): environment, loss, "
+                   "amp, train_step, ddp, finetune_job, ucla")
     p.set_defaults(func=_gpu)
 
 
 def _gpu(args: argparse.Namespace) -> int:
     from stdcl.bench.gpu import JSON_NAME, run_gpu_check, summary_lines
 
-    report = run_gpu_check(args.out, device=args.device, tiny=args.tiny, budget_s=args.budget_s, ucla=args.ucla)
+    only = None if args.parts is None else [x.strip() for x in args.parts.split(",") if x.strip()]
+    report = run_gpu_check(args.out, device=args.device, tiny=args.tiny, budget_s=args.budget_s, ucla=args.ucla,
+                           only=only)
     print(f"gpu check on {report['device']} in {report['elapsed_s']:.1f} s -> {args.out / JSON_NAME}")
     print("\n".join(summary_lines(report)))
     return 0 if all(r["status"] != "failed" for r in report["parts"].values()) else 1

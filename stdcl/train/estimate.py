@@ -22,9 +22,12 @@ from typing import Any
 from stdcl.encoders.registry import spec as encoder_spec
 from stdcl.errors import ConfigError
 
-#: Rough speed-up of a CUDA GPU over that one-thread CPU figure. Not measured (no GPU here):
-#: small skeleton models on a current GPU typically train 20-100x faster than one CPU core.
-GPU_SPEEDUP = 40.0
+#: Speed-up of a CUDA GPU over that one-thread CPU figure, measured: a CTR-GCN Fine-tune job through the
+#: job manager on an NVIDIA H200 (``stdcl bench gpu``, results/gpu/2026-12-04-h200-full.json) ran its
+#: training and evaluation 26x faster than the table's one-core figure (start-up apart). The encoders'
+#: bare train steps alone run 20x (HCN) to 120x (ProtoGCN) faster at batch 16; a job also loads data,
+#: evaluates, snapshots probes and saves, which a GPU speeds up less. Each finished job calibrates the next.
+GPU_SPEEDUP = 26.0
 #: Rough cost of evaluating one sample relative to training on it (forward only, larger batches).
 EVAL_COST = 0.3
 #: Rough fixed start-up (imports, data set, model build, first save), seconds.
@@ -128,7 +131,7 @@ def estimate(encoder: str, num_train_samples: int, epochs: float, device: str = 
     per = _per_sample(encoder, device, window, joints_persons)
     basis = (f"cost table: {encoder} {1000 * per:.1f} ms per training sample at window {window} and "
              f"{joints_persons} joints x persons (one core of the development machine"
-             + (f", / {GPU_SPEEDUP:g} guessed GPU speed-up" if device == "cuda" else "")
+             + (f", / {GPU_SPEEDUP:g} measured GPU speed-up" if device == "cuda" else "")
              + f"), evaluation at {EVAL_COST:g}x, {STARTUP_S[device]:g} s start-up")
     factor, n, scope = calibration(history, encoder, device)
     if n:

@@ -63,6 +63,12 @@ def page(server):
             browser.close()
 
 
+#: True once the chart titled ``title`` draws its points in more than one size (a highlight is on).
+HIGHLIGHT_JS = """title => [...document.querySelectorAll('.js-plotly-plot')].some(gd => gd._fullData && gd.layout &&
+  gd.layout.title && (gd.layout.title.text || '').includes(title) && new Set(gd._fullData.filter(t => t.customdata)
+  .flatMap(t => typeof t.marker.size === 'number' ? [t.marker.size] : Array.from(t.marker.size))).size > 1)"""
+
+
 def _chart(page, title: str):
     return page.locator(".js-plotly-plot").filter(has_text=title)
 
@@ -153,6 +159,9 @@ def test_the_bundled_demo_opens_on_its_evolution_and_highlights_a_twin_pair(demo
             names = (series.class_names[a], series.class_names[pair["twin"]])
             page.get_by_role("combobox", name="Highlight a twin pair").click()
             page.get_by_role("option").filter(has_text=names[0]).first.click()
+            # the rerun the choice starts may begin after a first idle check: wait for the highlight itself
+            page.wait_for_function(HIGHLIGHT_JS, arg="A: synthetic_hcn_stdcl: spatial (head s)",
+                                   timeout=SLOW_S * 1000)
             wait_idle(page, SLOW_S)
             assert not exceptions(page), demo_server.tail()
             spatial = _chart(page, "A: synthetic_hcn_stdcl: spatial (head s)").evaluate(CHART_JS)

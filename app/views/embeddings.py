@@ -148,8 +148,9 @@ def _selection_table(emb: Embeddings, rows: list[int]) -> None:
     counts = pd.Series([names[k] for k in emb.labels[rows]]).value_counts()
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     c1.caption("Selected per true class: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    c2.download_button("Download as CSV", selection_csv(emb, rows), file_name=f"selection-{len(rows)}-samples.csv",
-                       mime="text/csv", key="emb_csv", on_click="ignore", icon=":material/download:",
+    c2.download_button("Download the selection (CSV)", lambda: selection_csv(emb, rows), mime="text/csv",
+                       file_name=f"selection-{len(rows)}-samples.csv", key="emb_csv", on_click="ignore",
+                       icon=":material/download:",  # the CSV is made when the button is clicked, not on every run
                        help="Every selected sample: row, name, true label, prediction (model A) and whether it is "
                             "correct.")
 
@@ -203,18 +204,29 @@ def _inspect(sel: state.Selection, emb_a: Embeddings, rows: list[int], b_rows: n
         return
     if len(rows) == 1:
         row = rows[0]
-    else:
-        if ss.get("_emb_inspect_pick") not in rows:
-            ss["_emb_inspect_pick"] = ss["inspect_row"] if ss.get("inspect_row") in rows else rows[0]
+    else:  # a group: the sample clicked or found last if it is in it, else none until one is chosen
+        offered = rows[:MAX_LISTED]
+        if ss.get("_emb_inspect_pick") not in offered:
+            ss["_emb_inspect_pick"] = ss["inspect_row"] if ss.get("inspect_row") in offered else None
         preds = emb_a.predictions
-        row = st.selectbox("Inspect one of the selected samples", rows, key="_emb_inspect_pick",
-                           format_func=lambda r: f"row {r}: {emb_a.names[r]} ({emb_a.class_names[emb_a.labels[r]]}"
-                                                 f"{'' if preds[r] == emb_a.labels[r] else ', predicted ' + emb_a.class_names[preds[r]]})")
-    ss["inspect_row"] = int(row)
+        first = "" if len(rows) <= MAX_LISTED else f" (the first {MAX_LISTED})"
+        names = emb_a.class_names
+
+        def describe(r: int) -> str:
+            wrong = "" if preds[r] == emb_a.labels[r] else f", predicted {names[preds[r]]}"
+            return f"row {r}: {emb_a.names[r]} ({names[emb_a.labels[r]]}{wrong})"
+
+        row = st.selectbox(f"Inspect one of the selected samples{first}", offered, key="_emb_inspect_pick",
+                           placeholder="choose a sample to open it", format_func=describe)
     which = "A"
     if b_rows is not None:
         which = st.radio("Inspect it in model", ["A", "B"], key="_emb_inspect_model", horizontal=True,
                          format_func=lambda w: f"{w}: {(sel.model if w == 'A' else sel.other).label}")
+    if row is None:
+        st.caption(f"{len(rows):,} samples are selected: choose one above to open its skeleton, top classes and "
+                   "nearest neighbours.")
+        return
+    ss["inspect_row"] = int(row)
     ss["inspect_model"] = which
     show_inspector(sel, int(row) if which == "A" else int(b_rows[row]), which)
 

@@ -93,16 +93,20 @@ def _register_loss(bsub: argparse._SubParsersAction, subparser) -> None:
 
 
 def _register_analysis(bsub: argparse._SubParsersAction, subparser) -> None:
-    """``stdcl bench analysis``: :func:`analysis.bench.bench_analysis` (embeddings, UMAP cold/warm, metrics)."""
-    p = subparser(bsub, "analysis", "time of embedding extraction, UMAP (cold and warm) and all metrics",
+    """``stdcl bench analysis``: :func:`analysis.bench.bench_analysis` (embeddings, projections, metrics, the page)."""
+    p = subparser(bsub, "analysis", "time of embeddings, UMAP, metrics, figures and the Embeddings page in a browser",
                   "  stdcl bench analysis\n"
-                  "  stdcl bench analysis --sizes 2000 10000 --checkpoint bundled:synthetic_hcn_stdcl\n"
-                  "  stdcl bench analysis --sizes 500 --device cuda")
-    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000], help="samples of the synthetic set")
+                  "  stdcl bench analysis --sizes 2000 10000 --no-browser\n"
+                  "  stdcl bench analysis --sizes 500 --device cuda --out bench.json")
+    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 50000], help="samples of the synthetic set")
     p.add_argument("--checkpoint", default="bundled:synthetic_hcn_stdcl",
                    help="a checkpoint trained on the synthetic set (default bundled:synthetic_hcn_stdcl)")
-    p.add_argument("--device", default=None, help="cpu (default) or cuda")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default=None, help="where embeddings are computed: cuda when present (default), or cpu")
+    p.add_argument("--batch-size", type=int, default=None, help="default 256 on a GPU, 64 on the CPU")
+    p.add_argument("--no-browser", action="store_true",
+                   help="skip the page timings (headless Chromium against streamlit run app/main.py)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="folder for the generated data, the cache and the server log (default: a new temporary one)")
     p.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     p.set_defaults(func=_analysis)
 
@@ -111,7 +115,7 @@ def _analysis(args: argparse.Namespace) -> int:
     from analysis.bench import bench_analysis
 
     bench_analysis(args.sizes, checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size,
-                   out=args.out)
+                   out=args.out, browser=not args.no_browser, workdir=args.workdir)
     return 0
 
 

@@ -109,17 +109,17 @@ def test_whole_split_is_drawn_with_webgl_density_and_scaled_points(app, split):
 
 
 def test_box_selection_reaches_both_views_and_downloads_as_csv(app, split, monkeypatch):
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    from streamlit.runtime.media_file_manager import MediaFileManager
 
-    files: dict[str, bytes] = {}
-    real = MemoryMediaFileStorage.load_and_get_id
+    made: dict[str, object] = {}  # deferred download id -> the callable the server runs when it is clicked
+    real = MediaFileManager.add_deferred
 
-    def recording(self, data, mimetype, kind, filename=None):
-        file_id = real(self, data, mimetype, kind, filename)
-        files[file_id] = data
+    def recording(self, data_callable, *args, **kwargs):
+        file_id = real(self, data_callable, *args, **kwargs)
+        made[file_id] = data_callable
         return file_id
 
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", recording)
     emb = split["emb"]
     at = rerun(app, **BIG)
     spec = charts(at)["emb_A_spatial"]
@@ -142,10 +142,20 @@ def test_box_selection_reaches_both_views_and_downloads_as_csv(app, split, monke
     assert _highlighted(drawn["emb_A_spatial"]) == set(want)
     assert _highlighted(drawn["emb_A_temporal"]) == set(want)  # linked: the other view highlights the same samples
     assert any(c.value == f"Listing the first 500 of {len(want):,} selected samples." for c in at.caption)
+    # a group selected: no sample opens by itself (its skeleton would slow every selection); one is picked
+    assert not any(h.value.startswith("Sample ") for h in at.subheader)
+    pick = at.selectbox(key="_emb_inspect_pick")
+    assert pick.value is None and len(pick.options) == 500  # the first 500 selected, none chosen yet
+    assert [o.split(":")[0] for o in pick.options] == [f"row {r}" for r in want[:500]]
+    assert pick.options[0].startswith(f"row {want[0]}: {emb.names[want[0]]} (")
+    pick.set_value(want[7]).run()
+    assert any(h.value == f"Sample {emb.names[want[7]]}" for h in at.subheader)
+    assert at.session_state["selected_rows"] == want and at.session_state["inspect_row"] == want[7]
 
     (button,) = at.get("download_button")
-    assert button.proto.label == "Download as CSV"
-    csv = pd.read_csv(io.BytesIO(files[button.proto.url.rsplit("/", 1)[1].split(".")[0]]))
+    assert button.proto.label == "Download the selection (CSV)"
+    assert button.proto.ignore_rerun and button.proto.deferred_file_id  # made on the click, not on every run
+    csv = pd.read_csv(io.BytesIO(made[button.proto.deferred_file_id]()))
     assert list(csv.columns) == ["row", "name", "label", "prediction", "correct"]
     assert csv["row"].tolist() == want
     names, preds = emb.class_names, emb.predictions

@@ -27,8 +27,11 @@ from stdcl.errors import StdclError, user_error_line
 
 #: Where the app looks for run directories (``stdcl train --out``) and where fine-tuning writes.
 RUNS_DIR = Path(os.environ.get("STDCL_RUNS", "runs")).expanduser()
-#: Default number of samples analysed per split (a stratified subset above it; the pages say so).
-DEFAULT_MAX_SAMPLES = 2000
+#: Default number of samples analysed per split (a stratified subset above it; the pages say so). From
+#: ``stdcl bench analysis`` (README, Benchmarks; 2-core CPU, loaded): at 10,000 samples the Embeddings page paints
+#: both linked charts in 2.7 s warm (3.6 s at 50,000, over the 3 s target) and all metrics take ~12 s (160 s at
+#: 50,000); embeddings cost ~3 min for HCN on a CPU. Larger budgets (a whole NTU split) are set on the Models page.
+DEFAULT_MAX_SAMPLES = 10_000
 
 
 @contextlib.contextmanager

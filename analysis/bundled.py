@@ -22,7 +22,7 @@ BUNDLED_CACHE = BUNDLED_DIR / "cache"
 DEMO_PAIR = ("synthetic_hcn_stdcl", "synthetic_hcn_baseline")
 DEMO_SPACES = ("spatial", "temporal", "global")
 DEMO_METHOD = "umap"
-DEMO_MAX_SAMPLES = 2000  # the app's default sample budget (the synthetic test split is smaller: all of it)
+DEMO_MAX_SAMPLES = 10_000  # app.state.DEFAULT_MAX_SAMPLES (the synthetic test split is smaller: all of it)
 
 
 def demo_projection_keys() -> dict[tuple[str, str], str]:

@@ -166,8 +166,9 @@ def test_a_projection_not_cached_runs_in_the_background_and_replaces_pca(page, p
     """The global space has no cached UMAP: its chart shows PCA with a progress bar that updates by itself,
     and the page switches to the UMAP when the background job is done, without a reload."""
     n = len(prepared["emb"])
-    spaces = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Spaces")
+    spaces = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Spaces").locator("input")
     spaces.click()
+    spaces.press_sequentially("global")  # typing opens the menu, filtered (a click alone may only focus it)
     run_after(page, lambda: page.get_by_role("option", name="global (classifier input)").click(), LIMIT_S)
     page.keyboard.press("Escape")
     waiting = chart(page, "A: global (classifier input) (PCA until UMAP is ready)")

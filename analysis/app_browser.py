@@ -21,13 +21,15 @@ CHROMIUM = Path("/usr/bin/chromium")
 #: No sandbox (containers, root), no GPU, and nothing that reaches the network (the machine is offline).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-#: The app is idle: connected, and no script (or fragment) run in progress.
+#: The app is idle: connected, no script (or fragment) run in progress, and no linked chart (app/linked_charts.js)
+#: still being drawn.
 IDLE_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
   return !!app && app.getAttribute('data-test-connection-state') === 'CONNECTED'
     && app.getAttribute('data-test-script-state') === 'notRunning'
     && !document.querySelector('[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]')
-    && !document.querySelector('[data-testid="stSkeleton"]');
+    && !document.querySelector('[data-testid="stSkeleton"]')
+    && !document.querySelector('[data-stdcl-pending]');
 }"""
 
 

@@ -9,8 +9,10 @@ the sample budget N, no model B), then:
   in its on-disk cache (the benchmark computed them), not yet in memory;
 - ``paint_warm_s``: the same after going back to the Models page (everything in memory: a revisit);
 - ``select_s``: from releasing the mouse after a Box Select drag over the spatial chart until the temporal
-  chart highlights the same samples as the spatial one, the app idle (the server's rerun, two new figures
-  sent and drawn); ``selected`` samples, ``runs`` script runs it took.
+  chart highlights the same samples as the spatial one, the app idle (the browser restyles every linked chart
+  in place, :mod:`app.linked_charts`, then the server's rerun updates the rest of the page: the count, the
+  table, the inspector; no figure is sent again); ``highlight_s``: the same until both charts show it, without
+  waiting for that rerun; ``selected`` samples, ``runs`` script runs it took.
 
 Software WebGL (SwiftShader: no GPU in the browser) on a shared machine: compare sizes within one run.
 """
@@ -129,27 +131,32 @@ def highlighted(page: Any, title: str, n: int) -> list[int]:
     return chart(page, title).evaluate(HIGHLIGHTED_JS, marker_scale(n)[0] + 2)
 
 
-def wait_linked(page: Any, n: int, timeout: float, want: list[int] | None = None) -> None:
-    """Wait until both charts of ``n`` points highlight the same samples (``want``, when given), drawn, the app
-    idle."""
+def wait_linked(page: Any, n: int, timeout: float, want: list[int] | None = None, idle: bool = True) -> None:
+    """Wait until both charts of ``n`` points highlight the same samples (``want``, when given), drawn, and (with
+    ``idle``) the app idle."""
     threshold = marker_scale(n)[0] + 2  # highlighted: base size + 4; the others: base - 1
-    page.wait_for_function(LINKED_JS, arg=[list(TITLES), threshold, IDLE_JS, HIGHLIGHTED_JS, want],
-                           timeout=timeout * 1000, polling=50)
+    page.wait_for_function(LINKED_JS, arg=[list(TITLES), threshold, IDLE_JS if idle else "() => true",
+                                           HIGHLIGHTED_JS, want], timeout=timeout * 1000, polling=20)
     page.evaluate(NEXT_FRAME_JS)
 
 
 def box_select(page: Any, n: int, timeout: float, box: tuple[float, float] = (0.4, 0.6)) -> dict[str, Any]:
     """Drag a Box Select over the spatial chart (``box``: where it starts and ends along both axes, as fractions
-    of the plot area); ``select_s``: seconds from releasing the mouse until both charts show the selection,
-    ``selected``: samples highlighted, ``runs``: script runs it took, ``range``: the data-space box plotly
-    reported and ``picked``: the rows it selected."""
+    of the plot area); ``select_s``: seconds from releasing the mouse until both charts show the selection and
+    the page's rerun is done (``highlight_s``: until both charts show it), ``selected``: samples highlighted,
+    ``runs``: script runs it took, ``range``: the data-space box plotly reported and ``picked``: the rows it
+    selected."""
     press_box(page, chart(page, TITLES[0]), (box[0], box[0], box[1], box[1]))
     before = page.evaluate(COUNT_RUNS_JS)
     t0 = time.monotonic()
     page.mouse.up()
+    wait_linked(page, n, timeout, idle=False)
+    shown = time.monotonic() - t0
+    # the selection reaches the server, whose rerun updates the rest of the page: wait for that run to end
+    page.wait_for_function(RAN_JS, arg=[before, IDLE_JS], timeout=timeout * 1000, polling=20)
     wait_linked(page, n, timeout)
     seconds = time.monotonic() - t0
-    return {"select_s": seconds, "selected": len(highlighted(page, TITLES[1], n)),
+    return {"select_s": seconds, "highlight_s": shown, "selected": len(highlighted(page, TITLES[1], n)),
             "runs": page.evaluate("() => window.__stdclRuns") - before,
             "range": page.evaluate("() => window.__boxRange"), "picked": page.evaluate("() => window.__boxRows")}
 

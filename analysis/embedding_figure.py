@@ -3,7 +3,10 @@ few hundred to tens of thousands of points, and the class palette.
 
 Each point's row (its position in the :class:`~analysis.embeddings.Embeddings`) is in
 ``customdata[:, 0]``: plotly reports selections per trace, :func:`selected_rows` turns a selection
-payload back into rows. Large N: points shrink and fade with N (:func:`marker_scale`), a grey
+payload back into rows. A chart can carry a second column, the row it links to (model B's charts:
+model A's row of the same sample), and its highlight style in ``layout.meta["highlight"]``
+(:func:`highlight_style`): the app's linked charts highlight a selection in the browser from these,
+without rebuilding the figure. Large N: points shrink and fade with N (:func:`marker_scale`), a grey
 density layer (trace ``density``) shows where points pile up, WebGL draws above
 :data:`WEBGL_ABOVE` points, and arrays travel compactly (float32 coordinates, int32 rows).
 Re-exported by :mod:`analysis.figures`, the one entry point.
@@ -47,6 +50,15 @@ def marker_scale(n: int) -> tuple[float, float]:
         return 6.0, 0.8
     r = SMALL_N / n
     return max(2.0, 6.0 * r ** 0.25), max(0.25, 0.8 * r ** 0.3)
+
+
+def highlight_style(size: float, opacity: float) -> dict[str, Any]:
+    """How a linked selection draws markers of base ``size`` / ``opacity`` (:func:`marker_scale`):
+    selected points 4 px larger, opaque and outlined (``on``), the others 1 px smaller and faint (``off``).
+    Both :func:`embedding_scatter` (``highlight_rows``) and the app's in-browser highlight use it."""
+    return {"size": float(size), "opacity": float(opacity),
+            "on": {"size": float(size + 4), "opacity": 1.0, "line": 1.0 if size >= 4 else 0.5},
+            "off": {"size": float(max(size - 1, 1.5)), "opacity": float(max(0.04, 0.15 * opacity)), "line": 0.0}}
 
 
 def _check_coords(coords: np.ndarray, n: int) -> np.ndarray:
@@ -120,8 +132,13 @@ def density_layer(coords: np.ndarray, bins: int = DENSITY_BINS) -> go.Heatmap:
 def embedding_scatter(coords: np.ndarray, emb: Embeddings, color_by: str = "label",
                       highlight_rows: Sequence[int] | np.ndarray | None = None, title: str = "",
                       max_points: int | None = None, seed: int = 0, webgl: bool | None = None,
-                      height: int = 520, density: bool | None = None) -> go.Figure:
+                      height: int = 520, density: bool | None = None,
+                      link_rows: Sequence[int] | np.ndarray | None = None) -> go.Figure:
     """A 2-D projection of ``emb``: one trace per colour group, row ids in ``customdata[:, 0]``.
+
+    ``link_rows`` (one per row, -1 for none) adds ``customdata[:, 1]``: the row each point stands for in
+    the charts it is linked with (B's charts: A's row of the same sample). ``layout.meta["highlight"]`` is
+    the :func:`highlight_style` of the points drawn.
 
     ``highlight_rows`` are drawn 4 px larger, opaque and outlined, the others smaller and faint
     (linked selection). ``max_points`` draws a seeded stratified subset (highlighted rows always
@@ -149,6 +166,11 @@ def embedding_scatter(coords: np.ndarray, emb: Embeddings, color_by: str = "labe
     use_gl = webgl if webgl is not None else drawn > WEBGL_ABOVE
     trace_type = go.Scattergl if use_gl else go.Scatter
     hover = hover_texts(emb)
+    style = highlight_style(size, opacity)
+    if link_rows is not None:
+        link_rows = np.asarray(link_rows, dtype=np.int64).reshape(-1)
+        if link_rows.shape != (n,):
+            raise ConfigError(f"{link_rows.size} linked rows for {n} samples")
     fig = go.Figure()
     if density if density is not None else drawn > DENSITY_ABOVE:
         fig.add_trace(density_layer(coords[shown]))
@@ -159,18 +181,19 @@ def embedding_scatter(coords: np.ndarray, emb: Embeddings, color_by: str = "labe
         if highlight_rows is None:
             marker = dict(color=g["color"], symbol=g["symbol"], size=size, opacity=opacity)
         else:
-            on = hl[rows]
+            on, yes, no = hl[rows], style["on"], style["off"]
             marker = dict(color=g["color"], symbol=g["symbol"],
-                          size=np.where(on, size + 4, max(size - 1, 1.5)).astype(np.float32),
-                          opacity=np.where(on, 1.0, max(0.04, 0.15 * opacity)).astype(np.float32),
-                          line=dict(width=np.where(on, 1.0 if size >= 4 else 0.5, 0).astype(np.float32),
-                                    color="black"))
+                          size=np.where(on, yes["size"], no["size"]).astype(np.float32),
+                          opacity=np.where(on, yes["opacity"], no["opacity"]).astype(np.float32),
+                          line=dict(width=np.where(on, yes["line"], no["line"]).astype(np.float32), color="black"))
+        custom = rows.reshape(-1, 1) if link_rows is None else np.stack([rows, link_rows[rows]], axis=1)
         fig.add_trace(trace_type(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=g["name"],
                                  legendgroup=g["legendgroup"], marker=marker,
-                                 customdata=rows.astype(np.int32).reshape(-1, 1), hovertext=hover[rows],
+                                 customdata=custom.astype(np.int32), hovertext=hover[rows],
                                  hovertemplate="%{hovertext}<extra></extra>"))
     fig.update_layout(title=title or None, height=height, margin=dict(l=10, r=10, t=60 if title else 30, b=10),
                       legend=dict(itemsizing="constant", font=dict(size=10)), dragmode="pan",
+                      meta={"highlight": style},
                       plot_bgcolor="white", xaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
                       yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x"))
     if subset:

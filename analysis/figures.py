@@ -25,6 +25,7 @@ from analysis.embedding_figure import (  # noqa: F401  (figures.* is the one ent
     WEBGL_ABOVE,
     color_of,
     embedding_scatter,
+    highlight_style,
     marker_scale,
     selected_rows,
 )

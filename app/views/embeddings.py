@@ -2,9 +2,11 @@
 linked: a box / lasso selection or a click in one chart highlights the same samples in every chart.
 
 Projections come from :mod:`analysis.projections` (through ``state.get_projection``), the charts from
-:func:`analysis.figures.embedding_scatter` (each point's row in ``customdata``), selections are read
-back with :func:`analysis.figures.selected_rows` and kept in ``st.session_state["selected_rows"]``
-(rows of model A's embeddings). Model B's rows are lined up with A's by sample name.
+:func:`analysis.figures.embedding_scatter` (each point's row in ``customdata``), drawn by
+:mod:`app.linked_charts`: the browser highlights a selection in every chart at once (no figure is rebuilt
+or re-sent for it) and reports it, and the page keeps it in ``st.session_state["selected_rows"]`` (rows of
+model A's embeddings). Model B's rows are lined up with A's by sample name (B's charts carry A's row of
+each point as their link).
 
 Whole splits (tens of thousands of samples) are drawn with WebGL, points scaled to their number over
 a density layer; a UMAP / t-SNE of that many points runs in the background (``state.projection_status``)
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from analysis import figures
@@ -23,7 +26,7 @@ from analysis.confusion import align
 from analysis.embeddings import POOLED_DEFINITION, SPACES, Embeddings
 from analysis.projections import METHODS
 from analysis.selection import find_samples, selection_csv, selection_table
-from app import state
+from app import linked_charts, state
 from app.inspector import show_inspector
 from stdcl.errors import StdclError
 
@@ -36,6 +39,8 @@ MAX_POINTS = 60_000  # more points than this (beyond NTU120's largest split): a 
 MAX_MATCHES = 50  # samples offered when a name search matches several
 MAX_LISTED = 500  # rows listed in the table of selected samples
 LEGEND_ROOM = 170  # right margin (px) of every chart in a row: the legend's room in the last one
+GROUP = "embeddings"  # the linked charts of this page (app.linked_charts)
+CHART_HEIGHT = 470
 
 
 def chart_key(which: str, space: str) -> str:
@@ -73,25 +78,20 @@ def _valid_rows(rows, n: int) -> list[int]:
     return sorted({int(r) for r in (rows or []) if 0 <= int(r) < n})
 
 
-def _adopt_selections(charts: dict[str, np.ndarray]) -> None:
-    """Take a new selection from any chart (``charts``: key -> map from that chart's rows to A's rows).
-
-    A chart's selection state survives reruns until its figure changes (the highlight redraws it),
-    so only a selection that differs from what the chart reported last time is adopted; an empty
-    one (the chart redrawn) leaves the stored selection alone (the *Clear* button empties it).
-    """
+def _on_chart_select(key: str, n: int) -> None:
+    """Adopt the selection the chart ``key`` reported (A's rows, B's charts mapped in the browser); the
+    browser shows it already. One sample (a click) also opens in the inspector; an empty selection leaves
+    the stored one alone (the *Clear* button empties it)."""
     ss = st.session_state
-    for key, to_a in charts.items():
-        rows = figures.selected_rows(ss.get(key))
-        rows = rows[(rows >= 0) & (rows < len(to_a))]
-        seen = rows.tolist()
-        if ss.get(f"_{key}_seen") == seen:
-            continue
-        ss[f"_{key}_seen"] = seen
-        if rows.size:
-            ss["selected_rows"] = sorted(int(r) for r in to_a[rows])
-            if rows.size == 1:
-                ss["inspect_row"] = int(to_a[rows[0]])
+    reported = linked_charts.reported_selection(key)
+    if reported is None:
+        return
+    ss["_emb_sel_seq"], ss["_emb_sel_epoch"] = int(reported.get("seq") or 0), reported.get("epoch")
+    rows = _valid_rows(reported.get("rows"), n)
+    if rows:
+        ss["selected_rows"] = rows
+        if len(rows) == 1:
+            ss["inspect_row"] = rows[0]
 
 
 def _clear_selection() -> None:
@@ -109,29 +109,51 @@ def _aligned_rows(emb_a: Embeddings, emb_b: Embeddings) -> np.ndarray | None:
         return None
 
 
+def _chart_data(key: str, signature: tuple, build, linked: bool) -> dict:
+    """The component data of chart ``key``, rebuilt only when ``signature`` (what the figure depends on) or the
+    theme changes: a selection's rerun hands Streamlit the very same data, so the chart is not redrawn."""
+    cache = st.session_state.setdefault("_emb_chart_data", {})
+    dark = linked_charts.dark_theme()
+    signature = (*signature, dark)
+    hit = cache.get(key)
+    if hit is None or hit[0] != signature:
+        hit = cache[key] = (signature, linked_charts.chart_data(linked_charts.figure_json(build(), dark), GROUP,
+                                                                  linked=linked, config=figures.CHART_CONFIG,
+                                                                  height=CHART_HEIGHT))
+    return hit[1]
+
+
 def _draw_row(which: str, emb: Embeddings, label: str, spaces: list[str], method: str, color_by: str,
-              highlight: list[int] | None) -> list[str]:
-    """One chart per space; returns the keys of the projections still running in the background (their
-    charts show PCA meanwhile)."""
+              link: tuple[str, np.ndarray | None] | None, n_a: int) -> list[str]:
+    """One chart per space, linked to the page's selection of A's ``n_a`` rows by ``link`` (the identity of
+    what it links to and, for B, A's row of each of B's rows; None: not linked); returns the keys of the
+    projections still running in the background (their charts show PCA meanwhile)."""
     pending = []
     cols = st.columns(len(spaces))
     for i, (col, space) in enumerate(zip(cols, spaces)):
         with col:
             with state.guard():
                 coords, job = state.projection_status(space, method, emb)
-                title = f"{which}: {SPACE_TITLES.get(space, space)}"
+                title, drawn = f"{which}: {SPACE_TITLES.get(space, space)}", method
                 if coords is None:  # a large UMAP / t-SNE is still running: PCA (instant) until it is there
                     pending.append(job.key)
-                    coords = state.get_projection(emb.key, space, "pca", emb)
+                    coords, drawn = state.get_projection(emb.key, space, "pca", emb), "pca"
                     title += f" (PCA until {state.METHOD_NAMES.get(method, method)} is ready)"
-                fig = figures.embedding_scatter(coords, emb, color_by, highlight, max_points=MAX_POINTS,
-                                                title=title, height=470)
-            # one legend per row (the colours are shared), in a right margin every chart of the row keeps,
-            # so the chart with the legend is as wide as the others
-            fig.update_layout(showlegend=i == len(spaces) - 1, margin_r=LEGEND_ROOM,
-                              legend=dict(x=1.02, xanchor="left", y=1.0, yanchor="top"))
-            st.plotly_chart(fig, key=chart_key(which, space), on_select="rerun",
-                            selection_mode=("box", "lasso", "points"), config=figures.CHART_CONFIG)
+                last = i == len(spaces) - 1
+
+                def build(coords=coords, title=title, last=last) -> go.Figure:
+                    fig = figures.embedding_scatter(coords, emb, color_by, max_points=MAX_POINTS, title=title,
+                                                    height=CHART_HEIGHT, link_rows=None if link is None else link[1])
+                    # one legend per row (the colours are shared), in a right margin every chart of the row
+                    # keeps, so the chart with the legend is as wide as the others
+                    fig.update_layout(showlegend=last, margin_r=LEGEND_ROOM,
+                                      legend=dict(x=1.02, xanchor="left", y=1.0, yanchor="top"))
+                    return fig
+
+                key = chart_key(which, space)
+                data = _chart_data(key, (emb.key, len(emb), space, drawn, color_by, title, last, MAX_POINTS,
+                                         None if link is None else link[0]), build, linked=link is not None)
+            linked_charts.linked_chart(data, key=key, on_select=_on_chart_select, args=(key, n_a))
     st.caption(f"{which} = {label}: {len(emb):,} samples, accuracy {emb.accuracy:.1%}, "
                f"spatial / temporal from {'its trained STD-CL head' if emb.st_source == 'head' else 'pooling'}."
                + (" Many points: each is drawn small and faint, and the grey shading shows where they pile up "
@@ -268,7 +290,6 @@ if sel.other is not None:
 
 n = len(emb_a)
 _search(emb_a)
-_adopt_selections({chart_key("A", s): np.arange(n) for s in spaces})
 selected = _valid_rows(ss.get("selected_rows"), n)
 ss["selected_rows"] = selected
 
@@ -277,22 +298,23 @@ c1.markdown(f"**{len(selected):,} selected** samples are drawn large; the others
             "No selection yet: click a point, or use the Box or Lasso tool of a chart's toolbar.")
 c2.button("Clear selection", on_click=_clear_selection, key="emb_clear", disabled=not selected)
 progress = st.container()  # background projections report here, above the charts
+with progress:  # the selection the charts highlight (the browser applies it: no chart is redrawn)
+    linked_charts.linked_selection(GROUP, selected, ss.get("_emb_sel_seq", 0), ss.get("_emb_sel_epoch"),
+                                   key="emb_selection")
 
-pending = _draw_row("A", emb_a, sel.model.label, spaces, method, color_by, selected or None)
+pending = _draw_row("A", emb_a, sel.model.label, spaces, method, color_by, (emb_a.key, None), n)
 emb_b = None
 b_rows = None
 if compare:  # A is on screen while B is computed
     with state.guard():
         emb_b = sel.embeddings("B")
     b_rows = _aligned_rows(emb_a, emb_b)
+    link_b = None
     if b_rows is not None:
-        a_of_b = np.empty(len(b_rows), np.int64)
+        a_of_b = np.full(len(emb_b), -1, np.int64)
         a_of_b[b_rows] = np.arange(len(b_rows))
-        _adopt_selections({chart_key("B", s): a_of_b for s in spaces})
-        if _valid_rows(ss.get("selected_rows"), n) != selected:
-            st.rerun()  # a selection made in B's charts: redraw A's with it
-    hl_b = None if b_rows is None or not selected else b_rows[selected].tolist()
-    pending += _draw_row("B", emb_b, sel.other.label, spaces, method, color_by, hl_b)
+        link_b = (emb_a.key, a_of_b)
+    pending += _draw_row("B", emb_b, sel.other.label, spaces, method, color_by, link_b, n)
 if pending:
     with progress:
         st.caption(f"{state.METHOD_NAMES.get(method, method)} of {n:,} points takes a while, so it runs in the "

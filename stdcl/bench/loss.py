@@ -1,18 +1,23 @@
 """``stdcl bench loss``: the batched hard-mined InfoNCE against the released per-anchor loop.
 
 Both run in one process, interleaved, on the same bank, anchors and fixed random negatives;
-each timing is forward + backward (what a training step pays), best of ``repeats``.
+each timing is forward + backward (what a training step pays), best of ``repeats``. What one
+call dispatches is counted too (:func:`op_counts`: aten calls; on CUDA kernel launches and
+host <-> device copies), for the batched loss and for a full :class:`STDCLLoss` step (both
+branches, banks filled): launch overhead, not arithmetic, is what these small ops cost a GPU.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from stdcl.head.loss import draw_random_negatives, hard_mined_infonce, l2_normalize
+from stdcl.head.loss import STDCLLoss, hard_mined_infonce, l2_normalize
+from stdcl.head.sampling import draw_random_negatives
 
 
 def loop_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: torch.Tensor, bank_labels: torch.Tensor,
@@ -52,6 +57,55 @@ def loop_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: torch.
         return torch.zeros(1, device=anchors.device)
     logits = torch.cat(rows, 0) / tau
     return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+
+
+def op_counts(fn: Callable[[], object], device: torch.device) -> dict[str, int | None]:
+    """What one call of ``fn`` dispatches: ``aten_ops`` (aten calls as the profiler lists them, nested ones
+    included) and, on CUDA, ``kernels`` launched and ``htod`` / ``dtoh`` copies (None elsewhere, or when the
+    profiler cannot tell)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    out: dict[str, int | None] = {"aten_ops": None, "kernels": None, "htod": None, "dtoh": None}
+    try:
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            fn()
+            if cuda:
+                torch.cuda.synchronize(device)
+        events = prof.events()
+    except Exception:  # noqa: BLE001 - a profiler that cannot run here leaves the counts unknown
+        return out
+    out["aten_ops"] = sum(e.name.startswith("aten::") for e in events)
+    if cuda:
+        dev_events = [e.name for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        out["htod"] = sum(n.startswith("Memcpy HtoD") for n in dev_events)
+        out["dtoh"] = sum(n.startswith("Memcpy DtoH") for n in dev_events)
+        out["kernels"] = sum(not n.startswith(("Memcpy", "Memset")) for n in dev_events)
+    return out
+
+
+def module_step_counts(bank_size: int, dim: int, batch: int, num_classes: int, num_pos: int, num_neg: int,
+                       device: torch.device, seed: int = 0) -> dict[str, int | None]:
+    """:func:`op_counts` of one :class:`STDCLLoss` forward + backward (both branches, every slot filled), after
+    two warm-up steps (the constants cached per device are built then)."""
+    g = torch.Generator().manual_seed(seed)
+    slot_labels = torch.randperm(bank_size, generator=g) % num_classes
+    loss = STDCLLoss(dim=dim, num_pos=num_pos, num_neg=num_neg, slot_labels=slot_labels, num_classes=num_classes,
+                     seed=seed)
+    with torch.no_grad():
+        for bank in loss.banks.values():
+            bank.feats.copy_(l2_normalize(torch.randn(bank.feats.shape, generator=g)))
+            bank.filled.fill_(True)
+    loss = loss.to(device)
+    idx = torch.randperm(bank_size, generator=g)[:batch]
+    emb = {b: torch.randn(batch, dim, generator=g).to(device) for b in loss.branches}
+    labels, idx = slot_labels[idx].to(device), idx.to(device)
+
+    def step() -> None:
+        loss({k: v.clone().requires_grad_(True) for k, v in emb.items()}, labels, idx)["loss"].backward()
+
+    step(), step()
+    return op_counts(step, device)
 
 
 def bench_loss(bank_size: int = 40000, dim: int = 256, batch: int = 64, num_classes: int = 60, repeats: int = 3,
@@ -105,6 +159,8 @@ def bench_loss(bank_size: int = 40000, dim: int = 256, batch: int = 64, num_clas
     loop = lambda a: loop_infonce(a, labels, bank, bank_labels, filled, num_pos, num_neg, tau,  # noqa: E731
                                   py_rng=py_rng)
     run(batched), run(loop)  # warm-up
+    ops = op_counts(lambda: run(batched), dev)
+    module_ops = module_step_counts(bank_size, dim, batch, num_classes, num_pos, num_neg, dev, seed)
     t_b, t_l = [], []
     for _ in range(repeats):  # interleaved
         t_l.append(run(loop)[0])
@@ -113,7 +169,7 @@ def bench_loss(bank_size: int = 40000, dim: int = 256, batch: int = 64, num_clas
            "K": num_neg, "loop_s": min(t_l), "batched_s": min(t_b), "speedup": min(t_l) / min(t_b),
            "loss_loop": vl, "loss_batched": vb, "max_loss_diff": abs(vl - vb),
            "max_grad_diff": float((gl - gb).abs().max()), "threads": torch.get_num_threads(), "device": str(dev),
-           "valid_anchors": int(valid.sum())}
+           "valid_anchors": int(valid.sum()), "ops": ops, "module_step_ops": module_ops}
     print(f"bank {bank_size} x {dim}, batch {batch}, {num_classes} classes, P={num_pos}, K={num_neg}, "
           f"forward+backward, best of {repeats} (interleaved), {dev}, {row['threads']} CPU threads; "
           f"{row['valid_anchors']}/{batch} anchors valid")
@@ -121,4 +177,7 @@ def bench_loss(bank_size: int = 40000, dim: int = 256, batch: int = 64, num_clas
     print(f"  batched top-k:                                      {row['batched_s'] * 1e3:9.2f} ms")
     print(f"  speed-up {row['speedup']:.1f}x; loss {vb:.6f} vs {vl:.6f} (|diff| {row['max_loss_diff']:.2e}); "
           f"max |grad diff| {row['max_grad_diff']:.2e}")
+    for what, c in (("batched call", ops), ("STDCLLoss step (2 branches)", module_ops)):
+        cuda = f", {c['kernels']} kernels, {c['htod']} HtoD / {c['dtoh']} DtoH copies" if c["kernels"] is not None else ""
+        print(f"  one {what}: {c['aten_ops']} aten ops{cuda}")
     return row

@@ -22,15 +22,19 @@ from torch import nn
 from stdcl.errors import ConfigError
 
 
-def _last_occurrence(slots: torch.Tensor) -> torch.Tensor:
-    """Positions of the last occurrence of each distinct value of ``slots`` (later writes win)."""
-    if slots.numel() <= 1:
-        return torch.arange(slots.numel(), device=slots.device)
-    order = torch.sort(slots, stable=True).indices
-    s = slots[order]
-    keep = torch.ones_like(s, dtype=torch.bool)
-    keep[:-1] = s[1:] != s[:-1]
-    return order[keep]
+def _last_writes(slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(slots sorted, source row of each)``: every write to a slot carries the row of that slot's last occurrence
+    (later writes win), so repeated slots write equal rows and the result does not depend on the write order.
+    Unlike dropping the repeats, this needs no device sync."""
+    s, order = torch.sort(slots, stable=True)
+    return s, order[torch.searchsorted(s, s, right=True).sub_(1)]
+
+
+def _write(bank: nn.Module, slots: torch.Tensor, emb: torch.Tensor) -> None:
+    """``bank.feats[slots] = emb`` and ``bank.filled[slots] = True`` (later rows win on repeated slots)."""
+    slots, rows = _last_writes(slots)
+    bank.feats.index_copy_(0, slots, emb.detach()[rows].to(bank.feats))
+    bank.filled.index_fill_(0, slots, True)
 
 
 def _check_batch(emb: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, dim: int) -> None:
@@ -64,21 +68,27 @@ class PerSampleBank(nn.Module):
         self.register_buffer("labels", slot_labels.clone())
 
     @torch.no_grad()
-    def update(self, emb: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
-        """Overwrite slots ``indices`` with ``emb`` (L2-normalised, detached); labels must match the slots."""
+    def update(self, emb: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, check: bool = True) -> None:
+        """Overwrite slots ``indices`` with ``emb`` (L2-normalised, detached); labels must match the slots.
+
+        ``check=False`` skips that validation (its one device sync) for a batch already checked
+        against a bank with the same slot labels.
+        """
         _check_batch(emb, labels, indices, self.dim)
         if emb.shape[0] == 0:
             return
         indices = indices.to(self.feats.device, torch.long)
         labels = labels.to(self.feats.device, torch.long)
-        if bool(((indices < 0) | (indices >= self.size)).any()):
-            raise ConfigError(f"bank: index out of range 0..{self.size - 1} (the bank is sized by the training set)")
-        if not torch.equal(self.labels[indices], labels):
-            raise ConfigError("bank: batch labels disagree with the slot labels of their indices; slot_labels "
-                              "must be the training dataset's index_labels")
-        keep = _last_occurrence(indices)
-        self.feats[indices[keep]] = emb.detach()[keep].to(self.feats)
-        self.filled[indices[keep]] = True
+        if check:
+            safe = indices.clamp(0, self.size - 1)
+            bad_index, bad_label = torch.stack([safe != indices, self.labels[safe] != labels]).any(1).tolist()
+            if bad_index:
+                raise ConfigError(f"bank: index out of range 0..{self.size - 1} (the bank is sized by the training "
+                                  "set)")
+            if bad_label:
+                raise ConfigError("bank: batch labels disagree with the slot labels of their indices; slot_labels "
+                                  "must be the training dataset's index_labels")
+        _write(self, indices, emb)
 
     def entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(feats (S, D), labels (S,), filled (S,) bool)``."""
@@ -112,20 +122,19 @@ class ClassQueueBank(nn.Module):
         self.register_buffer("ptr", torch.zeros(k, dtype=torch.long))
 
     @torch.no_grad()
-    def update(self, emb: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
-        """Enqueue ``emb`` in batch order into its class's ring (``indices`` is accepted and unused)."""
+    def update(self, emb: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, check: bool = True) -> None:
+        """Enqueue ``emb`` in batch order into its class's ring (``indices`` is accepted and unused);
+        ``check=False`` skips the label range check (a device sync)."""
         _check_batch(emb, labels, indices, self.dim)
         if emb.shape[0] == 0:
             return
         labels = labels.to(self.feats.device, torch.long)
-        if bool(((labels < 0) | (labels >= self.num_classes)).any()):
+        if check and bool(((labels < 0) | (labels >= self.num_classes)).any()):
             raise ConfigError(f"bank: label out of range 0..{self.num_classes - 1}")
         onehot = nn.functional.one_hot(labels, self.num_classes)  # (B, K)
         rank = (onehot.cumsum(0) - 1).gather(1, labels[:, None]).squeeze(1)  # order within its class
         slots = labels * self.length + (self.ptr[labels] + rank) % self.length
-        keep = _last_occurrence(slots)  # more than L of one class in a batch: the latest L stay
-        self.feats[slots[keep]] = emb.detach()[keep].to(self.feats)
-        self.filled[slots[keep]] = True
+        _write(self, slots, emb)  # more than L of one class in a batch: the latest L stay
         self.ptr.add_(onehot.sum(0)).remainder_(self.length)
 
     def entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

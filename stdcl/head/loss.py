@@ -11,12 +11,18 @@ the loss is the mean over all rows of all valid anchors. Since every row of one 
 its negatives, ``CE(row) = softplus(logsumexp(negatives / tau) - s_p / tau)`` exactly, so the
 batched form needs one similarity matrix, three top-k's (hard positives, hard negatives, random
 keys) and no ``(B, P, K)`` tensor; mining runs without autograd and the gradient to the anchors
-is an embedding-bag over the ``P + 2K`` picked bank rows. It never synchronises with the device.
+is an embedding-bag over the ``P + 2K`` picked bank rows. It reads one pair of numbers back
+from the device per call (the widest class block and the count of rows short of random
+negatives), a second only when some row is short.
 
 :class:`STDCLLoss` owns the spatial and temporal banks: it L2-normalises each branch's
 embeddings, gathers them across ranks, overwrites the bank *before* comparing (an anchor's own
 slot counts among its positives) and returns ``weight * (L_spa + L_tem)``, added only when
-positive (released: ``CE + (L_s + L_t) / 2``).
+positive (released: ``CE + (L_s + L_t) / 2``). Both branches run as one :func:`mined_infonce`
+(one hashing pass, sort and top-k of each kind for the two banks; bit-identical to two
+single-branch calls), the constants it needs are built once per device
+(:mod:`stdcl.head.sampling`) and ``(seed, step)`` is mirrored on the host: a step copies no
+constant to the device and syncs three times (slot check, mining, the logged numbers).
 
 Random negatives in :class:`STDCLLoss` are a pure function of (seed, step, branch, the anchor's
 dataset index), by counter-based hashing: an anchor draws the same negatives whichever rank
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +43,7 @@ from torch import nn
 
 from stdcl.errors import ConfigError
 from stdcl.head.banks import ClassQueueBank, PerSampleBank, gather_for_bank
+from stdcl.head.sampling import arange, branch_keys, const, fill_short, first_draws, scalar
 
 log = logging.getLogger(__name__)
 
@@ -48,115 +56,125 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, p=2, dim=-1, eps=1e-12)
 
 
+def _stack(ts: Sequence[torch.Tensor]) -> torch.Tensor:  # no copy for one tensor
+    return ts[0].unsqueeze(0) if len(ts) == 1 else torch.stack(list(ts))
+
+
 class _MinedSims(torch.autograd.Function):
-    """``sims.gather(1, idx)`` of precomputed ``sims = anchors @ bank.T`` with the gradient to ``anchors``
-    only: ``grad[b] = sum_j g[b, j] * bank[idx[b, j]]`` (an embedding-bag), never a dense ``(B, S)`` pass."""
+    """``sims.gather(-1, idx)`` of precomputed ``sims[n] = anchors[n] @ banks[n].T`` with the gradient to ``anchors``
+    ``(N, B, D)`` only: ``grad[n, b] = sum_j g[n, b, j] * banks[n][idx[n, b, j]]`` (an embedding-bag per branch),
+    never a dense ``(B, S)`` pass."""
 
     @staticmethod
-    def forward(ctx, anchors: torch.Tensor, bank: torch.Tensor, sims: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(bank, idx)
-        return sims.gather(1, idx)
+    def forward(ctx, anchors: torch.Tensor, sims: torch.Tensor, idx: torch.Tensor, *banks: torch.Tensor):
+        ctx.save_for_backward(idx, *banks)
+        return sims.gather(-1, idx)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        bank, idx = ctx.saved_tensors
-        g = F.embedding_bag(idx, bank, per_sample_weights=grad.to(bank.dtype).contiguous(), mode="sum")
-        return g, None, None, None
+        idx, *banks = ctx.saved_tensors
+        b, j = idx.shape[1:]
+        offsets = const(idx.device, ("bags", b, j), lambda d: torch.arange(0, b * j, j, device=d))  # as for 2-D input
+        g = [F.embedding_bag(i.reshape(-1), bank, offsets, per_sample_weights=w.to(bank.dtype).reshape(-1), mode="sum")
+             for i, w, bank in zip(idx, grad, banks)]
+        return _stack(g), None, None, *(None for _ in banks)
 
 
-def draw_random_negatives(neg: torch.Tensor, num_neg: int, generator: torch.Generator | None = None,
-                          row_keys: torch.Tensor | None = None) -> torch.Tensor:
-    """``(B, K)`` columns: per row, ``K`` of the ``True`` entries of ``neg (B, S)`` uniformly without replacement.
-
-    Sequential sampling (the distribution of the released ``random.sample``): draw uniform
-    columns with replacement, reject non-negatives and repeats, keep the first ``K`` survivors
-    in draw order. That touches ``O(K)`` entries per row instead of ``S``; rows where too few
-    candidates survive (small or mostly-positive banks) fall back to the ``K`` largest of
-    uniform keys over the row's negatives. Rows with fewer than ``K`` negatives get arbitrary
-    extra columns (such anchors are skipped by the loss anyway).
-
-    Randomness: ``row_keys`` ``(B,)`` int64 makes each row a pure function of its key
-    (counter-based hashing: the same anchor draws the same columns whichever batch or rank it
-    is in); otherwise ``generator`` (or the global generator) is used.
-    """
-    b, s = neg.shape
-    k = int(num_neg)
-    m = k + k // 4 + 64  # candidates per row: enough when most of the row is negative
-    if row_keys is not None:
-        keys = row_keys.to(neg.device, torch.long).view(b, 1)
-        cand = _uniform_bits(keys, torch.arange(m, device=neg.device)) % s
-    else:
-        dev = generator.device if generator is not None else neg.device
-        cand = torch.randint(0, s, (b, m), generator=generator, device=dev).to(neg.device)
-    ok = neg.gather(1, cand)
-    order = cand.sort(dim=1, stable=True)
-    repeat = torch.zeros_like(ok)
-    repeat[:, 1:] = order.values[:, 1:] == order.values[:, :-1]
-    ok &= ~torch.zeros_like(ok).scatter(1, order.indices, repeat)  # later occurrences of a column
-    rank = torch.arange(m, 0, -1, device=neg.device).expand(b, m)  # earlier draws first
-    keep = torch.where(ok, rank, 0).topk(k, dim=1).indices
-    out = cand.gather(1, keep)
-    short = ok.sum(1) < k
-    if bool(short.any()):
-        rows = short.nonzero().view(-1)
-        if row_keys is not None:
-            u = _uniform_bits(keys[rows], torch.arange(m, m + s, device=neg.device)).double()
-        else:
-            u = torch.rand((rows.numel(), s), generator=generator, device=dev).to(neg.device)
-        out[rows] = torch.where(neg[rows], u, -1.0).topk(k, dim=1).indices
-    return out
+def _class_blocks(labels: torch.Tensor, bank_labels: torch.Tensor,
+                  filled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The filled bank columns grouped by label, ``order (N, S)`` (one stable sort), and each anchor's class block
+    in it: ``start`` and ``count`` ``(N, B)``. A positive is ~1/C of the bank, so only its block is read."""
+    key = torch.where(filled, bank_labels, scalar(torch.iinfo(torch.long).min, torch.long, filled.device))
+    ordered, order = key.sort(dim=-1, stable=True)
+    start = torch.searchsorted(ordered, labels)
+    return order, start, torch.searchsorted(ordered, labels, right=True) - start
 
 
-_GOLDEN, _MIX1, _MIX2 = -7046029254386353131, -4658895280553007687, -7723592293110705685  # splitmix64, int64
-
-
-def _lsr(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's ``>>`` is arithmetic)."""
-    return (x >> n) & ((1 << (64 - n)) - 1)
-
-
-def _mix(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64's finaliser on int64 tensors (multiplication wraps modulo 2**64)."""
-    x = x + _GOLDEN
-    x = (x ^ _lsr(x, 30)) * _MIX1
-    x = (x ^ _lsr(x, 27)) * _MIX2
-    return x ^ _lsr(x, 31)
-
-
-def _uniform_bits(keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
-    """Non-negative 53-bit integers, a pure function of (row key, counter): ``(B, 1) x (m,) -> (B, m)``."""
-    return _lsr(_mix(keys ^ _mix(counters.view(1, -1))), 11)
-
-
-def anchor_keys(seed: int, step: int, salt: int, indices: torch.Tensor) -> torch.Tensor:
-    """Per-anchor random keys from (seed, step, branch salt, the anchor's dataset index)."""
-    x = 0
-    for v in (seed, step, salt):
-        x = _splitmix64(x ^ (int(v) & 0xFFFFFFFFFFFFFFFF))
-    base = x - (1 << 64) if x >= 1 << 63 else x
-    return _mix(indices.to(torch.long) ^ base)
-
-
-def _lowest_positives(sd: torch.Tensor, labels: torch.Tensor, bank_labels: torch.Tensor, filled: torch.Tensor,
+def _lowest_positives(sd: torch.Tensor, order: torch.Tensor, start: torch.Tensor, count: torch.Tensor, width: int,
                       p: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``P`` lowest similarities among each anchor's filled same-class bank entries and their columns.
 
-    Reads only the anchor's own class's columns (bank entries grouped by label with one stable
-    sort) instead of masking whole ``(B, S)`` rows: a positive is ~1/C of the bank. Missing
+    Reads ``width`` (>= the largest ``count``) columns of the anchor's class block; missing
     positives come back as ``+inf``, as from a masked top-k.
     """
-    s = sd.shape[1]
-    key = torch.where(filled, bank_labels.to(torch.long), torch.iinfo(torch.long).min)
-    order = key.argsort(stable=True)
-    ordered = key[order]
-    start = torch.searchsorted(ordered, labels.to(torch.long))
-    count = torch.searchsorted(ordered, labels.to(torch.long), right=True) - start
-    width = max(int(count.max()) if count.numel() else 0, p)
-    offs = torch.arange(width, device=sd.device).view(1, -1)
-    cols = order[(start.view(-1, 1) + offs).clamp_max(s - 1)]
-    vals = torch.where(offs < count.view(-1, 1), sd.gather(1, cols), _INF)
-    lo, j = vals.topk(p, dim=1, largest=False)
-    return lo, cols.gather(1, j)
+    n, b, s = sd.shape
+    offs = arange(width, sd.device)
+    cols = order.gather(1, (start.unsqueeze(-1) + offs).clamp_max_(s - 1).view(n, -1)).view(n, b, width)
+    vals = torch.where(offs < count.unsqueeze(-1), sd.gather(2, cols), scalar(_INF, sd.dtype, sd.device))
+    lo, j = vals.topk(p, dim=-1, largest=False)
+    return lo, cols.gather(-1, j)
+
+
+def _similarities(anchors: torch.Tensor, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``(N, B, S)``: ``anchors[n] @ feats[n].T``, one matrix product per branch into one tensor."""
+    if len(feats) == 1:  # as before (a plain product also under autocast)
+        return (anchors[0] @ feats[0].t()).unsqueeze(0)
+    sd = anchors.new_empty((len(feats), anchors.shape[1], feats[0].shape[0]))
+    for a, f, out in zip(anchors, feats, sd):
+        torch.mm(a, f.t(), out=out)
+    return sd
+
+
+def mined_infonce(anchors: torch.Tensor, labels: torch.Tensor,
+                  banks: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], num_pos: int, num_neg: int,
+                  tau: float, random_neg: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                  row_keys: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """:func:`hard_mined_infonce` of ``N`` branches at once; returns ``([loss of each branch], valid (N, B))``.
+
+    ``anchors`` ``(N, B, D)`` share ``labels`` ``(B,)``; branch ``n`` compares against
+    ``banks[n] = (feats (S, D), labels (S,), filled (S,))``. ``random_neg`` and ``row_keys`` are
+    ``(N, B, K)`` and ``(N, B)``. Only exact steps are batched (the similarities into one
+    tensor, the mining, the gather) and the scoring runs per branch, so each branch's result
+    equals its own single-branch call bit for bit when the banks fill the same slots (as in
+    :class:`STDCLLoss`; otherwise the shared class-block width could only reorder exact ties).
+    One host sync (that width with the count of rows short of random negatives; a second only
+    when some row is short).
+    """
+    p, k = int(num_pos), int(num_neg)
+    n, b = anchors.shape[:2]
+    s = banks[0][0].shape[0]
+    if p > s or k > s or b == 0:
+        return list((anchors * 0).sum((1, 2))), torch.zeros((n, b), dtype=torch.bool, device=anchors.device)
+    feats = [f.detach().to(anchors.dtype) for f, _, _ in banks]
+    with torch.no_grad():  # mining picks indices only; the gradient goes through _MinedSims
+        sd = _similarities(anchors.detach(), feats)  # (N, B, S)
+        dev = sd.device
+        labels = labels.to(dev, torch.long).view(1, b).expand(n, b).contiguous()
+        bank_labels = _stack([bl.to(dev, torch.long) for _, bl, _ in banks])  # (N, S)
+        filled = _stack([bf.to(dev).bool() for _, _, bf in banks])
+        neg = (labels.unsqueeze(-1) != bank_labels.unsqueeze(1)) & filled.unsqueeze(1)  # (N, B, S)
+        order, start, count = _class_blocks(labels, bank_labels, filled)
+        hi, hard_idx = torch.where(neg, sd, scalar(-_INF, sd.dtype, dev)).topk(k, dim=-1)  # the K highest negatives
+        if random_neg is None:
+            neg_rows = neg.view(n * b, s)
+            keys = None if row_keys is None else row_keys.reshape(n * b)
+            rnd, short = first_draws(neg_rows, k, generator, keys)
+            width, n_short = torch.stack([count.max(), short.sum()]).tolist()  # one sync for both
+            if n_short:
+                fill_short(rnd, short, neg_rows, generator, keys)
+            random_neg = rnd.view(n, b, k)
+        else:
+            width = int(count.max())
+        lo, pos_idx = _lowest_positives(sd, order, start, count, max(width, p), p)
+        # >= P positives and >= K negatives filled (lo ascends, hi descends)
+        valid = (lo[..., -1] != scalar(_INF, lo.dtype, dev)) & (hi[..., -1] != scalar(-_INF, hi.dtype, dev))
+        idx = torch.cat([pos_idx, hard_idx, random_neg.to(dev, torch.long).view(n, b, k)], dim=-1)
+    sel = _MinedSims.apply(anchors, sd, idx, *feats) / tau  # (N, B, P + 2K): [s_p, hard, random] / tau
+    rows = ((2 * p) * valid.sum(-1).to(sel.dtype)).clamp_min(1)  # the valid anchors' 2P rows per branch
+    return [_branch_loss(x, v, r, p, k) for x, v, r in zip(sel, valid, rows)], valid
+
+
+def _branch_loss(sel: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, p: int, k: int) -> torch.Tensor:
+    """The mean of the valid anchors' ``2P`` row cross-entropies from ``sel (B, P + 2K) = [s_p, hard, random] / tau``.
+
+    Per branch on purpose: CPU kernels of exp / log / softplus round a tensor's vectorised
+    body and its scalar tail differently, so stacking the branches would move the last bits.
+    """
+    sp, hard, rnd = sel.split([p, k, k], dim=1)
+    lse_h = torch.logsumexp(hard, dim=1, keepdim=True)
+    lse_r = torch.logsumexp(rnd, dim=1, keepdim=True)
+    per_anchor = (F.softplus(lse_h - sp).sum(1) + F.softplus(lse_r - sp).sum(1)) * valid  # the 2P row CEs
+    return per_anchor.sum() / rows
 
 
 def hard_mined_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: torch.Tensor,
@@ -173,38 +191,18 @@ def hard_mined_infonce(anchors: torch.Tensor, labels: torch.Tensor, bank_feats: 
         num_pos, num_neg, tau: ``P``, ``K`` and the temperature.
         random_neg: ``(B, K)`` bank columns to use as the random negatives (tests fix them);
             otherwise each anchor draws ``K`` of its filled negatives uniformly without
-            replacement (the ``K`` with the largest of ``B x S`` uniform keys drawn from
-            ``generator``, or from the global generator when None).
+            replacement (:func:`draw_random_negatives`: from ``row_keys`` ``(B,)`` when given,
+            else from ``generator``, or from the global generator when None).
 
     A zero loss (still attached to ``anchors``' graph) is returned when no anchor is valid.
     """
     p, k = int(num_pos), int(num_neg)
     if p < 1 or k < 1 or not tau > 0:
         raise ConfigError(f"contrastive loss: need num_pos >= 1, num_neg >= 1 and tau > 0, got {p}, {k}, {tau}")
-    b, s = anchors.shape[0], bank_feats.shape[0]
-    if p > s or k > s or b == 0:
-        return (anchors * 0).sum(), torch.zeros(b, dtype=torch.bool, device=anchors.device)
-    bank = bank_feats.detach().to(anchors.dtype)
-    with torch.no_grad():  # mining picks indices only; the gradient goes through _MinedSims
-        sd = anchors.detach() @ bank.t()  # (B, S)
-        labels = labels.to(sd.device).view(-1, 1)
-        bank_labels = bank_labels.to(sd.device).view(1, -1)
-        filled = bank_filled.to(sd.device).view(1, -1).bool()
-        neg = (labels != bank_labels) & filled
-        lo, pos_idx = _lowest_positives(sd, labels.view(-1), bank_labels.view(-1), filled.view(-1), p)
-        hi, hard_idx = torch.where(neg, sd, -_INF).topk(k, dim=1)  # the K highest negatives
-        valid = (lo != _INF).all(1) & (hi != -_INF).all(1)  # >= P positives and >= K negatives filled
-        if random_neg is None:
-            random_neg = draw_random_negatives(neg, k, generator, row_keys)
-        idx = torch.cat([pos_idx, hard_idx, random_neg.to(sd.device, torch.long)], dim=1)
-    sel = _MinedSims.apply(anchors, bank, sd, idx) / tau
-    sp, hard, rnd = sel[:, :p], sel[:, p:p + k], sel[:, p + k:]
-    lse_h = torch.logsumexp(hard, dim=1, keepdim=True)
-    lse_r = torch.logsumexp(rnd, dim=1, keepdim=True)
-    per_anchor = F.softplus(lse_h - sp).sum(1) + F.softplus(lse_r - sp).sum(1)  # sum of the 2P row CEs
-    per_anchor = torch.where(valid, per_anchor, per_anchor * 0)
-    rows = (2 * p) * valid.sum().to(per_anchor.dtype)
-    return per_anchor.sum() / rows.clamp_min(1), valid
+    loss, valid = mined_infonce(anchors.unsqueeze(0), labels, [(bank_feats, bank_labels, bank_filled)], p, k, tau,
+                                None if random_neg is None else random_neg.unsqueeze(0), generator,
+                                None if row_keys is None else row_keys.view(1, -1))
+    return loss[0], valid[0]
 
 
 # -- feasibility -------------------------------------------------------------------------------
@@ -287,14 +285,6 @@ def scaled_pos_neg(capacity_per_class: torch.Tensor, num_pos: int, num_neg: int,
     return max(1, p), max(1, k)
 
 
-# -- random negatives ----------------------------------------------------------------------------
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return x ^ (x >> 31)
-
-
 # -- the module --------------------------------------------------------------------------------
 class STDCLLoss(nn.Module):
     """Spatial and temporal banks plus the hard-mined InfoNCE; ``forward`` returns the weighted term.
@@ -343,6 +333,7 @@ class STDCLLoss(nn.Module):
             make = lambda: ClassQueueBank(int(num_classes), int(queue_length), self.dim)  # noqa: E731
         self.banks = nn.ModuleDict({b: make() for b in self.branches})
         self.register_buffer("rng", torch.tensor([int(seed), 0], dtype=torch.long))  # [seed, step]
+        self._rng_seen: tuple | None = None  # (rng tensor, its version, seed, step): see _seed_step
         if scale_to_data:
             p, k = scaled_pos_neg(self.capacity_per_class(), self.num_pos, self.num_neg, scale_fraction)
             log.info("STD-CL scale_to_data: P %d -> %d, K %d -> %d", self.num_pos, p, self.num_neg, k)
@@ -370,36 +361,46 @@ class STDCLLoss(nn.Module):
     def set_rng_state(self, state: torch.Tensor) -> None:
         self.rng.copy_(torch.as_tensor(state, dtype=torch.long))
 
+    def _seed_step(self) -> tuple[int, int]:
+        """``(seed, step)`` of ``rng``, kept on the host: the buffer is read back (a device sync) only when it
+        changed outside ``forward`` (``load_state_dict``, ``set_rng_state``, ``to``: a new tensor or version)."""
+        seen = self._rng_seen
+        if seen is None or seen[0] is not self.rng or seen[1] != self.rng._version:
+            seen = self._rng_seen = (self.rng, self.rng._version, *self.rng.tolist())
+        return seen[2], seen[3]
+
     def forward(self, embeddings: dict[str, torch.Tensor], labels: torch.Tensor, indices: torch.Tensor) -> dict:
         """``{"loss", <branch>: float, "valid_frac_<branch>": float}`` for a batch of embeddings.
 
         ``embeddings[branch]`` is ``(B, D)`` unnormalised (the head's output); ``labels`` and
-        ``indices`` are the batch's labels and dataset indices (the bank slots).
+        ``indices`` are the batch's labels and dataset indices (the bank slots). Both branches
+        run as one batched :func:`mined_infonce`.
         """
         missing = [b for b in self.branches if b not in embeddings]
         if missing:
             raise ConfigError(f"loss: no {', '.join(missing)} embeddings (the head's branches must match the loss's)")
         dev = embeddings[self.branches[0]].device
         labels, indices = labels.to(dev, torch.long), indices.to(dev, torch.long)
-        seed, step = self.rng.tolist()
-        total, stats = None, []
+        seed, step = self._seed_step()
+        banks = [self.banks[name] for name in self.branches]
         with torch.autocast(device_type=dev.type, enabled=False):
-            for salt, name in enumerate(self.branches, start=1):
-                z = l2_normalize(embeddings[name].float())
-                bank = self.banks[name]
-                bank.update(*gather_for_bank(z, labels, indices))  # overwrite BEFORE comparing
-                feats, blabels, filled = bank.entries()
-                part, valid = hard_mined_infonce(z, labels, feats, blabels, filled, self.num_pos, self.num_neg,
-                                                 self.tau, row_keys=anchor_keys(seed, step, salt, indices))
-                total = part if total is None else total + part
-                stats += [part.detach(), valid.float().mean() if valid.numel() else part.detach() * 0]
-        self.rng[1] += 1
-        total = torch.where(total > 0, total, total * 0)  # released: added only when positive
-        values = torch.stack(stats).tolist()  # one device sync for all the logged numbers
+            z = l2_normalize(_stack([embeddings[name].float() for name in self.branches]))  # (N, B, D)
+            g_emb, g_labels, g_indices = gather_for_bank(z.transpose(0, 1), labels, indices)
+            for i, bank in enumerate(banks):  # overwrite BEFORE comparing; the banks hold the same slots
+                bank.update(g_emb[:, i], g_labels, g_indices, check=i == 0)
+            keys = branch_keys(seed, step, range(1, len(banks) + 1), indices)  # salts 1, 2: spatial, temporal
+            parts, valid = mined_infonce(z, labels, [bank.entries() for bank in banks], self.num_pos, self.num_neg,
+                                         self.tau, row_keys=keys)
+        self.rng[1:].add_(1)
+        self._rng_seen = (self.rng, self.rng._version, seed, step + 1)
+        total = sum(parts[1:], parts[0])
+        total = total * (total > 0)  # released: added only when positive
+        stats = torch.stack([part.detach() for part in parts])
+        values = torch.cat([stats, valid.float().mean(1) if valid.shape[1] else stats * 0]).tolist()  # one sync
         out: dict = {"loss": self.weight * total}
         for i, name in enumerate(self.branches):
-            out[name] = values[2 * i]
-            out[f"valid_frac_{name}"] = values[2 * i + 1]
+            out[name] = values[i]
+            out[f"valid_frac_{name}"] = values[len(banks) + i]
         return out
 
     def extra_repr(self) -> str:

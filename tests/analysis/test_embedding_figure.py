@@ -1,5 +1,6 @@
 """The embedding scatter at large N (analysis.embedding_figure): points scaled to N, the density layer,
-WebGL, compact arrays, hover naming each sample, and the highlight."""
+WebGL, compact arrays, hover naming each sample, the highlight and what the app's in-browser highlight reads
+(the link column, the highlight style)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from analysis.embedding_figure import DENSITY_ABOVE, SMALL_N, density_layer, embedding_scatter, marker_scale
+from analysis.embedding_figure import (
+    DENSITY_ABOVE,
+    SMALL_N,
+    density_layer,
+    embedding_scatter,
+    highlight_style,
+    marker_scale,
+)
+from stdcl.errors import ConfigError
 from analysis.embeddings import Embeddings
 
 
@@ -69,6 +78,38 @@ def test_highlight_at_large_n_is_larger_opaque_and_outlined():
         np.testing.assert_allclose(np.asarray(t.marker.opacity)[on], 1.0)
         assert np.all(np.asarray(t.marker.opacity)[~on] < opacity / 4)
         assert np.all(np.asarray(t.marker.line.width)[on] > 0) and np.all(np.asarray(t.marker.line.width)[~on] == 0)
+
+
+def test_link_column_and_highlight_style_for_the_browser():
+    """Linked charts highlight in the browser: each point's link id (``customdata[:, 1]``, e.g. A's row of B's
+    sample) and, in ``layout.meta``, the same style :func:`embedding_scatter` draws a highlight with."""
+    n = 6000
+    emb = _emb(n)
+    coords = np.random.default_rng(2).normal(size=(n, 2))
+    link = np.random.default_rng(3).permutation(n)
+    link[5] = -1  # a sample with no counterpart
+    fig = embedding_scatter(coords, emb, link_rows=link)
+    size, opacity = marker_scale(n)
+    style = fig.layout.meta["highlight"]
+    assert style == highlight_style(size, opacity)
+    assert style["on"]["size"] > size + 2 and style["off"]["size"] < size and style["on"]["opacity"] == 1.0
+    seen = []
+    for t in fig.data[1:]:
+        cd = np.asarray(t.customdata)
+        assert cd.dtype == np.int32 and cd.shape == (len(t.x), 2)
+        np.testing.assert_array_equal(cd[:, 1], link[cd[:, 0]])
+        assert t.marker.size == size  # the figure itself has no highlight: it need not change with the selection
+        seen += cd[:, 0].tolist()
+    assert sorted(seen) == list(range(n))
+    # the server-side highlight (other pages) is drawn with the same style
+    hl = embedding_scatter(coords, emb, highlight_rows=[1, 2], link_rows=link)
+    t = hl.data[1]
+    on = np.isin(np.asarray(t.customdata)[:, 0], [1, 2])
+    np.testing.assert_allclose(np.asarray(t.marker.size)[on], style["on"]["size"])
+    np.testing.assert_allclose(np.asarray(t.marker.opacity)[~on], style["off"]["opacity"], rtol=1e-6)
+    assert np.asarray(embedding_scatter(coords[:50], _emb(50)).data[0].customdata).shape == (10, 1)
+    with pytest.raises(ConfigError):
+        embedding_scatter(coords, emb, link_rows=link[:-1])
 
 
 def test_density_layer_of_a_single_point_is_finite():

@@ -111,6 +111,14 @@ def open_page(page, server, path: str) -> None:
     wait_idle(page, SLOW_S)
 
 
+def wait_charts(page, *titles: str) -> None:
+    """Wait until a plotly chart holding each of ``titles`` is drawn (the Embeddings page's charts are mounted
+    by a component after the script run ends), then for the app to be idle."""
+    for title in titles:
+        page.locator(".js-plotly-plot").filter(has_text=title).first.wait_for(timeout=SLOW_S * 1000)
+    wait_idle(page, SLOW_S)
+
+
 def heading(page, text: str):
     return page.locator('[data-testid="stHeading"] h1', has_text=text)
 
@@ -135,6 +143,9 @@ def test_every_page_opens_with_its_content(page, server, artifacts):
                 open_page(page, server, path)
         heading(page, title).first.wait_for(state="visible")
         wait_idle(page, SLOW_S)
+        if charts:
+            page.locator(".js-plotly-plot").nth(charts - 1).wait_for(timeout=SLOW_S * 1000)
+            wait_idle(page, SLOW_S)
         check_clean(page, server, label)
         assert page.locator(".js-plotly-plot").count() >= charts, f"{label}: fewer than {charts} charts"
         screenshot(page, artifacts, path or "start", FULL)
@@ -155,6 +166,7 @@ HIGHLIGHTED_JS = """gd => {
 
 def test_embeddings_box_selection_is_linked(page, server, artifacts):
     open_page(page, server, "embeddings")
+    wait_charts(page, "A: spatial s", "A: temporal t")
     charts = page.locator(".js-plotly-plot")
     spatial, temporal = charts.filter(has_text="A: spatial s"), charts.filter(has_text="A: temporal t")
     assert spatial.count() == 1 and temporal.count() == 1
@@ -195,6 +207,7 @@ POINTS_JS = """gd => {
 def test_embeddings_click_opens_the_inspector(page, server, artifacts):
     """In the charts' default mode a click on a point selects it and opens the sample inspector."""
     open_page(page, server, "embeddings")
+    wait_charts(page, "A: spatial s", "A: temporal t")
     spatial = page.locator(".js-plotly-plot").filter(has_text="A: spatial s")
     spatial.scroll_into_view_if_needed()
     assert spatial.evaluate("gd => gd._fullLayout.dragmode") == "pan"

@@ -54,6 +54,10 @@ ROWS_IN_RANGE_JS = """(gd, r) => {
 DRAWN_JS = """gd => ({types: gd._fullData.map(t => t.type), names: gd._fullData.map(t => t.name),
                      canvases: gd.querySelectorAll('canvas.gl-canvas-context').length})"""
 
+#: How many times the linked-chart component has drawn a chart (app/linked_charts.js): a selection must not
+#: redraw it.
+DRAWS_JS = "gd => Number(gd.getAttribute('data-stdcl-drawn'))"
+
 pytestmark = pytest.mark.slow
 
 
@@ -118,9 +122,12 @@ def test_every_point_is_drawn_with_webgl_in_both_views(page, prepared):
 def test_box_selection_shows_in_both_views_and_downloads(page, prepared):
     emb = prepared["emb"]
     n = len(emb)
+    draws = [chart(page, t).evaluate(DRAWS_JS) for t in TITLES]
+    assert min(draws) >= 1
     result = box_select(page, n, LIMIT_S, box=(0.3, 0.7))
     expected = result["picked"]  # the rows plotly selected in the spatial chart
-    assert 0 < len(expected) < n and result["runs"] >= 1
+    assert 0 < len(expected) < n and result["runs"] >= 1  # the page's rerun (count, table, CSV) followed
+    assert [chart(page, t).evaluate(DRAWS_JS) for t in TITLES] == draws  # highlighted in place, not redrawn
     assert highlighted(page, TITLES[0], n) == expected == highlighted(page, TITLES[1], n)
     # ... which are the spatial points inside the box dragged (up to a pixel at its edges)
     (x0, x1), (y0, y1) = result["range"]["x"], result["range"]["y"]
@@ -148,9 +155,11 @@ def test_search_highlights_the_sample_in_both_views_and_opens_it(page, prepared)
     row = int(np.flatnonzero(emb.labels == 5)[17])
     name = emb.names[row]
     box = page.locator('[data-testid="stTextInput"]').filter(has_text="Find a sample by name").locator("input")
+    draws = [chart(page, t).evaluate(DRAWS_JS) for t in TITLES]
     box.fill(name.lower())
     run_after(page, lambda: box.press("Enter"), LIMIT_S)
-    wait_linked(page, n, LIMIT_S, [row])  # both charts redrawn with the sample found
+    wait_linked(page, n, LIMIT_S, [row])  # both charts highlight the sample found ...
+    assert [chart(page, t).evaluate(DRAWS_JS) for t in TITLES] == draws  # ... in place
     assert not exceptions(page)
     assert highlighted(page, TITLES[0], n) == [row] == highlighted(page, TITLES[1], n)
     page.locator('[data-testid="stHeading"]', has_text=f"Sample {name}").first.wait_for()

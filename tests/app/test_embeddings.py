@@ -1,14 +1,11 @@
 """The Embeddings page and the sample inspector on the bundled demo (AppTest): linked charts, selection
 handling, the inspector's label, top classes and nearest neighbours.
 
-How selections are simulated (streamlit 1.67): ``st.plotly_chart(..., on_select="rerun")`` is a widget
-whose value is the JSON the browser sends (``{"selection": {"points": [...], "point_indices": [...],
-"box": [...], "lasso": [...]}}``; each point carries ``curve_number``, ``point_index``, ``x``, ``y`` and
-``customdata`` as a dict ``{"0": row}``). AppTest has no setter for it, so :func:`_send_selection` puts
-that JSON into the widget states of the next run, exactly as the browser does, and Streamlit's own
-deserialiser turns it into the ``PlotlyState`` the page reads. The public alternative,
-``at.session_state[<chart key>] = payload`` (allowed under AppTest, where the runtime's write check is
-off), hands the page the plain dict; :func:`test_selection_through_session_state` covers that path.
+The charts are one linked-chart component each (:mod:`app.linked_charts`): the browser highlights a
+selection in all of them and reports it as the component's trigger event; AppTest runs no JavaScript, so
+:mod:`tests.app.linked_charts_support` sends that event as the browser does and reads what the page hands
+the browser (the figures, which a selection must leave unchanged, and the selection element's rows, from
+which the highlighted points of each chart follow by their link ids).
 """
 
 from __future__ import annotations
@@ -24,7 +21,9 @@ from analysis.embeddings import POOLED_DEFINITION
 from analysis.neighbours import nearest_neighbours, top_classes
 from analysis.projections import project, project_embeddings
 from app.inspector import NEIGHBOUR_COLUMNS
-from tests.support.app import arr, charts, module_env, open_app, reference_pair, rerun, send_selection, tables
+from tests.app.linked_charts_support import chart_data, charts, highlighted, links, selection, send_select
+from tests.support.app import arr, module_env, open_app, reference_pair, rerun, tables
+from tests.support.app import charts as plotly_charts
 
 SPACES = ("global", "spatial", "temporal")
 
@@ -53,8 +52,8 @@ def _points(spec: dict) -> list[dict]:
     for ci, tr in enumerate(spec["data"]):
         if "customdata" not in tr:
             continue
-        rows = arr(tr["customdata"]).reshape(-1).astype(int)
         xs, ys = arr(tr["x"]), arr(tr["y"])
+        rows = arr(tr["customdata"]).reshape(len(xs), -1)[:, 0].astype(int)  # B's charts: [row, A's row]
         size = tr["marker"]["size"]
         sizes = np.full(len(rows), float(size)) if np.isscalar(size) else arr(size)
         out += [{"curve": ci, "index": i, "x": float(xs[i]), "y": float(ys[i]), "row": int(rows[i]),
@@ -62,16 +61,9 @@ def _points(spec: dict) -> list[dict]:
     return out
 
 
-def _highlighted(spec: dict) -> set[int]:
-    pts = _points(spec)
-    big = max(p["size"] for p in pts)
-    return set() if all(p["size"] == big for p in pts) else {p["row"] for p in pts if p["size"] == big}
-
-
-def _send_selection(at: AppTest, key: str, points: list[dict], box: list | None = None) -> AppTest:
-    """Run the app with a selection of ``points`` (from :func:`_points`) on chart ``key`` (see module doc)."""
-    return send_selection(at, key, [{"curve_number": p["curve"], "point_number": p["index"], "point_index": p["index"],
-                                     "x": p["x"], "y": p["y"], "customdata": {"0": p["row"]}} for p in points], box)
+def _highlighted(at: AppTest) -> dict[str, set[int]]:
+    """The rows each chart highlights (see :func:`tests.app.linked_charts_support.highlighted`)."""
+    return {key: highlighted(at, key) for key in chart_data(at)}
 
 
 def _neighbour_tables(at: AppTest) -> list:
@@ -95,7 +87,21 @@ def test_page_draws_each_space_of_a_and_b_with_every_row(app, ref):
             got[p["row"]] = p["x"], p["y"]
         for d in range(2):
             assert np.allclose(got[:, d], want[:, d], atol=1e-4) or np.allclose(got[:, d], -want[:, d], atol=1e-4)
-    assert not any(_highlighted(drawn[k]) for k in emb_keys)
+    assert selection(at)["rows"] == [] and not any(_highlighted(at).values())
+    # linked: A's charts link their own rows, B's charts A's row of the same sample (by name)
+    data = chart_data(at)
+    assert all(data[k]["linked"] and data[k]["group"] == data["emb_A_spatial"]["group"] for k in emb_keys)
+    for key in emb_keys:
+        rows, ids = links(drawn[key])
+        if key.startswith("emb_A"):
+            assert (ids == rows).all()
+        else:
+            assert [ref["B"].names[r] for r in rows] == [ref["A"].names[i] for i in ids]
+    # the in-browser highlight: selected points larger than the base size + 2, the others smaller and fainter
+    style = drawn["emb_A_spatial"]["layout"]["meta"]["highlight"]
+    assert style["on"]["size"] > style["size"] + 2 and style["off"]["size"] < style["size"]
+    assert style["on"]["opacity"] == 1.0 and style["off"]["opacity"] < style["opacity"]
+    assert all(t["marker"]["size"] == style["size"] for t in drawn["emb_A_spatial"]["data"] if "customdata" in t)
     # the baseline (B) is shown: the page says what its spatial / temporal spaces are
     assert any(POOLED_DEFINITION in m.value for m in at.markdown)
     assert "Click a point to inspect that sample" in " ".join(i.value for i in at.info)
@@ -114,11 +120,14 @@ def test_page_draws_each_space_of_a_and_b_with_every_row(app, ref):
 
 def test_stored_selection_is_highlighted_in_every_chart(app, ref):
     chosen = [0, 3, 57, 129]
+    before = chart_data(rerun(app, selected_rows=[]))
     at = rerun(app, selected_rows=chosen)
-    drawn = charts(at)
+    assert selection(at)["rows"] == chosen
+    assert chart_data(at) == before  # the browser highlights it: no figure rebuilt or re-sent
+    lit = _highlighted(at)
     for space in ("spatial", "temporal"):
-        assert _highlighted(drawn[f"emb_A_{space}"]) == set(chosen)
-        assert _highlighted(drawn[f"emb_B_{space}"]) == set(ref["b_rows"][chosen].tolist())
+        assert lit[f"emb_A_{space}"] == set(chosen)
+        assert lit[f"emb_B_{space}"] == set(ref["b_rows"][chosen].tolist())
     # rows of B are lined up by name: the highlighted samples are the same samples
     assert {ref["B"].names[r] for r in ref["b_rows"][chosen]} == {ref["A"].names[r] for r in chosen}
     assert any(m.value.startswith(f"**{len(chosen)} selected**") for m in at.markdown)
@@ -128,47 +137,55 @@ def test_stored_selection_is_highlighted_in_every_chart(app, ref):
     # Clear selection empties it and the charts go back to normal
     at.button(key="emb_clear").click().run()
     assert not at.exception
-    assert at.session_state["selected_rows"] == []
-    assert not any(_highlighted(s) for k, s in charts(at).items() if k.startswith("emb_"))
+    assert at.session_state["selected_rows"] == [] and selection(at)["rows"] == []
+    assert not any(_highlighted(at).values()) and chart_data(at) == before
 
 
 def test_box_selection_on_spatial_chart_highlights_the_same_rows_everywhere(app, ref):
     at = rerun(app, selected_rows=[])
+    before = chart_data(at)
     pts = _points(charts(at)["emb_A_spatial"])
     xs, ys = np.array([p["x"] for p in pts]), np.array([p["y"] for p in pts])
     x0, x1, y0, y1 = np.quantile(xs, 0.2), np.quantile(xs, 0.7), np.quantile(ys, 0.2), np.quantile(ys, 0.8)
     inside = [p for p in pts if x0 <= p["x"] <= x1 and y0 <= p["y"] <= y1]
     assert 5 < len(inside) < len(pts)
     want = sorted(p["row"] for p in inside)
-    at = _send_selection(at, "emb_A_spatial", inside, box=[{"xref": "x", "yref": "y", "x": [x0, x1], "y": [y0, y1]}])
+    at = send_select(at, "emb_A_spatial", want, seq=1, epoch="box")  # what the browser reports for that box
     assert at.session_state["selected_rows"] == want
-    drawn = charts(at)
-    assert _highlighted(drawn["emb_A_spatial"]) == set(want)
-    assert _highlighted(drawn["emb_A_temporal"]) == set(want)
-    assert _highlighted(drawn["emb_B_temporal"]) == set(ref["b_rows"][want].tolist())
-    # the chart redraws with the highlight and reports an empty selection: the stored one stays
+    assert selection(at) == {"kind": "selection", "group": before["emb_A_spatial"]["group"], "rows": want,
+                             "seq": 1, "epoch": "box"}  # handed back with the browser's count: nothing newer is undone
+    lit = _highlighted(at)
+    assert lit["emb_A_spatial"] == lit["emb_A_temporal"] == set(want)
+    assert lit["emb_B_temporal"] == set(ref["b_rows"][want].tolist())
+    assert chart_data(at) == before  # no chart redrawn
+    assert any(m.value.startswith(f"**{len(want)} selected**") for m in at.markdown)
+    # a rerun without a new selection, or an empty one reported (a click beside the points), keeps it
     at = rerun(at)
     assert at.session_state["selected_rows"] == want
-    assert _highlighted(charts(at)["emb_A_temporal"]) == set(want)
+    at = send_select(at, "emb_A_temporal", [], seq=2, epoch="box")
+    assert at.session_state["selected_rows"] == want and selection(at)["rows"] == want
 
-    # a click on one point of B's temporal chart selects that sample (B's row mapped back to A's)
-    b_pts = _points(charts(at)["emb_B_temporal"])
-    point = next(p for p in b_pts if p["row"] == int(ref["b_rows"][42]))
-    at = _send_selection(at, "emb_B_temporal", [point])
+    # a click on one point of B's temporal chart selects that sample: the browser reports the point's link id,
+    # A's row of the same sample
+    b_rows, b_ids = links(charts(at)["emb_B_temporal"])
+    link = int(b_ids[list(b_rows).index(int(ref["b_rows"][42]))])
+    assert link == 42
+    at = send_select(at, "emb_B_temporal", [link], click=True, seq=3, epoch="box")
     assert at.session_state["selected_rows"] == [42] and at.session_state["inspect_row"] == 42
-    assert _highlighted(charts(at)["emb_A_spatial"]) == {42}
+    assert _highlighted(at)["emb_A_spatial"] == {42}
+    assert any(h.value.startswith(f"Sample {ref['A'].names[42]}") for h in at.subheader)  # opened in the inspector
 
 
-def test_selection_through_session_state(app, ref):
-    """The public route: a dict payload under the chart's key (AppTest skips the runtime's write check)."""
+def test_selection_reported_from_the_browser_is_validated(app, ref):
+    """Rows outside A's rows (a stale page) are dropped; a selection set in Python (search, another page) goes
+    to the browser with the last reported count, so the browser applies it over its own."""
     at = rerun(app, selected_rows=[])
-    pts = [p for p in _points(charts(at)["emb_A_temporal"]) if p["row"] in (5, 77)]
-    at.session_state["emb_A_temporal"] = {"selection": {
-        "points": [{"curve_number": p["curve"], "point_index": p["index"], "customdata": {"0": p["row"]}}
-                   for p in pts], "point_indices": [p["index"] for p in pts], "box": [], "lasso": []}}
-    at = rerun(at)
+    n = len(ref["A"])
+    at = send_select(at, "emb_A_temporal", [5, 77, n, -1], seq=4, epoch="e")
     assert at.session_state["selected_rows"] == [5, 77]
-    assert _highlighted(charts(at)["emb_A_spatial"]) == {5, 77}
+    assert _highlighted(at)["emb_A_spatial"] == {5, 77}
+    at = rerun(at, selected_rows=[9])
+    assert selection(at)["rows"] == [9] and (selection(at)["seq"], selection(at)["epoch"]) == (4, "e")
 
 
 def test_inspector_shows_label_prediction_and_nearest_neighbours(app, ref):
@@ -191,7 +208,7 @@ def test_inspector_shows_label_prediction_and_nearest_neighbours(app, ref):
         assert table["name"].iloc[0] == emb.names[nb.rows[0]]
         assert table["class"].iloc[0] == names[emb.labels[nb.rows[0]]]
         np.testing.assert_allclose(table["cosine"], np.round(nb.sims, 4), atol=1e-9)
-    skeleton = charts(at)["inspector_A_skeleton"]
+    skeleton = plotly_charts(at)["inspector_A_skeleton"]
     assert len(skeleton["frames"]) == 32 and skeleton["layout"]["sliders"]  # animated, one frame per step
 
     # inspect the same sample in B: its row in B, B's neighbours

@@ -24,7 +24,8 @@ from analysis.embedding_figure import marker_scale  # noqa: E402
 from analysis.embeddings import extract_embeddings  # noqa: E402
 from analysis.projections import project, project_embeddings, projection_key  # noqa: E402
 from analysis.selection import find_samples  # noqa: E402
-from tests.support.app import arr, bundled_model, charts, module_env, open_app, rerun, send_selection  # noqa: E402
+from tests.app.linked_charts_support import chart_data, charts, highlighted, selection, send_select  # noqa: E402
+from tests.support.app import arr, bundled_model, module_env, open_app, rerun  # noqa: E402
 from tests.support.large_split import standin_embeddings, write_split  # noqa: E402
 
 N_TEST = 6000  # above the WebGL and density thresholds (5,000)
@@ -60,16 +61,6 @@ def _traces(spec: dict) -> list[dict]:
 
 def _rows(spec: dict) -> np.ndarray:
     return np.concatenate([arr(t["customdata"]).reshape(-1).astype(int) for t in _traces(spec)])
-
-
-def _highlighted(spec: dict) -> set[int]:
-    out = set()
-    for t in _traces(spec):
-        size = t["marker"]["size"]
-        if not np.isscalar(size):
-            sizes, rows = arr(size), arr(t["customdata"]).reshape(-1).astype(int)
-            out |= set(rows[sizes > sizes.min()].tolist()) if sizes.max() > sizes.min() else set()
-    return out
 
 
 def _coords(spec: dict, n: int) -> np.ndarray:
@@ -136,11 +127,12 @@ def test_box_selection_reaches_both_views_and_downloads_as_csv(app, split, monke
                     "y": float(ys[i]), "customdata": {"0": int(rows[i])}} for i in inside]
     want = sorted(p["customdata"]["0"] for p in points)
     assert 600 < len(want) < len(emb)  # more than the table lists (500)
-    at = send_selection(at, "emb_A_spatial", points, box=[{"xref": "x", "yref": "y", "x": [x0, x1], "y": [y0, y1]}])
-    assert at.session_state["selected_rows"] == want
-    drawn = charts(at)
-    assert _highlighted(drawn["emb_A_spatial"]) == set(want)
-    assert _highlighted(drawn["emb_A_temporal"]) == set(want)  # linked: the other view highlights the same samples
+    before = chart_data(at)
+    at = send_select(at, "emb_A_spatial", want)  # what the browser reports for that box
+    assert at.session_state["selected_rows"] == want and selection(at)["rows"] == want
+    assert highlighted(at, "emb_A_spatial") == set(want)
+    assert highlighted(at, "emb_A_temporal") == set(want)  # linked: the other view highlights the same samples
+    assert chart_data(at) == before  # highlighted in the browser: no figure rebuilt or re-sent
     assert any(c.value == f"Listing the first 500 of {len(want):,} selected samples." for c in at.caption)
     # a group selected: no sample opens by itself (its skeleton would slow every selection); one is picked
     assert not any(h.value.startswith("Sample ") for h in at.subheader)
@@ -173,8 +165,8 @@ def test_search_finds_a_sample_and_opens_it_like_a_click(app, split):
     at.text_input(key="emb_search").set_value(f"  {name.lower()} ").run()  # case and spaces do not matter
     assert not at.exception
     assert at.session_state["selected_rows"] == [row] and at.session_state["inspect_row"] == row
-    drawn = charts(at)
-    assert _highlighted(drawn["emb_A_spatial"]) == {row} == _highlighted(drawn["emb_A_temporal"])
+    assert selection(at)["rows"] == [row]
+    assert highlighted(at, "emb_A_spatial") == {row} == highlighted(at, "emb_A_temporal")
     assert any(h.value == f"Sample {name}" for h in at.subheader)  # the inspector opened on it
     assert any(c.value == f"Found {name} (row {row})." for c in at.caption)
 
@@ -188,7 +180,7 @@ def test_search_finds_a_sample_and_opens_it_like_a_click(app, split):
     assert at.session_state["selected_rows"] == [matches[0]]
     pick.set_value(matches[-1]).run()
     assert at.session_state["selected_rows"] == [matches[-1]]
-    assert _highlighted(charts(at)["emb_A_temporal"]) == {matches[-1]}
+    assert highlighted(at, "emb_A_temporal") == {matches[-1]}
 
     at.text_input(key="emb_search").set_value("no such sample").run()
     assert any("No analysed sample's name contains “no such sample”" in w.value for w in at.warning)

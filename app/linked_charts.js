@@ -1,0 +1,225 @@
+// Linked plotly charts, highlighted in the browser (the Streamlit Components v2 part of app/linked_charts.py).
+//
+// One module, two kinds of instance (data.kind):
+// - "chart": one plotly figure (data.figure, a JSON string that only changes with the figure itself, so
+//   Streamlit leaves the chart alone while the selection changes). A box / lasso selection or a click on it
+//   highlights the selected samples in every chart of its group (Plotly.restyle of marker size, opacity
+//   and outline; the figure's layout.meta.highlight says how) and reports them to Python as the trigger
+//   "select": {rows, seq, epoch, click} (rows: the link ids, customdata[1] when a chart has it, else
+//   customdata[0]).
+// - "selection": the group's selection as Python holds it (search, Clear, a visit); applied the same way,
+//   unless it is older than the last selection made here (seq / epoch), which Python has not seen yet.
+//
+// plotly.js is the one bundled with the plotly Python package, served by this app's server (data.plotly).
+
+const STORE = "__stdclLinkedCharts";
+
+function groupState(group) {
+  const all = (window[STORE] = window[STORE] || {});
+  if (!all[group]) {
+    all[group] = {
+      charts: new Set(),
+      rows: null, // Set of selected link ids, or null: no selection
+      version: 0, // bumped whenever rows change
+      seq: 0, // selections made in this page
+      epoch: Math.random().toString(36).slice(2),
+    };
+  }
+  return all[group];
+}
+
+function loadPlotly(url) {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!window.__stdclPlotlyLoading) {
+    window.__stdclPlotlyLoading = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = url;
+      script.async = true;
+      script.onload = () => (window.Plotly ? resolve(window.Plotly) : reject(new Error(`${url}: no Plotly`)));
+      script.onerror = () => {
+        window.__stdclPlotlyLoading = null;
+        reject(new Error(`could not load plotly.js from ${url}`));
+      };
+      document.head.appendChild(script);
+    });
+  }
+  return window.__stdclPlotlyLoading;
+}
+
+function sortedRows(rows) {
+  return Int32Array.from(new Set(rows)).sort();
+}
+
+function sameRows(set, rows) {
+  if (set === null) return rows.length === 0;
+  return set.size === rows.length && rows.every((r) => set.has(r));
+}
+
+// The link id of each point of each point trace (traces with customdata), by trace index.
+function linkIds(gd) {
+  const out = [];
+  for (const t of gd._fullData) {
+    if (!t.customdata || !t.customdata.length) continue;
+    const cd = t.customdata;
+    const ids = new Int32Array(cd.length);
+    for (let i = 0; i < cd.length; i++) ids[i] = cd[i].length > 1 ? cd[i][1] : cd[i][0];
+    out.push({index: t.index, ids});
+  }
+  return out;
+}
+
+function applyTo(chart, group) {
+  const {gd, Plotly} = chart;
+  if (!gd || !chart.links || !chart.linked) return;
+  if (chart.applied === group.version && !chart.clearNative) return;
+  const style = (gd.layout.meta && gd.layout.meta.highlight) || null;
+  if (!style) return;
+  const rows = group.rows;
+  const update = {"marker.size": [], "marker.opacity": [], "marker.line.width": [], "marker.line.color": []};
+  const indices = [];
+  for (const {index, ids} of chart.links) {
+    indices.push(index);
+    update["marker.line.color"].push("black");
+    if (rows === null) {
+      update["marker.size"].push(style.size);
+      update["marker.opacity"].push(style.opacity);
+      update["marker.line.width"].push(0);
+      continue;
+    }
+    const n = ids.length;
+    const size = new Float32Array(n), opacity = new Float32Array(n), line = new Float32Array(n);
+    const on = style.on, off = style.off;
+    for (let i = 0; i < n; i++) {
+      const s = rows.has(ids[i]) ? on : off;
+      size[i] = s.size;
+      opacity[i] = s.opacity;
+      line[i] = s.line;
+    }
+    update["marker.size"].push(size);
+    update["marker.opacity"].push(opacity);
+    update["marker.line.width"].push(line);
+  }
+  if (!indices.length) return;
+  if (chart.clearNative) {
+    // plotly's own selection (box outline, dimmed points) gives way to the linked highlight
+    update.selectedpoints = indices.map(() => null);
+    chart.clearNative = false;
+    Plotly.update(gd, update, {selections: []}, indices);
+  } else {
+    Plotly.restyle(gd, update, indices);
+  }
+  chart.applied = group.version;
+}
+
+function applyAll(group) {
+  for (const chart of group.charts) applyTo(chart, group);
+}
+
+function setRows(group, rows) {
+  group.rows = rows.length ? new Set(rows) : null;
+  group.version += 1;
+}
+
+function selectionFromPython(data) {
+  const group = groupState(data.group);
+  const rows = Array.from(data.rows || []);
+  // Python has not seen the last selection made here yet: it will send it back
+  if (data.epoch === group.epoch && data.seq < group.seq) return;
+  if (sameRows(group.rows, rows)) return;
+  setRows(group, rows);
+  applyAll(group);
+}
+
+function selectHere(chart, group, rows, click) {
+  rows = Array.from(sortedRows(rows));
+  if (!rows.length) return; // an empty selection (a click beside the points) keeps the current one
+  group.seq += 1;
+  setRows(group, rows);
+  chart.clearNative = !click;
+  // the page's rerun (count, table, inspector) starts while the charts are restyled here
+  chart.report("select", {rows, seq: group.seq, epoch: group.epoch, click});
+  applyAll(group);
+}
+
+function pointRows(points) {
+  const rows = [];
+  for (const p of points || []) {
+    const cd = p.customdata;
+    if (cd === undefined || cd === null) continue;
+    rows.push(Number(cd.length > 1 ? cd[1] : cd.length === 1 ? cd[0] : cd));
+  }
+  return rows.filter((r) => r >= 0);
+}
+
+function draw(chart, data) {
+  const group = groupState(data.group);
+  const fig = JSON.parse(data.figure);
+  const config = Object.assign({displaylogo: false, responsive: true}, data.config || {});
+  const Plotly = chart.Plotly;
+  const first = !chart.gd;
+  if (first) chart.gd = chart.el;
+  const done = first
+    ? Plotly.newPlot(chart.el, fig.data, fig.layout, config)
+    : Plotly.react(chart.el, fig.data, fig.layout, config);
+  return Promise.resolve(done).then((gd) => {
+    chart.el.style.minHeight = "";
+    if (first) {
+      gd.on("plotly_selected", (ev) => {
+        if (chart.linked && ev && ev.points) selectHere(chart, groupState(chart.group), pointRows(ev.points), false);
+      });
+      gd.on("plotly_click", (ev) => {
+        if (!chart.linked || !ev || !ev.points) return;
+        const rows = pointRows(ev.points).slice(0, 1);
+        selectHere(chart, groupState(chart.group), rows, true);
+      });
+    }
+    chart.links = linkIds(gd);
+    chart.applied = -1;
+    group.charts.add(chart);
+    if (group.rows !== null) applyTo(chart, group);
+    else chart.applied = group.version;
+    gd.setAttribute("data-stdcl-drawn", String(++chart.draws));
+  });
+}
+
+export default function linkedCharts(component) {
+  const {data, parentElement, setTriggerValue} = component;
+  if (!data) return undefined;
+  if (data.kind === "selection") {
+    selectionFromPython(data);
+    return undefined;
+  }
+  let chart = parentElement.__stdclChart;
+  if (!chart) {
+    const el = document.createElement("div");
+    el.className = "stdcl-linked-chart";
+    parentElement.appendChild(el);
+    chart = parentElement.__stdclChart = {el, gd: null, links: null, applied: -1, draws: 0, token: 0};
+  }
+  const height = data.height || 450;
+  if (!chart.gd) chart.el.style.minHeight = `${height}px`; // room kept while plotly.js loads
+  chart.group = data.group;
+  chart.linked = data.linked !== false;
+  chart.report = (event, value) => setTriggerValue(event, value);
+  const token = ++chart.token;
+  chart.el.setAttribute("data-stdcl-pending", "1"); // until drawn: browser tests wait for it (IDLE_JS)
+  loadPlotly(data.plotly)
+    .then((Plotly) => {
+      if (token !== chart.token || chart.disposed) return undefined;
+      chart.Plotly = Plotly;
+      return draw(chart, data);
+    })
+    .catch((err) => {
+      chart.el.textContent = `The chart could not be drawn: ${err && err.message ? err.message : err}`;
+      console.error(err);
+    })
+    .finally(() => {
+      if (token === chart.token) chart.el.removeAttribute("data-stdcl-pending");
+    });
+  return () => {
+    chart.disposed = true;
+    groupState(chart.group).charts.delete(chart);
+    if (chart.gd && chart.Plotly) chart.Plotly.purge(chart.gd);
+    delete parentElement.__stdclChart;
+  };
+}

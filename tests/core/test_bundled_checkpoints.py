@@ -40,7 +40,7 @@ def test_budget_and_pairs():
         base = n.rsplit("_", 1)[0]
         assert {f"{base}_baseline", f"{base}_stdcl"} <= names
     shipped = {n.split("_")[1] for n in names}
-    assert {"hcn", "agcn", "ctrgcn", "hyperformer", "blockgcn"} <= shipped <= set(available())
+    assert {"hcn", "agcn", "ctrgcn", "hyperformer", "blockgcn", "protogcn"} <= shipped <= set(available())
 
 
 @pytest.fixture(scope="module")

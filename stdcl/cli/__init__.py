@@ -10,8 +10,9 @@ written). Any other exception is a bug in the project and keeps its traceback; `
 from __future__ import annotations
 
 import argparse
-import os
 import logging
+import math
+import os
 import sys
 
 from stdcl import __version__
@@ -57,9 +58,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def int_at_least(lo: int):
+    """An argparse ``type``: a whole number ``>= lo`` (argparse turns the error into one usage line)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {lo}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {lo}"
+    return parse
+
+
+def float_in(lo: float, hi: float = float("inf"), above: bool = False):
+    """An argparse ``type``: a finite number ``>= lo`` (``> lo`` when ``above``) and ``<= hi``."""
+    want = f"{'>' if above else '>='} {lo:g}" + (f" and <= {hi:g}" if hi != float("inf") else "")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a finite number {want}, got {text!r}") from None
+        if not (math.isfinite(value) and (value > lo if above else value >= lo) and value <= hi):
+            raise argparse.ArgumentTypeError(f"must be a finite number {want}, got {text}")
+        return value
+
+    parse.__name__ = f"number {want}"
+    return parse
+
+
 def subparser(sub: argparse._SubParsersAction, name: str, help: str, examples: str) -> argparse.ArgumentParser:
     """A subcommand parser whose ``--help`` ends with its examples."""
-    return sub.add_parser(name, help=help, description=help, epilog="examples:\n" + examples,
+    return sub.add_parser(name, help=help.replace("%", "%%"), description=help, epilog="examples:\n" + examples,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 

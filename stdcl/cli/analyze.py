@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stdcl.cli import float_in, int_at_least, subparser
+
 CHECKPOINT_HELP = "run directory, encoder checkpoint (.safetensors) or bundled:NAME (e.g. bundled:synthetic_hcn_stdcl)"
 
 
@@ -22,11 +24,12 @@ def _common(p: argparse.ArgumentParser, pair: bool = False) -> None:
     p.add_argument("--dataset", default=None, help="analyse another dataset than the checkpoint's (a protocol name)")
     p.add_argument("--data-path", type=Path, default=None, help="where the dataset is (overrides the checkpoint's)")
     p.add_argument("--modality", default=None, choices=["joint", "bone", "joint_motion", "bone_motion"])
-    p.add_argument("--max-samples", type=int, default=None, metavar="N",
+    p.add_argument("--max-samples", type=int_at_least(1), default=None, metavar="N",
                    help="a stratified subset of about N samples (default: the whole split)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset and of the projections (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="seed of the subset and of the projections (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default cpu)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int_at_least(1), default=64)
     p.add_argument("--cache", type=Path, default=None, metavar="DIR",
                    help="cache folder (default $STDCL_CACHE or ~/.cache/stdcl)")
     p.add_argument("--no-cache", action="store_true", help="recompute and store nothing")
@@ -34,18 +37,17 @@ def _common(p: argparse.ArgumentParser, pair: bool = False) -> None:
 
 def _projection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="umap", choices=["umap", "pca", "tsne"], help="projection (default umap)")
-    p.add_argument("--n-neighbors", type=int, default=15, help="UMAP neighbours (default 15)")
-    p.add_argument("--n-epochs", type=int, default=200, help="UMAP epochs (default 200)")
+    p.add_argument("--n-neighbors", type=int_at_least(2), default=15, help="UMAP neighbours (default 15)")
+    p.add_argument("--n-epochs", type=int_at_least(1), default=200, help="UMAP epochs (default 200)")
     p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"],
                    help="UMAP / t-SNE distance (default cosine)")
-    p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
+    p.add_argument("--perplexity", type=float_in(0, above=True), default=30.0, help="t-SNE perplexity (default 30)")
 
 
 def _command(asub: argparse._SubParsersAction, name: str, help: str, examples: str, func,
              pair: bool = False, projection: bool = False) -> argparse.ArgumentParser:
     """One ``stdcl analyze`` subcommand: its checkpoint(s) and data options (:func:`_common`), the
     projection options when it projects, and ``func`` to run; the caller adds its own options."""
-    from stdcl.cli import subparser
 
     p = subparser(asub, name, help, examples)
     _common(p, pair=pair)
@@ -83,8 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                  "  stdcl analyze metrics bundled:synthetic_hcn_baseline bundled:synthetic_hcn_stdcl "
                  "--out metrics.json\n"
                  "  stdcl analyze metrics runs/base runs/stdcl --max-samples 5000 --k 10", _metrics, pair=True)
-    p.add_argument("--k", type=int, default=5, help="neighbours of the k-NN metrics (default 5)")
-    p.add_argument("--metric-samples", type=int, default=5000,
+    p.add_argument("--k", type=int_at_least(1), default=5, help="neighbours of the k-NN metrics (default 5)")
+    p.add_argument("--metric-samples", type=int_at_least(1), default=5000,
                    help="samples the pairwise metrics use at most (default 5000)")
     p.add_argument("--out", type=Path, default=None, help="also write everything as JSON")
 
@@ -93,10 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                  "  stdcl analyze report runs/ctr-j --out report/ --method pca --max-samples 2000\n"
                  "  stdcl analyze report runs/base runs/stdcl --out report/ --attribution-samples 5",
                  _report, pair=True, projection=True)
-    p.add_argument("--attribution-samples", type=int, default=3, help="samples with attribution examples (default 3)")
+    p.add_argument("--attribution-samples", type=int_at_least(0), default=3,
+                   help="samples with attribution examples (default 3)")
     p.add_argument("--out", type=Path, required=True, help="report folder (index.html and PNGs; replaced if a report)")
 
-    from stdcl.cli import subparser
 
     p = subparser(asub, "evolution", "how the embedding spaces formed during training, from a run's probes (HTML + PNGs)",
                   "  stdcl analyze evolution runs/ctr-j-stdcl --out evo/\n"
@@ -110,8 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="report folder (index.html, PNGs, evolution.json)")
     p.add_argument("--method", default="aligned-umap", choices=["aligned-umap", "procrustes"],
                    help="projections aligned across epochs: AlignedUMAP (default) or Procrustes-aligned PCA (fast)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the projections (default 0)")
-    p.add_argument("--n-neighbors", type=int, default=15, help="AlignedUMAP neighbours (default 15)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the projections (default 0)")
+    p.add_argument("--n-neighbors", type=int_at_least(2), default=15, help="AlignedUMAP neighbours (default 15)")
     p.add_argument("--cache", type=Path, default=None, metavar="DIR",
                    help="cache folder (default $STDCL_CACHE or ~/.cache/stdcl)")
     p.add_argument("--no-cache", action="store_true", help="recompute and store nothing")

@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stdcl.cli import float_in, int_at_least, subparser
 from stdcl.encoders.registry import available
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stdcl.cli import subparser
-
     bench = sub.add_parser("bench", help="benchmarks that print numbers", description="Benchmarks.")
     bsub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND", required=True)
     p = subparser(bsub, "prepare", "files/s and peak memory of raw NTU preparation",
                   "  stdcl bench prepare --raw ../shared/data/ntu_skeleton_levelca --copies 200\n"
                   "  stdcl bench prepare --raw ../shared/data/ntu_skeleton_levelca --reference /path/to/CTR-GCN")
     p.add_argument("--raw", required=True, type=Path, help="folder of .skeleton files to replicate")
-    p.add_argument("--copies", type=int, default=200, help="files to benchmark on (copies of --raw's files)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--copies", type=int_at_least(1), default=200,
+                   help="files to benchmark on (copies of --raw's files)")
+    p.add_argument("--workers", type=int_at_least(1), default=1)
     p.add_argument("--reference", type=Path, default=None,
                    help="a CTR-GCN checkout: also time its data/ntu scripts on the same files")
     p.set_defaults(func=_prepare)
@@ -26,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(bsub, "encoders", "forward and forward+backward time per sample, parameters, FLOPs",
                   "  stdcl bench encoders\n  stdcl bench encoders --encoders ctrgcn hcn --batch 16 --amp")
     p.add_argument("--encoders", nargs="+", default=None, help="default: all")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--window", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int_at_least(1), default=16)
+    p.add_argument("--window", type=int_at_least(1), default=64)
+    p.add_argument("--repeats", type=int_at_least(1), default=3)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
     p.set_defaults(func=_encoders)
@@ -37,10 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "  stdcl bench train-step --encoder ctrgcn\n"
                   "  stdcl bench train-step --encoder hyperformer --amp --repeats 20 --device cuda")
     p.add_argument("--encoder", default="ctrgcn", choices=available())
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--window", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=10, help="interleaved steps of each (median reported)")
-    p.add_argument("--bank-size", type=int, default=40_000, help="bank slots (NTU60 X-Sub: ~40k)")
+    p.add_argument("--batch", type=int_at_least(1), default=16)
+    p.add_argument("--window", type=int_at_least(1), default=64)
+    p.add_argument("--repeats", type=int_at_least(1), default=10, help="interleaved steps of each (median reported)")
+    p.add_argument("--bank-size", type=int_at_least(1), default=40_000, help="bank slots (NTU60 X-Sub: ~40k)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
     p.set_defaults(func=_train_step)
@@ -57,7 +57,7 @@ def _register_gpu(bsub: argparse._SubParsersAction, subparser) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for gpu-check.json, its log and the runs")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--tiny", action="store_true", help="a few small steps per part (the CPU rehearsal)")
-    p.add_argument("--budget-s", type=float, default=540.0, help="seconds for all parts together (default 540)")
+    p.add_argument("--budget-s", type=float_in(0, above=True), default=540.0, help="seconds for all parts together (default 540)")
     p.add_argument("--ucla", type=Path, default=None, help="NW-UCLA folder (holding all_sqe/); absent: skipped")
     p.add_argument("--parts", default=None, help="comma-separated parts to run (default all): environment, loss, "
                    "amp, train_step, ddp, finetune_job, ucla")
@@ -79,15 +79,15 @@ def _register_loss(bsub: argparse._SubParsersAction, subparser) -> None:
     """``stdcl bench loss``: :func:`stdcl.bench.loss.bench_loss` (the head's batched loss vs the released loop)."""
     p = subparser(bsub, "loss", "time of the batched STD-CL loss against the released per-anchor loop",
                   "  stdcl bench loss\n  stdcl bench loss --batch 16 --bank-size 40000 --device cuda")
-    p.add_argument("--bank-size", type=int, default=40000, help="bank slots (NTU60 X-Sub: ~40k)")
-    p.add_argument("--dim", type=int, default=256, help="embedding size D")
-    p.add_argument("--batch", type=int, default=64, help="anchors per step")
-    p.add_argument("--num-classes", type=int, default=60)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--num-pos", type=int, default=128, help="P")
-    p.add_argument("--num-neg", type=int, default=512, help="K")
-    p.add_argument("--tau", type=float, default=0.8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bank-size", type=int_at_least(1), default=40000, help="bank slots (NTU60 X-Sub: ~40k)")
+    p.add_argument("--dim", type=int_at_least(1), default=256, help="embedding size D")
+    p.add_argument("--batch", type=int_at_least(1), default=64, help="anchors per step")
+    p.add_argument("--num-classes", type=int_at_least(1), default=60)
+    p.add_argument("--repeats", type=int_at_least(1), default=3)
+    p.add_argument("--num-pos", type=int_at_least(1), default=128, help="P")
+    p.add_argument("--num-neg", type=int_at_least(1), default=512, help="K")
+    p.add_argument("--tau", type=float_in(0, above=True), default=0.8)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.set_defaults(func=_loss)
 
@@ -98,11 +98,12 @@ def _register_analysis(bsub: argparse._SubParsersAction, subparser) -> None:
                   "  stdcl bench analysis\n"
                   "  stdcl bench analysis --sizes 2000 10000 --no-browser\n"
                   "  stdcl bench analysis --sizes 500 --device cuda --out bench.json")
-    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 50000], help="samples of the synthetic set")
+    p.add_argument("--sizes", type=int_at_least(1), nargs="+", default=[2000, 10000, 50000],
+                   help="samples of the synthetic set")
     p.add_argument("--checkpoint", default="bundled:synthetic_hcn_stdcl",
                    help="a checkpoint trained on the synthetic set (default bundled:synthetic_hcn_stdcl)")
     p.add_argument("--device", default=None, help="where embeddings are computed: cuda when present (default), or cpu")
-    p.add_argument("--batch-size", type=int, default=None, help="default 256 on a GPU, 64 on the CPU")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="default 256 on a GPU, 64 on the CPU")
     p.add_argument("--no-browser", action="store_true",
                    help="skip the page timings (headless Chromium against streamlit run app/main.py)")
     p.add_argument("--workdir", type=Path, default=None,

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from stdcl.cli import int_at_least, subparser
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stdcl.cli import subparser
-
     data = sub.add_parser("data", help="prepare, inspect and generate skeleton data",
                           description="Prepare, inspect and generate skeleton data.")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", required=True, type=Path, help="folder of .skeleton files (may be partial)")
     p.add_argument("--raw120", type=Path, help="second folder: the NTU120 extension files")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--workers", type=int, default=1, help="parallel parser processes (default 1)")
+    p.add_argument("--workers", type=int_at_least(1), default=1, help="parallel parser processes (default 1)")
     p.set_defaults(func=_prepare)
 
     p = subparser(dsub, "inspect", "summarise a dataset file or folder (any supported format)",
@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "  stdcl data inspect ../shared/data/nw_ucla_ctrgcn/all_sqe/a01_s01_e00_v01.json\n"
                   "  stdcl data inspect S001C001P001R001A001.skeleton")
     p.add_argument("path", type=Path)
-    p.add_argument("--limit", type=int, default=None, help="read at most N samples per split (random subset)")
+    p.add_argument("--limit", type=int_at_least(1), default=None,
+                   help="read at most N samples per split (random subset)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_inspect)
 
@@ -49,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("test", type=Path, help="the test .ts file")
     p.add_argument("--layout", required=True, help="layout name or YAML file; its joints are the points in file order")
     p.add_argument("--out", required=True, type=Path, help="output .npz")
-    p.add_argument("--channels", type=int, default=3, help="coordinates per point (default 3)")
+    p.add_argument("--channels", type=int_at_least(1), default=3, help="coordinates per point (default 3)")
     p.add_argument("--class-names", nargs="+", help="class names in @classLabel order")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_convert_ts)
@@ -58,8 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "  stdcl data synth --out data/synthetic\n"
                   "  stdcl data synth --out data/synth-big --num-samples 10000 --seed 3")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--num-samples", type=int, default=None, help="total samples (default: the teaching size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int_at_least(1), default=None,
+                   help="total samples (default: the teaching size)")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.set_defaults(func=_synth)
 
     p = subparser(dsub, "layouts", "list shipped layouts, or show one (or a custom YAML layout)",

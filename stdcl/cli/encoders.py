@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stdcl.cli import int_at_least, subparser
 from stdcl.encoders.registry import available, specs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stdcl.cli import subparser
-
     p = subparser(sub, "import-official", "import an official " + " / ".join(s.title.split(" (")[0] for s in specs()) + " .pt",
                   "  stdcl import-official --encoder ctrgcn --weights runs-65-25480.pt --out ctrgcn_ntu60.safetensors\n"
                   "  stdcl import-official --encoder ctrgcn --weights ucla.pt --num-classes 10 --layout ucla20 "
@@ -19,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", required=True, choices=available())
     p.add_argument("--weights", required=True, type=Path, help="official checkpoint (.pt)")
     p.add_argument("--out", required=True, type=Path, help="output .safetensors (a .json is written beside it)")
-    p.add_argument("--num-classes", type=int, default=60)
+    p.add_argument("--num-classes", type=int_at_least(1), default=60)
     p.add_argument("--layout", default="ntu25", help="layout name or YAML file (default ntu25)")
-    p.add_argument("--num-person", type=int, default=2)
-    p.add_argument("--window", type=int, default=64)
-    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--num-person", type=int_at_least(1), default=2)
+    p.add_argument("--window", type=int_at_least(1), default=64)
+    p.add_argument("--in-channels", type=int_at_least(1), default=3)
     p.add_argument("--dataset", default=None, help="dataset name to record in the metadata")
     p.add_argument("--modality", default="joint")
     p.set_defaults(func=_import)

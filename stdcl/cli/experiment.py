@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stdcl.cli import float_in, int_at_least, subparser
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stdcl.cli import subparser
-
     exp = sub.add_parser("experiment", help="grids of runs: plan, run (local, GPUs, SLURM), tables",
                          description="Grids of training runs (see stdcl/experiment/grid.py for the grid file).")
     esub = exp.add_subparsers(dest="experiment_command", metavar="SUBCOMMAND", required=True)
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "  stdcl experiment plan experiments/paper-ntu60.yaml --device cuda --workers 4")
     common(p)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="estimate for this device")
-    p.add_argument("--workers", type=int, default=1, help="concurrent runs the estimate assumes")
+    p.add_argument("--workers", type=int_at_least(1), default=1, help="concurrent runs the estimate assumes")
     p.set_defaults(func=_plan)
 
     p = subparser(esub, "run", "run every unfinished cell (resumes interrupted runs, isolates failures)",
@@ -36,23 +36,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "  stdcl experiment run grid.yaml --executor slurm --partition gpu --time 1440 --gpus-per-task 1\n"
                   "  stdcl experiment run grid.yaml --only encoder-hcn_stdcl-on_seed-1")
     common(p)
-    p.add_argument("--workers", type=int, default=None, help="concurrent runs (default 1, or one per GPU)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: usable CPUs // workers)")
+    p.add_argument("--workers", type=int_at_least(1), default=None, help="concurrent runs (default 1, or one per GPU)")
+    p.add_argument("--threads", type=int_at_least(1), default=None,
+                   help="CPU threads per run (default: usable CPUs // workers)")
     p.add_argument("--gpus", default=None, help="comma-separated GPU ids, one per concurrent run (or all for --ddp)")
     p.add_argument("--ddp", action="store_true", help="each run uses every --gpus GPU through torchrun")
-    p.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS",
+    p.add_argument("--checkpoint-every", type=int_at_least(0), default=200, metavar="STEPS",
                    help="save the resume state every STEPS steps (default 200; 0: only at epoch ends)")
-    p.add_argument("--data-workers", type=int, default=None, help="data-loading workers per run (data.num_workers)")
+    p.add_argument("--data-workers", type=int_at_least(0), default=None,
+                   help="data-loading workers per run (data.num_workers)")
     p.add_argument("--only", nargs="+", default=None, metavar="CELL", help="run only these cells")
     p.add_argument("--rerun", action="store_true", help="delete the runs (and records) of --only cells first and start them again")
     p.add_argument("--executor", default="local", choices=["local", "slurm"])
     g = p.add_argument_group("SLURM (--executor slurm, through submitit)")
     g.add_argument("--partition", default=None)
-    g.add_argument("--time", type=int, default=24 * 60, metavar="MIN", help="time limit per task (minutes)")
-    g.add_argument("--gpus-per-task", type=int, default=1)
-    g.add_argument("--cpus-per-task", type=int, default=8)
-    g.add_argument("--mem-gb", type=float, default=None)
-    g.add_argument("--array-parallelism", type=int, default=64, help="tasks of the array running at once")
+    g.add_argument("--time", type=int_at_least(1), default=24 * 60, metavar="MIN", help="time limit per task (minutes)")
+    g.add_argument("--gpus-per-task", type=int_at_least(0), default=1)
+    g.add_argument("--cpus-per-task", type=int_at_least(1), default=8)
+    g.add_argument("--mem-gb", type=float_in(0, above=True), default=None)
+    g.add_argument("--array-parallelism", type=int_at_least(1), default=64, help="tasks of the array running at once")
     g.add_argument("--account", default=None)
     g.add_argument("--qos", default=None)
     g.add_argument("--constraint", default=None)

@@ -6,14 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from stdcl.cli import float_in, int_at_least, subparser
 from stdcl.encoders.registry import available
 
 PROTOCOL_HELP = "ntu60-xsub, ntu60-xview, ntu120-xsub, ntu120-xset, ucla, synthetic, custom, or a YAML file"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stdcl.cli import subparser
-
     p = subparser(sub, "train", "train an encoder, with or without the STD-CL head",
                   "  stdcl train --config ntu60-xsub --encoder ctrgcn --modality joint --stdcl on --out runs/ctr-j "
                   "data.path=data/ntu\n"
@@ -54,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of a run (default best)")
     p.add_argument("--out", type=Path, default=None, help="output folder")
     p.add_argument("--device", default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--batch-size", type=int_at_least(1), default=None)
+    p.add_argument("--workers", type=int_at_least(0), default=None)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data overrides, e.g. data.path=/data/ntu")
     p.set_defaults(func=_eval)
 
@@ -76,11 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(sub, "ensemble", "fuse the scores of several streams (joint, bone, motion); weights tuned on val",
                   "  stdcl ensemble runs/j runs/b runs/jm runs/bm                 # weights tuned on validation\n"
                   "  stdcl ensemble runs/j runs/b runs/jm runs/bm --weights 0.6 0.6 0.4 0.4\n"
-                  "  stdcl ensemble runs/j runs/b --step 0.05 --out fusion.json")
-    p.add_argument("runs", nargs="+", type=Path, help="run directories of the streams (same dataset and split)")
-    p.add_argument("--weights", type=float, nargs="+", default=None, help="fusion weights (default: tuned on val)")
+                  "  stdcl ensemble runs/j runs/b --step 0.05 --out fusion.json\n"
+                  "  stdcl ensemble runs/j runs/b data.path=/data/ntu60   # streams scored on data elsewhere")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                   help="run directories (or checkpoints) of the streams, same dataset and split; then data "
+                        "overrides, e.g. data.path=/data/ntu (the streams are then re-scored)")
+    p.add_argument("--weights", type=float_in(0), nargs="+", default=None, help="fusion weights (default: tuned on val)")
     p.add_argument("--which", default="best", choices=["best", "last"])
-    p.add_argument("--step", type=float, default=0.1, help="grid step of the weight search (default 0.1)")
+    p.add_argument("--step", type=float_in(0, 1, above=True), default=0.1, help="grid step of the weight search (default 0.1)")
     p.add_argument("--softmax", action="store_true", help="fuse softmax probabilities instead of raw logits")
     p.add_argument("--recompute", action="store_true", help="re-evaluate the streams even if scores exist")
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
@@ -150,11 +152,16 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
+    from stdcl.errors import ConfigError
     from stdcl.io import write_json_atomic
     from stdcl.train.ensemble import ensemble
 
-    r = ensemble(args.runs, weights=args.weights, which=args.which, step=args.step, softmax=args.softmax,
-                 recompute=args.recompute)
+    runs = [r for r in args.runs if "=" not in str(r) or r.exists()]  # key=value words are overrides
+    overrides = [str(r) for r in args.runs if r not in runs]
+    if not runs:
+        raise ConfigError("give the runs (or checkpoints) of the streams to fuse")
+    r = ensemble(runs, weights=args.weights, which=args.which, step=args.step, softmax=args.softmax,
+                 recompute=args.recompute, overrides=overrides)
 
     def pct(v):
         return "-" if v is None else f"{100 * v:6.2f}%"

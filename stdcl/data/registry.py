@@ -19,6 +19,7 @@ synthetic       none (generated) or a folder from synth    train/test  64      1
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,11 @@ def _numpy(path=None, split="all", **opts) -> SampleSource:
 
 
 def _synthetic(path=None, split="train", **opts) -> SampleSource:
-    if path is not None:
-        return _numpy(path, split, **opts)
+    if path is not None:  # a set written by `stdcl data synth`: its generation options are fixed in the file
+        from stdcl.data.numpy_source import NumpySource
+
+        reader = inspect.signature(NumpySource.__init__).parameters
+        return _numpy(path, split, **{k: v for k, v in opts.items() if k in reader})
     from stdcl.data.synthetic import SyntheticSource
 
     return SyntheticSource(split=split, **opts)

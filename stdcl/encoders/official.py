@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -25,12 +27,23 @@ def load_official_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.is_file() and path.stat().st_size == 0:
         raise DataError(path, "is empty (0 bytes), not a PyTorch checkpoint")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:
+            magic = f.read(4)
     except FileNotFoundError:
         raise DataError(path, "no such file") from None
     except IsADirectoryError:
         raise DataError(path, "is a folder, not a PyTorch checkpoint") from None
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save's zip, or the legacy pickle format
+        raise DataError(path, "not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle)")
+    if magic == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        raise DataError(path, "a damaged or truncated PyTorch checkpoint (its zip archive has no central directory)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError / RuntimeError with long texts
+        unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if unsupported:
+            raise DataError(path, f"holds Python objects, not only tensors ({unsupported.group(1)}); refusing to "
+                                  "unpickle them (save its state_dict instead)") from None
         raise DataError(path, f"not a weights-only PyTorch checkpoint ({first_line(e, 160)})") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):

@@ -219,6 +219,8 @@ def load_grid(path: str | os.PathLike) -> Grid:
     name = str(doc.get("name") or p.stem)
     if not _NAME_OK.match(name):
         raise DataError(p, f"name {name!r} must be letters, digits, '.', '_', '+' or '-'")
+    if not doc.get("base") and not doc.get("axes"):
+        raise DataError(p, "an empty grid: give its base (config, encoder, ...) and/or its axes")
     base = doc.get("base") or {}
     if not isinstance(base, dict):
         raise DataError(p, "base must be a mapping (config, encoder, modality, stdcl, overrides)")

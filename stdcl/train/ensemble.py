@@ -70,12 +70,12 @@ def tune_weights(val_scores: Sequence[np.ndarray], val_labels: np.ndarray, step:
 
 def _stream_scores(run: str | os.PathLike, split: str, which: str, recompute: bool,
                    overrides: Sequence[str]) -> dict[str, Any]:
-    from stdcl.train.evaluate import evaluate, read_scores
+    from stdcl.train.evaluate import default_eval_dir, evaluate, read_scores
     from stdcl.train.run_dir import checkpoint_of
 
     p = Path(run)
     ckpt = checkpoint_of(p, which)
-    path = p / f"eval-{ckpt.stem}-{split}" / "scores.npz"
+    path = default_eval_dir(p, ckpt, split) / "scores.npz"
     if recompute or not path.exists():
         evaluate(p, split=split, which=which, overrides=overrides)
     return read_scores(path)
@@ -106,10 +106,14 @@ def _aligned(streams: list[dict[str, Any]], runs: Sequence[str], split: str) -> 
 def ensemble(runs: Sequence[str | os.PathLike], weights: Sequence[float] | None = None, which: str = "best",
              step: float = 0.1, softmax: bool = False, recompute: bool = False,
              overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Fuse the streams of ``runs``; weights given or tuned on validation. Returns every accuracy."""
+    """Fuse the streams of ``runs``; weights given or tuned on validation. Returns every accuracy.
+    Data ``overrides`` re-score every stream (stored scores may come from other data)."""
     runs = [str(r) for r in runs]
+    recompute = recompute or bool(overrides)
     if weights is not None and len(weights) != len(runs):
         raise ConfigError(f"{len(runs)} runs but {len(weights)} weights")
+    if weights is not None and not (all(np.isfinite(w) and w >= 0 for w in weights) and any(w > 0 for w in weights)):
+        raise ConfigError(f"fusion weights must be finite numbers >= 0, not all 0; got {' '.join(map(str, weights))}")
     test, test_labels = _aligned([_stream_scores(r, "test", which, recompute, overrides) for r in runs], runs, "test")
     val, val_labels = None, None
     try:

@@ -23,10 +23,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from stdcl.errors import ConfigError
 from stdcl.io import atomic_path, make_folder, write_json_atomic, write_text_atomic
 from stdcl.logs import progress
-from stdcl.train.config import load_config, parse_override, read_yaml, set_dotted
+from stdcl.train.config import (check_keys, deep_merge, load_config, parse_override, read_yaml, schema,
+                                 set_dotted, validate)
 from stdcl.train.data import build_eval_dataset
 from stdcl.train.device import autocast, autocast_dtype, resolve_device
 from stdcl.train.run_dir import CONFIG
+from stdcl.weights import BUNDLED_DIR
 from stdcl.weights import load as load_weights
 
 log = logging.getLogger("stdcl.train")
@@ -148,6 +150,15 @@ def read_scores(path: str | os.PathLike) -> dict[str, Any]:
 
 # -- stdcl eval ---------------------------------------------------------------------------------
 
+def default_eval_dir(target: Path, ckpt: Path, split: str) -> Path:
+    """Where ``stdcl eval`` writes by default: inside a run directory, else beside the checkpoint file;
+    for a bundled checkpoint (part of the installation), in the working directory."""
+    if target.is_dir():
+        return target / f"eval-{ckpt.stem}-{split}"
+    beside = ckpt.parent.resolve() != BUNDLED_DIR.resolve()
+    return (ckpt.parent if beside else Path.cwd()) / f"{ckpt.stem}-eval-{split}"
+
+
 def evaluate(target: str | os.PathLike, split: str = "test", out_dir: str | os.PathLike | None = None,
              which: str = "best", overrides: Sequence[str] = (), device: str | None = None,
              batch_size: int | None = None, num_workers: int | None = None,
@@ -173,8 +184,13 @@ def evaluate(target: str | os.PathLike, split: str = "test", out_dir: str | os.P
                           modality=meta.get("modality"))
     else:
         raise ConfigError(f"{ckpt}: records no dataset; evaluate its run directory instead")
+    edits: dict[str, Any] = {}
     for o in overrides:
         set_dotted(cfg, *parse_override(o))
+        set_dotted(edits, *parse_override(o))
+    if overrides:  # the edited config, checked as training checks one (keys added since it was recorded
+        check_keys(edits, schema())  # take their defaults)
+        validate(deep_merge(schema(), cfg))
     dev = resolve_device(device or cfg.get("device", "auto"))
     encoder.to(dev)
     dataset, names, class_names = build_eval_dataset(cfg, split)
@@ -187,8 +203,7 @@ def evaluate(target: str | os.PathLike, split: str = "test", out_dir: str | os.P
         raise ConfigError(f"{ckpt}: the encoder has {logits.shape[1]} classes, the {split} data {len(class_names)}")
     metrics = accuracy_metrics(logits, labels, class_names)
     if out_dir is None:
-        out_dir = (run / f"eval-{ckpt.stem}-{split}") if run is not None else \
-            ckpt.with_name(f"{ckpt.stem}-eval-{split}")
+        out_dir = default_eval_dir(run if run is not None else ckpt, ckpt, split)
     info = {"checkpoint": str(ckpt), "split": split, "dataset": cfg["data"]["dataset"],
             "modality": cfg["data"]["modality"], "encoder": meta["encoder"]["name"],
             "stdcl": bool(meta.get("stdcl", False))}

@@ -1,9 +1,11 @@
 """Checkpoint metadata is checked against a schema; weights with NaN are refused; mutations of a valid
 checkpoint's JSON give a loaded encoder or the project's own one-line error, never another exception."""
 
+import collections
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,8 +204,18 @@ def test_foreign_pt_files(tmp_path):
     cut = tmp_path / "cut.pt"
     torch.save({"a": torch.zeros(100)}, cut)
     cut.write_bytes(cut.read_bytes()[:50])
+    text = tmp_path / "text.pt"
+    text.write_text('{"a": 1}')
+    legacy_cut = tmp_path / "legacy_cut.pt"
+    torch.save({"a": torch.zeros(100)}, legacy_cut, _use_new_zipfile_serialization=False)
+    legacy_cut.write_bytes(legacy_cut.read_bytes()[:30])
+    code = tmp_path / "code.pt"
+    torch.save({"a": torch.zeros(2), "f": collections.OrderedDict, "g": Path("x")}, code)
     for path, message in [(empty, "is empty (0 bytes)"), (folder, "is a folder"), (mixed, "state dict of tensors"),
-                          (cut, "not a weights-only PyTorch checkpoint"), (tmp_path / "none.pt", "no such file")]:
+                          (cut, "a damaged or truncated PyTorch checkpoint"), (tmp_path / "none.pt", "no such file"),
+                          (text, "not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle)"),
+                          (legacy_cut, "not a weights-only PyTorch checkpoint"),
+                          (code, "holds Python objects, not only tensors (")]:
         with pytest.raises(DataError) as e:
             load_official_file(path)
         assert str(e.value).startswith(str(path)) and message in str(e.value) and "\n" not in str(e.value)

@@ -29,6 +29,38 @@ def test_every_subcommand_has_help_with_examples(capsys):
         assert "examples:" in out and f"stdcl {' '.join(cmd)}" in out, cmd
 
 
+def test_every_command_group_lists_its_subcommands(capsys):
+    """The help of the top level and of every group renders (a '%' in a subcommand's summary once broke it)."""
+    groups = [(), *(c for c, p in all_commands() if p._subparsers)]
+    assert ("experiment",) in groups and ("data",) in groups
+    for cmd in groups:
+        with pytest.raises(SystemExit) as e:
+            main([*cmd, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: stdcl {' '.join(cmd)}".rstrip()), cmd
+    with pytest.raises(SystemExit):
+        main(["experiment", "--help"])
+    assert "95 % CI" in capsys.readouterr().out
+
+
+def test_every_integer_option_has_a_range(capsys):
+    """No option takes a bare int (a negative batch or bank size once ended in a traceback deep inside)."""
+    for cmd, p in all_commands():
+        for action in p._actions:
+            assert action.type is not int, (cmd, action.option_strings)
+    for argv, message in [
+            (["bench", "loss", "--bank-size", "-3"], "argument --bank-size: must be a whole number >= 1, got -3"),
+            (["eval", "x.safetensors", "--workers", "-1"], "argument --workers: must be a whole number >= 0, got -1"),
+            (["data", "synth", "--out", "d", "--num-samples", "0"], "must be a whole number >= 1, got 0"),
+            (["analyze", "project", "c.safetensors", "--out", "p.csv", "--n-neighbors", "x"],
+             "argument --n-neighbors: must be a whole number >= 2, got 'x'")]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message), argv
+
+
 def test_python_dash_m_and_version():
     out = subprocess.run([sys.executable, "-m", "stdcl", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("stdcl ")

@@ -89,6 +89,8 @@ def test_cell_name_formats_values():
     ("name: x\nbase: {overrides: 3}\n", "overrides must be a mapping or a list"),
     ("name: x\naxes: {stdcl: [off, maybe]}\n", "stdcl-maybe"),
     ("name: x\naxes: [1, 2]\n", "axes must be a mapping"),
+    ("", "an empty grid"),
+    ("name: x\nbase: {}\naxes: {}\n", "an empty grid"),
 ])
 def test_bad_grid_files_name_the_file(tmp_path, text, problem):
     p = tmp_path / "g.yaml"

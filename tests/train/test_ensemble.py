@@ -85,3 +85,34 @@ def test_ensemble_cli_over_two_streams(tmp_path, capsys):
     g = json.loads((tmp_path / "given.json").read_text())
     assert g["fused_test_top1"] == g["streams"][0]["test_top1"] and g["weights_source"] == "given"
     assert main(["-q", "ensemble", *runs, "--weights", "1"]) == 2  # one weight per stream
+
+
+def test_ensemble_of_checkpoint_files_with_data_overrides(tmp_path, capsys):
+    """Checkpoint files (not runs) fuse too, their scores beside them; key=value words are data overrides;
+    fusion weights are checked."""
+    import shutil
+
+    from stdcl.data.synthetic import write_synthetic
+    from stdcl.weights import BUNDLED_DIR
+
+    files = []
+    for name in ("synthetic_hcn_baseline", "synthetic_hcn_stdcl"):
+        for ext in (".safetensors", ".json"):
+            shutil.copy(BUNDLED_DIR / f"{name}{ext}", tmp_path / f"{name}{ext}")
+        files.append(str(tmp_path / f"{name}.safetensors"))
+    data = write_synthetic(tmp_path / "syn", num_samples=200, seed=0)
+    capsys.readouterr()
+    assert main(["-q", "ensemble", *files, f"data.path={data}", "--weights", "1", "0",
+                 "--out", str(tmp_path / "f.json")]) == 0
+    r = json.loads((tmp_path / "f.json").read_text())
+    assert r["n_test"] == 57 and r["fused_test_top1"] == r["streams"][0]["test_top1"]
+    with np.load(tmp_path / "synthetic_hcn_stdcl-eval-test" / "scores.npz") as z:
+        assert len(z["names"]) == 57
+    for weights in (["1", "nan"], ["-1", "1"]):
+        with pytest.raises(SystemExit) as e:
+            main(["-q", "ensemble", *files, f"data.path={data}", "--weights", *weights])
+        assert e.value.code == 2 and "argument --weights: must be a finite number >= 0" in capsys.readouterr().err
+    assert main(["-q", "ensemble", *files, f"data.path={data}", "--weights", "0", "0"]) == 2
+    assert "fusion weights must be finite numbers >= 0, not all 0" in capsys.readouterr().err
+    assert main(["-q", "ensemble", *files, "data.pth=x"]) == 2
+    assert "unknown config key data.pth; did you mean data.path?" in capsys.readouterr().err

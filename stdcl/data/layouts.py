@@ -181,11 +181,18 @@ def register_layout(layout: Layout) -> Layout:
     return layout
 
 
+LAYOUT_KEYS = frozenset({"name", "joints", "edges", "center", "origin", "groups", "bone_pairs", "num_person"})
+
+
 def layout_from_mapping(spec: Mapping[str, Any]) -> Layout:
     """Build a layout from a mapping (see the module docstring for the keys); every field is checked."""
     name = spec.get("name", "custom")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"layout: 'name' must be a non-empty string, got {name!r}")
+    unknown = sorted(map(str, set(spec) - LAYOUT_KEYS))
+    if unknown:  # a typo (bones: for edges:) would otherwise silently drop the skeleton's edges
+        raise ConfigError(f"layout {name!r}: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(LAYOUT_KEYS))}")
     joints = spec.get("joints")
     if not joints or not isinstance(joints, (list, tuple)) or not all(isinstance(j, str) and j for j in joints):
         raise ConfigError(f"layout {name!r}: 'joints' must be a non-empty list of names")

@@ -121,6 +121,7 @@ def test_custom_layout_yaml(tmp_path):
     ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: true\n", "True is not a joint name"),
     ("name: x\njoints: [a, b]\nedges: [[b, a]]\ncenter: a\nbone_pairs: [[a, 7]]\n", "7 is not a joint name"),
     ("[1, 2", "not valid YAML"),
+    ("name: x\njoints: [a, b]\nbones: [[b, a]]\ncenter: a\n", "unknown key(s) bones; known: bone_pairs, center, edges"),
 ])
 def test_bad_layout_files(tmp_path, text, message):
     p = tmp_path / "bad.yaml"

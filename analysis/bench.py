@@ -146,10 +146,12 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     cols = [("embed", "embed_s", 8), ("cached", "embed_cached_s", 7), ("UMAP JIT", "umap_cold_s", 9),
             ("UMAP s", "umap_spatial_s", 8), ("UMAP t", "umap_temporal_s", 8), ("cached", "umap_cached_s", 7),
             ("PCA", "pca_s", 6), ("metrics", "metrics_s", 8), ("figures", "figure_s", 8), ("MB", "figure_mb", 6),
-            ("paint 1st", "paint_first_s", 9), ("paint", "paint_warm_s", 7), ("select", "select_s", 7)]
+            ("paint 1st", "paint_first_s", 9), ("paint", "paint_warm_s", 7), ("shown", "highlight_s", 7),
+            ("select", "select_s", 7)]
     head = f"{'samples':>8}  " + "  ".join(f"{name:>{w}}" for name, _, w in cols)
     lines = ["seconds, wall-clock (figures: both linked charts built and serialised; MB: their size; paint 1st: "
-             "first visit, paint: a revisit, select: a box selection shown in both views)", head]
+             "first visit, paint: a revisit, shown: a box selection shown in both views, select: and the page's rerun "
+             "done)", head]
     lines += [f"{r['samples']:>8,}  " + "  ".join(cell(r, key, w, ".1f" if key == "figure_mb" else ".2f")
                                                for _, key, w in cols) for r in rows]
     verdict = []
@@ -164,9 +166,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     if at50 is not None:
         verdict.append(f"the page at {at50['samples']:,} points: paints in {at50['paint_warm_s']:.2f} s warm "
                        f"(target < {TARGETS['paint_warm_50k_s']:.0f} s: "
-                       f"{_ok(at50['paint_warm_s'], TARGETS['paint_warm_50k_s'])}), a box selection reaches both "
-                       f"views in {at50['select_s']:.2f} s (target < {TARGETS['select_50k_s']:.0f} s: "
-                       f"{_ok(at50['select_s'], TARGETS['select_50k_s'])})")
+                       f"{_ok(at50['paint_warm_s'], TARGETS['paint_warm_50k_s'])}), a box selection is shown in "
+                       f"both views in {at50['highlight_s']:.2f} s (target < {TARGETS['select_50k_s']:.0f} s: "
+                       f"{_ok(at50['highlight_s'], TARGETS['select_50k_s'])}; the page's rerun done at "
+                       f"{at50['select_s']:.2f} s)")
     return "\n".join(lines + verdict)
 
 

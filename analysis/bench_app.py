@@ -9,10 +9,10 @@ the sample budget N, no model B), then:
   in its on-disk cache (the benchmark computed them), not yet in memory;
 - ``paint_warm_s``: the same after going back to the Models page (everything in memory: a revisit);
 - ``select_s``: from releasing the mouse after a Box Select drag over the spatial chart until the temporal
-  chart highlights the same samples as the spatial one, the app idle (the browser restyles every linked chart
-  in place, :mod:`app.linked_charts`, then the server's rerun updates the rest of the page: the count, the
-  table, the inspector; no figure is sent again); ``highlight_s``: the same until both charts show it, without
-  waiting for that rerun; ``selected`` samples, ``runs`` script runs it took.
+  chart highlights the same samples as the spatial one, the app idle (the browser highlights them on a canvas
+  above every linked chart, :mod:`app.linked_charts`, then the server's rerun updates the rest of the page:
+  the count, the table, the inspector; no figure is sent again); ``highlight_s``: the same until both charts
+  show it, without waiting for that rerun; ``selected`` samples, ``runs`` script runs it took.
 
 Software WebGL (SwiftShader: no GPU in the browser) on a shared machine: compare sizes within one run.
 """
@@ -44,17 +44,9 @@ PAINTED_JS = """([n, titles, idle]) => {
   const count = gd => gd._fullData.filter(t => t.customdata).reduce((s, t) => s + t.x.length, 0);
   return plots.length === titles.length && plots.every(gd => count(gd) === n) && eval(idle)();
 }"""
-#: Rows (customdata) drawn larger than ``threshold`` px in one chart: the highlighted samples.
-HIGHLIGHTED_JS = """(gd, threshold) => {
-  const rows = [];
-  for (const t of gd._fullData) {
-    if (!t.customdata) continue;
-    const s = t.marker.size;
-    for (let i = 0; i < t.x.length; i++)
-      if ((typeof s === 'number' ? s : s[i]) > threshold) rows.push(t.customdata[i][0]);
-  }
-  return rows.sort((a, b) => a - b);
-}"""
+#: Rows (customdata[0]) one chart draws highlighted (app/linked_charts.js records them as it draws them on
+#: its highlight canvas); ``threshold`` is unused (kept for the callers' signature).
+HIGHLIGHTED_JS = """(gd, threshold) => Array.from(gd.__stdclHighlighted || [])"""
 #: Both charts highlight the same non-empty set of samples (``want``, sorted, when it is not null) and the app
 #: is idle.
 LINKED_JS = """([titles, threshold, idle, highlighted, want]) => {

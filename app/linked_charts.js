@@ -3,10 +3,10 @@
 // One module, two kinds of instance (data.kind):
 // - "chart": one plotly figure (data.figure, a JSON string that only changes with the figure itself, so
 //   Streamlit leaves the chart alone while the selection changes). A box / lasso selection or a click on it
-//   highlights the selected samples in every chart of its group (Plotly.restyle of marker size, opacity
-//   and outline; the figure's layout.meta.highlight says how) and reports them to Python as the trigger
+//   highlights the selected samples in every chart of its group (larger, opaque, outlined; the others
+//   faint, as the figure's layout.meta.highlight says) and reports them to Python as the trigger
 //   "select": {rows, seq, epoch, click} (rows: the link ids, customdata[1] when a chart has it, else
-//   customdata[0]).
+//   customdata[0]). The highlight is a canvas above each chart (paintHighlight), plotly's points dimmed by CSS.
 // - "selection": the group's selection as Python holds it (search, Clear, a visit); applied the same way,
 //   unless it is older than the last selection made here (seq / epoch), which Python has not seen yet.
 //
@@ -68,46 +68,77 @@ function linkIds(gd) {
   return out;
 }
 
+// The highlight, drawn without plotly recalculating a trace (a restyle of per-point sizes took ~1 s per chart at
+// 50,000 points): the chart's WebGL points are dimmed by CSS and the selected ones drawn on a canvas above it,
+// O(selected) per change. gd.__stdclHighlighted: the rows (customdata[0]) drawn highlighted, for tests.
+function overlayOf(chart) {
+  if (!chart.overlay) {
+    const canvas = document.createElement("canvas");
+    canvas.className = "stdcl-highlight";
+    Object.assign(canvas.style, {position: "absolute", left: "0px", top: "0px", pointerEvents: "none"});
+    chart.host.style.position = "relative";
+    chart.host.appendChild(canvas);
+    chart.overlay = canvas;
+  }
+  return chart.overlay;
+}
+
+function paintHighlight(chart, group) {
+  const {gd} = chart;
+  const style = (gd.layout.meta && gd.layout.meta.highlight) || null;
+  const fl = gd._fullLayout;
+  if (!style || !chart.links || !fl || !fl._size) return;
+  const rows = chart.linked ? group.rows : null;
+  const dim = rows === null ? "" : String(Math.min(1, style.off.opacity / style.opacity));
+  // WebGL points (scattergl) or SVG ones (scatter, small charts)
+  for (const c of gd.querySelectorAll(".gl-canvas-context, .gl-canvas-focus, .scatterlayer")) c.style.opacity = dim;
+  const canvas = overlayOf(chart);
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.round(fl.width * ratio), height = Math.round(fl.height * ratio);
+  if (canvas.width !== width || canvas.height !== height) Object.assign(canvas, {width, height});
+  Object.assign(canvas.style, {left: `${chart.el.offsetLeft}px`, top: `${chart.el.offsetTop}px`,
+                               width: `${fl.width}px`, height: `${fl.height}px`});
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  const drawn = [];
+  if (rows !== null) {
+    const box = fl._size, xa = fl.xaxis, ya = fl.yaxis, on = style.on;
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.beginPath();
+    ctx.rect(box.l, box.t, box.w, box.h);
+    ctx.clip();
+    Object.assign(ctx, {globalAlpha: on.opacity, lineWidth: on.line, strokeStyle: "black"});
+    for (const {index, ids} of chart.links) {
+      const t = gd._fullData[index];
+      if (!t || t.visible !== true) continue;
+      const color = t.marker.color;
+      for (let i = 0; i < ids.length; i++) {
+        if (!rows.has(ids[i])) continue;
+        const c = typeof color === "string" ? color : color && typeof color[i] === "string" ? color[i] : "#444";
+        ctx.beginPath();
+        ctx.arc(box.l + xa.l2p(t.x[i]), box.t + ya.l2p(t.y[i]), on.size / 2, 0, 2 * Math.PI);
+        ctx.fillStyle = c;
+        ctx.fill();
+        if (on.line > 0) ctx.stroke();
+        drawn.push(Number(t.customdata[i][0]));
+      }
+    }
+  }
+  gd.__stdclHighlighted = drawn.sort((a, b) => a - b);
+}
+
 function applyTo(chart, group) {
   const {gd, Plotly} = chart;
-  if (!gd || !chart.links || !chart.linked) return;
+  if (!gd || !chart.links) return;
   if (chart.applied === group.version && !chart.clearNative) return;
-  const style = (gd.layout.meta && gd.layout.meta.highlight) || null;
-  if (!style) return;
-  const rows = group.rows;
-  const update = {"marker.size": [], "marker.opacity": [], "marker.line.width": [], "marker.line.color": []};
-  const indices = [];
-  for (const {index, ids} of chart.links) {
-    indices.push(index);
-    update["marker.line.color"].push("black");
-    if (rows === null) {
-      update["marker.size"].push(style.size);
-      update["marker.opacity"].push(style.opacity);
-      update["marker.line.width"].push(0);
-      continue;
-    }
-    const n = ids.length;
-    const size = new Float32Array(n), opacity = new Float32Array(n), line = new Float32Array(n);
-    const on = style.on, off = style.off;
-    for (let i = 0; i < n; i++) {
-      const s = rows.has(ids[i]) ? on : off;
-      size[i] = s.size;
-      opacity[i] = s.opacity;
-      line[i] = s.line;
-    }
-    update["marker.size"].push(size);
-    update["marker.opacity"].push(opacity);
-    update["marker.line.width"].push(line);
-  }
-  if (!indices.length) return;
   if (chart.clearNative) {
     // plotly's own selection (box outline, dimmed points) gives way to the linked highlight
-    update.selectedpoints = indices.map(() => null);
     chart.clearNative = false;
-    Plotly.update(gd, update, {selections: []}, indices);
-  } else {
-    Plotly.restyle(gd, update, indices);
+    const indices = chart.links.map((l) => l.index);
+    Plotly.update(gd, {selectedpoints: indices.map(() => null)}, {selections: []}, indices);
   }
+  paintHighlight(chart, group);
   chart.applied = group.version;
 }
 
@@ -136,7 +167,7 @@ function selectHere(chart, group, rows, click) {
   group.seq += 1;
   setRows(group, rows);
   chart.clearNative = !click;
-  // the page's rerun (count, table, inspector) starts while the charts are restyled here
+  // the page's rerun (count, table, inspector) starts while the charts are highlighted here
   chart.report("select", {rows, seq: group.seq, epoch: group.epoch, click});
   applyAll(group);
 }
@@ -172,12 +203,17 @@ function draw(chart, data) {
         const rows = pointRows(ev.points).slice(0, 1);
         selectHere(chart, groupState(chart.group), rows, true);
       });
+      // the highlight follows the axes: hidden while they move, drawn again once plotly has drawn
+      gd.on("plotly_relayouting", () => chart.overlay && (chart.overlay.style.visibility = "hidden"));
+      gd.on("plotly_afterplot", () => {
+        if (chart.overlay) chart.overlay.style.visibility = "";
+        if (chart.links) paintHighlight(chart, groupState(chart.group));
+      });
     }
     chart.links = linkIds(gd);
     chart.applied = -1;
     group.charts.add(chart);
-    if (group.rows !== null) applyTo(chart, group);
-    else chart.applied = group.version;
+    applyTo(chart, group);
     gd.setAttribute("data-stdcl-drawn", String(++chart.draws));
   });
 }
@@ -194,7 +230,8 @@ export default function linkedCharts(component) {
     const el = document.createElement("div");
     el.className = "stdcl-linked-chart";
     parentElement.appendChild(el);
-    chart = parentElement.__stdclChart = {el, gd: null, links: null, applied: -1, draws: 0, token: 0};
+    chart = parentElement.__stdclChart = {el, host: parentElement, gd: null, links: null, overlay: null, applied: -1,
+                                          draws: 0, token: 0};
   }
   const height = data.height || 450;
   if (!chart.gd) chart.el.style.minHeight = `${height}px`; // room kept while plotly.js loads
@@ -220,6 +257,7 @@ export default function linkedCharts(component) {
     chart.disposed = true;
     groupState(chart.group).charts.delete(chart);
     if (chart.gd && chart.Plotly) chart.Plotly.purge(chart.gd);
+    if (chart.overlay) chart.overlay.remove();
     delete parentElement.__stdclChart;
   };
 }

@@ -2,8 +2,9 @@
 ``app/linked_charts.js``).
 
 :func:`linked_chart` draws one figure; charts of the same ``group`` are linked: a box / lasso selection or a
-click in one restyles the markers of all of them in place (larger, outlined selected points, the others
-dimmed, as the figure's ``layout.meta["highlight"]`` says) and then reports the selected rows to Python
+click in one highlights the samples in all of them in place (selected points drawn larger and outlined on a
+canvas above each chart, the chart's own points dimmed, as the figure's ``layout.meta["highlight"]`` says;
+plotly recalculates nothing) and then reports the selected rows to Python
 (``on_select``), whose rerun sends the same figures again, so the browser does not redraw them (Streamlit
 re-runs a component only when its data changes, and a repeated large element travels as a cached
 reference). :func:`linked_selection` hands the browser the selection Python holds (a name search, *Clear*,

@@ -153,14 +153,20 @@ def test_every_page_opens_with_its_content(page, server, artifacts):
 
 #: [x, y, row id (customdata[0])] of every drawn point of a chart.
 XY_ROWS_JS = """gd => gd._fullData.flatMap(t => Array.from(t.x, (x, i) => [x, t.y[i], Number(t.customdata[i][0])]))"""
-#: Row ids of a chart's highlighted points (analysis.figures.embedding_scatter draws them at size 10, others 5).
-HIGHLIGHTED_JS = """gd => {
-  const rows = [];
-  for (const t of gd._fullData) {
-    const s = t.marker.size;
-    for (let i = 0; i < t.x.length; i++) if ((typeof s === 'number' ? s : s[i]) >= 10) rows.push(Number(t.customdata[i][0]));
-  }
-  return rows.sort((a, b) => a - b);
+#: Row ids of a chart's highlighted points (app/linked_charts.js records the rows it draws on its highlight canvas).
+HIGHLIGHTED_JS = """gd => Array.from(gd.__stdclHighlighted || [])"""
+#: The highlight canvas's alpha at the first highlighted point, and the CSS opacity of the chart's WebGL points.
+PAINTED_JS = """gd => {
+  const fl = gd._fullLayout, row = gd.__stdclHighlighted[0];
+  const canvas = gd.parentElement.querySelector('canvas.stdcl-highlight'), ratio = canvas.width / fl.width;
+  for (const t of gd._fullData)
+    for (let i = 0; i < t.x.length; i++)
+      if (t.customdata && Number(t.customdata[i][0]) === row) {
+        const x = (fl._size.l + fl.xaxis.l2p(t.x[i])) * ratio, y = (fl._size.t + fl.yaxis.l2p(t.y[i])) * ratio;
+        return {alpha: canvas.getContext('2d').getImageData(Math.round(x), Math.round(y), 1, 1).data[3],
+                dim: Number(gd.querySelector('.gl-canvas-context, .scatterlayer').style.opacity)};
+      }
+  return null;
 }"""
 
 
@@ -187,6 +193,8 @@ def test_embeddings_box_selection_is_linked(page, server, artifacts):
     # the temporal chart highlights exactly the samples boxed in the spatial one (and so does the spatial one)
     assert temporal.evaluate(HIGHLIGHTED_JS) == expected
     assert spatial.evaluate(HIGHLIGHTED_JS) == expected
+    painted = temporal.evaluate(PAINTED_JS)  # drawn on the highlight canvas; the chart's own points dimmed
+    assert painted["alpha"] > 0 and 0 < painted["dim"] < 1, painted
     b_temporal = charts.filter(has_text="B: temporal t")
     if b_temporal.count():  # model B drawn below: the same samples (by name) are highlighted there too
         assert len(b_temporal.evaluate(HIGHLIGHTED_JS)) == n

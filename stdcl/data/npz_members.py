@@ -9,8 +9,9 @@ the data's own folder may be read-only) and says so. Small members (labels, name
 are read into memory with :func:`read_member`.
 
 Every member is checked before use: its ZIP headers, its ``.npy`` header against the size the
-archive records, its CRC (compressed members, and stored ones up to 16 MiB). Any problem is a
-one-line :class:`DataError`.
+archive records, its CRC (compressed members as they are read; stored ones when opened: up to 16 MiB
+every time, larger ones once, in chunks, then remembered in the cache folder until the file changes).
+Any problem is a one-line :class:`DataError`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError
                UnicodeDecodeError)  # the last: a damaged member name in a local header
 #: what numpy's .npy header parser (and zipfile on absurd directory values) raise
 _HEADER_ERRORS = (ValueError, SyntaxError, TypeError, OverflowError, struct.error, tokenize.TokenError)
-#: stored members up to this size have their CRC checked when opened (large ones are only mapped)
+#: stored members up to this size have their CRC checked whenever opened; larger ones once per file version
 _CRC_LIMIT = 16 << 20
 _READ_LIMIT = 1 << 30  # read_member's largest member
 
@@ -138,7 +139,7 @@ def open_member(path: str | os.PathLike, key: str, cache_dir: str | os.PathLike 
         info = _member(zf, path, key)
         if info.compress_type != zipfile.ZIP_STORED:
             return _converted(path, zf, info, key, cache_dir)
-    return _mapped(path, info, key)
+    return _mapped(path, info, key, cache_dir)
 
 
 def read_member(path: str | os.PathLike, key: str) -> np.ndarray:
@@ -175,9 +176,9 @@ def _reading(path: Path, key: str) -> Iterator[None]:
         raise DataError(path, f"member data is damaged ({first_line(e)})", where=key_of(key)) from None
 
 
-def _mapped(path: Path, info: zipfile.ZipInfo, key: str) -> np.ndarray:
-    """A stored member as a memory map, after checking its headers, size and (up to
-    ``_CRC_LIMIT`` bytes) its CRC."""
+def _mapped(path: Path, info: zipfile.ZipInfo, key: str, cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """A stored member as a memory map, after checking its headers, size and CRC (above ``_CRC_LIMIT``
+    bytes: once per version of the file, :func:`_check_large_crc`)."""
     with open(path, "rb") as fh:
         start = _data_offset(fh, info, path, key)
         fh.seek(start)
@@ -190,9 +191,37 @@ def _mapped(path: Path, info: zipfile.ZipInfo, key: str) -> np.ndarray:
             fh.seek(start)
             if zlib.crc32(fh.read(info.file_size)) != info.CRC:
                 raise DataError(path, "data fails its CRC check (damaged file)", where=key_of(key))
+        else:
+            _check_large_crc(fh, start, info, path, key, cache_dir)
     if math.prod(shape) == 0:
         return np.zeros(shape, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def _check_large_crc(fh: IO[bytes], start: int, info: zipfile.ZipInfo, path: Path, key: str,
+                     cache_dir: str | os.PathLike | None) -> None:
+    """The CRC of a large stored member, read in chunks once; a marker in the cache folder (named by the
+    file's path, size and modification time) spares the next opens the read."""
+    marker = _cache_path(path, key, cache_dir).with_suffix(".crc-ok")
+    if marker.is_file():
+        return
+    log.info("%s: checking the CRC of %r (%.1f GB, once per version of the file)", path, key, info.file_size / 1e9)
+    fh.seek(start)
+    buf = memoryview(bytearray(1 << 20))  # one small buffer: checking a 7 GB member keeps the memory flat
+    crc, left = 0, info.file_size
+    while left:
+        got = fh.readinto(buf[:min(left, len(buf))])
+        if not got:
+            raise DataError(path, "member extends past the end of the file (truncated?)", where=key_of(key))
+        crc, left = zlib.crc32(buf[:got], crc), left - got
+    if crc != info.CRC:
+        raise DataError(path, "data fails its CRC check (damaged file)", where=key_of(key))
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(marker) as tmp:
+            Path(tmp).write_text(f"{path.resolve()}\n")
+    except OSError as e:  # an unwritable cache only costs the next open the same check
+        log.debug("could not record the CRC check in %s: %s", marker, e)
 
 
 def _cache_path(path: Path, key: str, cache_dir: str | os.PathLike | None) -> Path:

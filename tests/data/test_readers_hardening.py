@@ -162,6 +162,31 @@ def test_npz_stored_member_failing_its_crc(tmp_path, key, message):
     assert error(open_source, "numpy", p) == f"{p}: key {key!r}: {message}"
 
 
+def test_npz_large_stored_member_crc_checked_once_per_file_version(tmp_path, monkeypatch):
+    """Members above the limit are checked in chunks at their first opening, then remembered in the cache
+    folder (STDCL_CACHE) until the file changes; a damaged one is refused and not remembered."""
+    from stdcl.data import npz_members
+
+    monkeypatch.setattr(npz_members, "_CRC_LIMIT", 256)  # x (8 x 3 x 40 x 25 x 2 floats) is "large", chunked
+    p = tmp_path / "d.npz"
+    make_numpy(p)
+    x = np.asarray(npz_members.open_member(p, "x"))
+    assert len(list((tmp_path / "cache").rglob("*.crc-ok"))) == 1
+    calls = []
+    real = npz_members.zlib.crc32
+    monkeypatch.setattr(npz_members.zlib, "crc32", lambda *a: calls.append(len(a[0])) or real(*a))
+    np.testing.assert_array_equal(npz_members.open_member(p, "x"), x)
+    assert calls == []  # remembered: the second opening reads nothing
+    monkeypatch.setattr(npz_members.zlib, "crc32", real)
+    with zipfile.ZipFile(p) as zf:
+        info = zf.getinfo("x.npy")
+    data = bytearray(p.read_bytes())
+    data[_data_start(data, info) + info.file_size // 2] ^= 0x01  # a new version of the file, damaged
+    p.write_bytes(bytes(data))
+    assert error(npz_members.open_member, p, "x") == f"{p}: key 'x': data fails its CRC check (damaged file)"
+    assert len(list((tmp_path / "cache").rglob("*.crc-ok"))) == 1  # the damaged version is not remembered
+
+
 def test_npz_compressed_member_failing_its_crc_or_inflate(tmp_path):
     p = tmp_path / "c.npz"
     arrays = make_numpy(tmp_path / "ok.npz")

@@ -181,8 +181,11 @@ def open_results(grid_file: str | os.PathLike | None, results: str | os.PathLike
     from stdcl.experiment.records import read_records
     from stdcl.experiment.status import results_dir, runs_root
     from stdcl.experiment.table import aggregate, build_table
+    from stdcl.io import user_path
 
     grid, note = None, ""
+    grid_file = None if grid_file is None else user_path(grid_file)  # one line for a path no file can have
+    results = None if results is None else user_path(results)
     if grid_file is not None:
         try:
             grid = load_grid(grid_file)
@@ -200,7 +203,7 @@ def open_results(grid_file: str | os.PathLike | None, results: str | os.PathLike
         return GridResults(table, folder, runs_root(grid), grid, note)
     if results is None:
         raise DataError(None, "give a grid file or a results folder")
-    folder = Path(results).expanduser().resolve()
+    folder = results.resolve()
     if not folder.is_dir():
         raise DataError(folder, "no such results folder")
     records = read_records(folder)

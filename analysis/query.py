@@ -188,21 +188,26 @@ class SequenceAnalysis:
 
 
 def analyse_sequence(model: LoadedModel, x: np.ndarray, emb: Embeddings | None = None, k: int = 5,
-                     top: int = 5) -> SequenceAnalysis:
+                     top: int = 5, source: str | os.PathLike | None = None) -> SequenceAnalysis:
     """Prediction and embeddings of one input ``x`` ``(C, T, V, M)``, and its ``k`` neighbours among ``emb``
     in each of global / spatial / temporal that ``emb`` has (none without ``emb``); neighbour
-    ``same_class`` compares with the predicted class."""
+    ``same_class`` compares with the predicted class. DataError naming ``source`` (the file ``x`` was read from)
+    when the model's output is not finite (coordinates so large that the network overflows)."""
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
     if xt.dim() != 4:
         raise ConfigError(f"{model.label}: expected one sample (C, T, V, M), got shape {tuple(xt.shape)}")
     out = embed_batch(model, xt[None].to(next(model.encoder.parameters()).device))
     logits = out.pop("logits")[0].double().cpu().numpy()
+    spaces = {s: v[0].float().cpu().numpy() for s, v in out.items()}
+    overflow = [s for s, v in {"logits": logits, **spaces}.items() if not np.isfinite(v).all()]
+    if overflow:
+        raise DataError(source, f"{model.label} gives non-finite {', '.join(overflow)} for this sequence: its values "
+                                f"(up to {float(np.abs(x).max()):.3g}) are far outside a skeleton's coordinates")
     prob = np.exp(logits - logits.max())
     prob /= prob.sum()
     pred = int(prob.argmax())
     names = model.class_names
     order = np.argsort(-prob, kind="stable")[:top]
-    spaces = {s: v[0].float().cpu().numpy() for s, v in out.items()}
     nbrs: dict[str, list[dict[str, Any]]] = {}
     if emb is not None and len(emb):
         for s in ("spatial", "temporal", "global"):

@@ -110,7 +110,7 @@ def skeleton_figure(x: np.ndarray, layout: Layout, joint_values: np.ndarray | No
     valid = np.abs(sel).sum(0) > 0  # (F, V, P): ignore zero padding when fitting the axes
     lo = [float(sel[a][valid].min()) if valid.any() else -1.0 for a in range(c)]
     hi = [float(sel[a][valid].max()) if valid.any() else 1.0 for a in range(c)]
-    pad = [0.05 * (b - a) + 1e-3 for a, b in zip(lo, hi)]
+    pad = [0.05 * (b - a) + 1e-3 * max(1.0, abs(a), abs(b)) for a, b in zip(lo, hi)]  # > 0 at any magnitude
     rng = [[a - d, b + d] for a, b, d in zip(lo, hi, pad)]
     if three_d:
         rng = [rng[0], rng[2], rng[1]]

@@ -4,6 +4,7 @@ and :mod:`analysis.attributions`; this module only arranges the results."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,8 @@ from stdcl.errors import DataError, StdclError
 
 @st.cache_data(show_spinner="Analysing your sequence…", max_entries=16)
 def _analyse(model_digest: str, file_key: str, emb_key: str, _model: LoadedModel, _x: np.ndarray,
-             _emb: Embeddings) -> query.SequenceAnalysis:
-    return query.analyse_sequence(_model, _x, _emb, k=5)
+             _emb: Embeddings, _source: Path) -> query.SequenceAnalysis:
+    return query.analyse_sequence(_model, _x, _emb, k=5, source=_source)
 
 
 @st.cache_data(show_spinner="Computing attention maps…", max_entries=16)
@@ -66,9 +67,9 @@ def sequence_section(sel: state.Selection) -> None:
         with state.guard():
             emb = sel.embeddings(which)
         file_key = file_digest([path]) + f":{pre}:{spec}"
-        res = _analyse(model.digest, file_key, emb.key, model, seq.x, emb)
+        res = _analyse(model.digest, file_key, emb.key, model, seq.x, emb, path)
     except DataError as e:  # name the file as the user knows it, not its copy in the upload folder
-        st.error(str(DataError(f.name, e.problem, e.where)) if e.path == str(path) else str(e))
+        st.error(str(up.as_uploaded(e, {path: f.name})))
         return
     except StdclError as e:
         st.error(str(e))

@@ -19,6 +19,7 @@ from typing import Any, Mapping, MutableMapping
 
 from stdcl import weights
 from stdcl.errors import DataError
+from stdcl.head.checkpoint import load_head
 from stdcl.io import atomic_path
 
 #: Largest file the app accepts (checkpoints, weights, sequences).
@@ -116,10 +117,11 @@ def save_checkpoint_upload(folder: str | os.PathLike, files: Mapping[str, bytes]
         for n, original in names.items():
             save_upload(staging, n, files[original])
         try:
-            weights.load(staging / f"{stem}.safetensors")  # readable, shapes match the metadata
+            lw = weights.load(staging / f"{stem}.safetensors")  # readable, shapes match the metadata
+            if lw.head_file is not None:  # the head too: a broken one would fail only once the model is chosen
+                load_head(lw.source, lw.encoder, lw.meta)
         except DataError as e:  # name the file as uploaded, not its staging copy
-            name = Path(e.path).name if e.path else ""
-            raise DataError(names.get(name, names[found[0]]), e.problem, e.where) from None
+            raise as_uploaded(e, {staging / n: original for n, original in names.items()}, names[found[0]]) from None
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -127,6 +129,14 @@ def save_checkpoint_upload(folder: str | os.PathLike, files: Mapping[str, bytes]
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target / f"{stem}.safetensors"
+
+
+def as_uploaded(e: DataError, copies: Mapping[str | os.PathLike | None, str], default: str | None = None) -> DataError:
+    """``e`` naming the file as the user uploaded it: ``copies`` maps stored copies (None: not stored yet) to
+    their uploaded names; an error about none of them names ``default`` when given (else is ``e`` itself)."""
+    names = {os.fspath(p): n for p, n in copies.items() if p is not None}
+    name = names.get(e.path or "", default)
+    return e if name is None else type(e)(name, e.problem, e.where)
 
 
 def import_official(pt_path: str | os.PathLike, out_dir: str | os.PathLike, encoder: str, num_classes: int,

@@ -21,6 +21,8 @@ FORMAT = "stdcl-encoder"
 
 #: (low, high) of the encoder's integer constructor arguments.
 ENCODER_INTS = {"num_classes": (1, 100_000), "in_channels": (1, 64), "num_person": (1, 16), "window": (1, 1024)}
+#: (low, high) of the STD-CL head's integer sizes (its projection is (C' / r * L) x dim).
+HEAD_INTS = {"dim": (1, 65_536), "reduction": (1, 4096)}
 OPTIONAL_STR = ("version", "dataset", "protocol", "modality", "layout", "kind", "run", "exported_from",
                 "imported_from", "save_id")
 OPTIONAL_MAPPING = ("head", "metrics", "best", "config")
@@ -124,6 +126,9 @@ def validate_meta(info: Any, path: str | os.PathLike) -> dict[str, Any]:
         if not isinstance(head, dict):
             fail(f"'head.head' (the STD-CL head's options) must be an object, got {_type_name(head)}")
         _json_value(head, "head.head", fail)
+        for key, (low, high) in HEAD_INTS.items():
+            if key in head:
+                _int(head[key], f"head.head.{key}", low, high, fail)
     return info
 
 

@@ -83,6 +83,23 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def user_path(text: str | os.PathLike) -> Path:
+    """A path as a user typed it (``~`` expanded), or a one-line :class:`DataError` naming it when no file can
+    have that name: a NUL character, a ``~user`` of an unknown user, a name longer than the system allows."""
+    raw = os.fspath(text)
+    if "\0" in raw:
+        raise DataError(raw.replace("\0", "\\0"), "a path cannot contain a NUL character")
+    try:
+        path = Path(raw).expanduser()
+    except RuntimeError:  # "~someone" of no such user
+        raise DataError(raw, f"cannot expand {Path(raw).parts[0]!r}: no such user") from None
+    try:
+        path.exists()  # False for a missing file; raises for a name the system refuses
+    except OSError as e:
+        raise DataError(raw, e.strerror or type(e).__name__) from None
+    return path
+
+
 def parse_json(text: str | bytes, source: str | os.PathLike | None, what: str = "JSON") -> Any:
     """``json.loads`` with a one-line :class:`DataError` naming ``source`` (and the line of a syntax
     error) for invalid text, a nesting too deep to parse (RecursionError) or non-UTF-8 bytes."""

@@ -51,6 +51,21 @@ def current_status() -> JobStatus:
     return manager().status()
 
 
+def page_status() -> JobStatus:
+    """:func:`current_status`; a damaged job record is its one line, with a button that forgets it (the page
+    stops there: nothing of the job can be shown)."""
+    try:
+        return current_status()
+    except JobError as e:
+        st.error(str(e))
+        if st.button("Clear the damaged job record", key="ft_clear_damaged",
+                     help="Forget the job record (a run directory it names stays)"):
+            with state.guard():
+                manager().clear()
+            st.rerun()
+        st.stop()
+
+
 # -- what to run ------------------------------------------------------------------------------------
 
 @st.cache_data(show_spinner="Reading the dataset's size…", max_entries=16)
@@ -371,7 +386,7 @@ else:
     st.info(f"{where} {note} Expected time: about **{fmt_seconds(eta.seconds)}**.")
     st.caption(f"How: {eta.basis}. The progress below refines it once the run logs its steps.")
 
-status = current_status()
+status = page_status()
 busy = status.state == "running"
 if st.button("Start", key="ft_start", type="primary", disabled=plan_error is not None or busy,
              help="A job is running: one at a time (cancel it below to start another)." if busy else None):
@@ -384,7 +399,7 @@ if st.button("Start", key="ft_start", type="primary", disabled=plan_error is not
         st.error(f"Not started: {e}")
     except StdclError as e:
         st.error(str(e))
-    status = current_status()
+    status = page_status()
 if "_ft_started" in st.session_state:
     st.toast(f"Started {st.session_state.pop('_ft_started')}")
 

@@ -21,7 +21,8 @@ from app import uploads as up
 from app.widgets import publish_widget, sync_widget
 from stdcl.data.layouts import available_layouts
 from stdcl.encoders import available as available_encoders
-from stdcl.errors import StdclError
+from stdcl.errors import DataError, StdclError, user_error_line
+from stdcl.io import user_path
 
 NONE = "(none)"
 MODALITIES = ("joint", "bone", "joint_motion", "bone_motion")
@@ -63,28 +64,34 @@ def _runs_folder() -> None:
     text = st.text_input("Run directories folder", key="models_runs_folder",
                          help="Searched (3 levels deep) for `stdcl train` run directories and loose checkpoints.")
     st.session_state["_runs_folder"] = text
-    folder = Path(text.strip()).expanduser()
     old = st.session_state.get("_runs_entries", [])
     extra = {k: v for k, v in st.session_state.get("extra_models", {}).items() if k not in old}
+    found: list[ModelRef] = []
+    folder = None
     if not text.strip():
         st.caption("No folder given: only the bundled and uploaded checkpoints are listed.")
-        found: list[ModelRef] = []
+    else:
+        try:
+            folder = user_path(text.strip())
+        except DataError as e:  # a path no file can have (a NUL character, too long, ~unknown_user)
+            st.error(str(e))
+    if folder is None:
+        pass
     elif not folder.exists() and folder.resolve() == state.RUNS_DIR.resolve():
         st.caption(f"No run directories yet: {folder.resolve()} does not exist (fine-tuning, the last page, "
                    "creates it; the STDCL_RUNS environment variable sets the folder).")
-        found = []
     elif not folder.exists():
         st.error(f"{folder}: no such folder")
-        found = []
     elif not folder.is_dir():
         st.error(f"{folder}: not a folder")
-        found = []
     else:
         try:
             found = discover_models(folder)
         except (StdclError, OSError) as e:
-            st.error(str(e))
-            found = []
+            line = user_error_line(e)
+            if line is None:
+                raise
+            st.error(line)
         same = folder.resolve() == state.RUNS_DIR.resolve()
         st.caption(f"{len(found)} run director{'y' if len(found) == 1 else 'ies'} or checkpoint"
                    f"{'' if len(found) == 1 else 's'} found in {folder}." + ("" if found else
@@ -153,6 +160,7 @@ def _import_official() -> None:
         return
     ss = st.session_state
     dataset = None if ss["models_off_dataset"] == NONE else ss["models_off_dataset"]
+    saved = None
     try:
         up.check_upload_size(pt.name, pt.size)
         folder = _upload_dir("official")
@@ -161,6 +169,9 @@ def _import_official() -> None:
             path = up.import_official(saved, folder, ss["models_off_encoder"], int(ss["models_off_classes"]),
                                       ss["models_off_layout"], int(ss["models_off_window"]),
                                       int(ss["models_off_persons"]), dataset)
+    except DataError as e:  # name the file as uploaded, not its copy in the upload folder
+        st.error(str(up.as_uploaded(e, {saved: pt.name})))
+        return
     except StdclError as e:
         st.error(str(e))
         return
@@ -280,12 +291,15 @@ def _data() -> None:
         spec["dataset"] = ds
         if path_help is not None:
             text = c2.text_input("Path", key="models_data_path", help=path_help).strip()
-            p = Path(text).expanduser() if text else None
-            if p is None:
-                st.error(f"{ds}: enter the path of the data ({path_help})")
-                ok = False
-            elif not p.exists():
-                st.error(f"{p}: no such file or folder")
+            try:
+                p = user_path(text) if text else None
+            except DataError as e:  # a path no file can have (a NUL character, too long, ~unknown_user)
+                problem = str(e)
+            else:
+                problem = (f"{ds}: enter the path of the data ({path_help})" if p is None
+                           else f"{p}: no such file or folder" if not p.exists() else None)
+            if problem:
+                st.error(problem)
                 ok = False
             else:
                 spec["path"] = str(p)

@@ -10,6 +10,8 @@ NW-UCLA file name, :func:`benchmark_of` which benchmark a list of class names is
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 from pathlib import Path
 
@@ -52,11 +54,21 @@ def read_npy_sequence(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            np.lib.format.read_magic(fh)
+            version = np.lib.format.read_magic(fh)
+            header = None
+            with contextlib.suppress(ValueError):  # a header numpy cannot parse: np.load says why below
+                header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)(fh)
+            body = os.fstat(fh.fileno()).st_size - fh.tell()
     except OSError as e:
         raise DataError(path, f"cannot read file ({e.strerror})") from None
     except ValueError:
         raise DataError(path, "not a .npy file (no NumPy header)") from None
+    if header is not None and not header[2].hasobject:  # a header's shape is not allocated before it is checked
+        need = math.prod(header[0]) * header[2].itemsize
+        if need > body:
+            raise DataError(path, f"its header declares shape {tuple(header[0])} ({need:,} bytes) but {body:,} bytes "
+                                  "follow it; truncated file?")
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:

@@ -124,7 +124,10 @@ def _synthesize(**kwargs: Any) -> Compact:
                           f"choose from {', '.join(sorted(_OPTIONS - {'labels'}))}")
     if kwargs.get("labels") is not None:
         return synthesize(**kwargs)
-    kwargs["test_subjects"] = None if kwargs.get("test_subjects") is None else tuple(kwargs["test_subjects"])
+    subjects = kwargs.get("test_subjects")
+    if subjects is not None and not isinstance(subjects, (list, tuple)):
+        raise ConfigError(f"synthetic: test_subjects must be a list of subject numbers, got {subjects!r}")
+    kwargs["test_subjects"] = None if subjects is None else tuple(subjects)
     return _cached(tuple(sorted(kwargs.items())))
 
 
@@ -168,8 +171,8 @@ class SyntheticSource(SampleSource):
             raise ConfigError("synthetic: labels= is not a source option (use render_class)")
         self.path = None
         self.split = split
+        self._data = _synthesize(num_samples=num_samples, seed=seed, labels=None, **options)  # options checked there
         self.seed = int(seed)
-        self._data = _synthesize(num_samples=int(num_samples), seed=int(seed), labels=None, **options)
         test = np.isin(self._data.subjects, self._data.test_subjects)
         keep = {"train": ~test, "test": test, "all": np.ones_like(test)}[split]
         self._idx = np.flatnonzero(keep)

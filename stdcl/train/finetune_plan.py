@@ -17,6 +17,7 @@ from typing import Any
 from stdcl.checkpoint import read_meta
 from stdcl.encoders import available as available_encoders
 from stdcl.errors import ConfigError, StdclError
+from stdcl.io import user_path
 from stdcl.train.config import PROTOCOLS, get_dotted, load_config, parse_override
 from stdcl.train.estimate import Estimate, estimate, planned_steps
 from stdcl.train.estimate import data_sizes as count_data
@@ -142,7 +143,7 @@ def _data_overrides(start: StartPoint, c: Choices) -> tuple[str, list[str]]:
     if c.other_name != "synthetic":
         if not c.other_path or not c.other_path.strip():
             raise ConfigError(f"give the folder or file of the {c.other_name} data")
-        p = Path(c.other_path.strip()).expanduser()
+        p = user_path(c.other_path.strip())
         if not p.exists():
             raise ConfigError(f"{p}: no such file or folder")
         out.append(f"data.path={_yaml(str(p.resolve()))}")

@@ -140,7 +140,8 @@ def test_import_official_refuses_pickled_code(tmp_path, capsys):
     assert main(["import-official", "--encoder", "ctrgcn", "--weights", str(tmp_path / "evil.pt"),
                  "--out", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr()
-    assert "evil.pt: not a weights-only PyTorch checkpoint" in err.err and "pwned" not in err.out
+    assert "evil.pt: holds Python objects, not only tensors (print); refusing to unpickle" in err.err
+    assert "pwned" not in err.out
 
 
 @pytest.mark.parametrize("name", ENCODERS)

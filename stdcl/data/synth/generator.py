@@ -25,6 +25,10 @@ SAMPLES_PER_CLASS = 220
 #: 13 classes x 220 = 2860 samples: ~154 training samples per class (X-Sub, 28 of 40 subjects)
 DEFAULT_NUM_SAMPLES = NUM_CLASSES * SAMPLES_PER_CLASS
 DEFAULT_NUM_SUBJECTS = 40
+#: Most samples one set may have: the set is generated in memory, ~30 kB a sample (30 GB at the limit).
+MAX_NUM_SAMPLES = 1_000_000
+#: Longest sequence (frames) the generator draws.
+MAX_FRAMES = 1024
 FPS = 30.0
 BASE_FRAMES = 72.0
 
@@ -205,14 +209,27 @@ class Compact:
         return x
 
 
+def _whole(value: Any, key: str, low: int, high: int) -> int:
+    """An integer option (an integral float such as ``200.0`` too) in ``low..high``, else a one-line ConfigError:
+    options come from configs, and a wrong type or a huge size must not reach numpy."""
+    if isinstance(value, bool) or not (isinstance(value, (int, np.integer))
+                                       or isinstance(value, float) and value.is_integer()):
+        raise ConfigError(f"synthetic: {key} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"synthetic: {key} must be in {low:,}..{high:,}, got {value}")
+    return int(value)
+
+
 def synthesize(num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0, *, labels: Sequence[int] | None = None,
                num_subjects: int = DEFAULT_NUM_SUBJECTS, test_subjects: Sequence[int] | None = None,
                min_frames: int = 40, max_frames: int = 100, max_yaw: float = 45.0, max_camera_pitch: float = 10.0,
                noise: float = 1.0, drop_prob: float = 0.35, timing_jitter: bool = True) -> Compact:
     """Generate the set in compact form (see :func:`stdcl.data.synthetic.generate` for the options)."""
-    n = int(num_samples)
-    if n < 1:
-        raise ConfigError(f"synthetic: num_samples must be >= 1, got {num_samples}")
+    n = _whole(num_samples, "num_samples", 1, MAX_NUM_SAMPLES)
+    seed = _whole(seed, "seed", 0, 2**63 - 1)
+    num_subjects = _whole(num_subjects, "num_subjects", 2, 100_000)
+    min_frames = _whole(min_frames, "min_frames", 2, MAX_FRAMES)
+    max_frames = _whole(max_frames, "max_frames", 2, MAX_FRAMES)
     if not 2 <= min_frames <= max_frames:
         raise ConfigError(f"synthetic: need 2 <= min_frames <= max_frames, got {min_frames}, {max_frames}")
     if num_subjects < 2:
@@ -225,7 +242,8 @@ def synthesize(num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0, *, labels:
             raise ConfigError(f"synthetic: {y.size} labels for {n} samples")
         if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
             raise ConfigError(f"synthetic: labels must be in 0..{NUM_CLASSES - 1}")
-    test = sorted(set(default_test_subjects(num_subjects) if test_subjects is None else map(int, test_subjects)))
+    test = sorted(set(default_test_subjects(num_subjects) if test_subjects is None else
+                      (_whole(t, "test_subjects", 1, num_subjects) for t in test_subjects)))
     if not test or len(test) >= num_subjects or min(test) < 1 or max(test) > num_subjects:
         raise ConfigError(f"synthetic: test_subjects must be a proper, non-empty subset of 1..{num_subjects}")
 

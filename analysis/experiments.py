@@ -204,6 +204,8 @@ def open_results(grid_file: str | os.PathLike | None, results: str | os.PathLike
     if results is None:
         raise DataError(None, "give a grid file or a results folder")
     folder = results.resolve()
+    if folder.is_file():
+        raise DataError(folder, "is a file; give a results folder (results/<grid>) or the grid file as the grid")
     if not folder.is_dir():
         raise DataError(folder, "no such results folder")
     records = read_records(folder)

@@ -209,6 +209,8 @@ def load_grid(path: str | os.PathLike) -> Grid:
     from stdcl.train.config import read_yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise DataError(p, "is a folder; give a grid file (.yaml)")
     if not p.is_file():
         raise DataError(p, "no such grid file")
     doc = read_yaml(p)

@@ -136,7 +136,7 @@ def test_results_page_typed_paths(env):
 def test_finetune_extreme_synthetic_options_and_paths(env):
     at = open_app("finetune")
     for override, line in (("data.source={num_samples: 1000000000000}",
-                            "synthetic: num_samples must be in 1..1,000,000, got 1000000000000"),
+                            "synthetic: num_samples must be in 1..200,000, got 1000000000000"),
                            ("data.source={num_samples: abc}", "synthetic: num_samples must be a whole number, got 'abc'"),
                            ("data.source={max_frames: 1000000000}", "synthetic: max_frames must be in 2..1,024, got "
                                                                      "1000000000"),

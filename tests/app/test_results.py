@@ -158,16 +158,23 @@ def test_deleted_run_directories_disable_opening_with_a_notice(grid, env, tmp_pa
     assert open_results(None, kept).table.rows[0].gain_final.n == 2  # the table survives without its runs
 
 
-@pytest.mark.parametrize("case", ["bad-yaml", "no-such-grid", "no-such-results-folder"])
+@pytest.mark.parametrize("case", ["bad-yaml", "no-such-grid", "no-such-results-folder", "file-as-folder",
+                                  "folder-as-grid"])
 def test_bad_grid_file_or_folder_is_one_error_naming_it(env, tmp_path, case):
     at = open_app("results")
-    if case == "no-such-results-folder":
+    if case in ("no-such-results-folder", "file-as-folder"):
         named, words = tmp_path / "nowhere", "no such results folder"
+        if case == "file-as-folder":
+            named.write_text("x")
+            words = "is a file; give a results folder"
         at.selectbox(key="results_grid").set_value(RECORDS_ONLY).run()
         at.text_input(key="results_folder").input(str(named)).run()
     else:
-        named = tmp_path / ("broken.yaml" if case == "bad-yaml" else "missing.yaml")
-        words = "axes must be a mapping" if case == "bad-yaml" else "no such grid file"
+        named = tmp_path / {"bad-yaml": "broken.yaml", "no-such-grid": "missing.yaml", "folder-as-grid": "d"}[case]
+        words = {"bad-yaml": "axes must be a mapping", "no-such-grid": "no such grid file",
+                 "folder-as-grid": "is a folder; give a grid file"}[case]
+        if case == "folder-as-grid":
+            named.mkdir()
         if case == "bad-yaml":
             named.write_text("name: x\naxes: [1, 2]\n")
         at.selectbox(key="results_grid").set_value(OTHER).run()

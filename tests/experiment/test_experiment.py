@@ -78,6 +78,13 @@ def test_cell_name_formats_values():
     assert cell_name({}) == "run"
 
 
+def test_a_folder_or_missing_grid_file_is_named(tmp_path):
+    for path, problem in ((tmp_path, "is a folder; give a grid file (.yaml)"), (tmp_path / "no.yaml", "no such grid file")):
+        with pytest.raises(DataError) as e:
+            load_grid(path)
+        assert str(e.value) == f"{path}: {problem}"
+
+
 @pytest.mark.parametrize("text, problem", [
     ("name: x\naxes: {seed: [1, 1]}\n", "repeats a value"),
     ("name: x\naxes: {seed: []}\n", "non-empty list"),

@@ -25,8 +25,9 @@ SAMPLES_PER_CLASS = 220
 #: 13 classes x 220 = 2860 samples: ~154 training samples per class (X-Sub, 28 of 40 subjects)
 DEFAULT_NUM_SAMPLES = NUM_CLASSES * SAMPLES_PER_CLASS
 DEFAULT_NUM_SUBJECTS = 40
-#: Most samples one set may have: the set is generated in memory, ~30 kB a sample (30 GB at the limit).
-MAX_NUM_SAMPLES = 1_000_000
+#: Most samples one set may have: the set is generated in memory, ~32 kB a sample (6.5 GB at the limit;
+#: NTU RGB+D 120 has 114,480 sequences).
+MAX_NUM_SAMPLES = 200_000
 #: Longest sequence (frames) the generator draws.
 MAX_FRAMES = 1024
 FPS = 30.0

@@ -8,7 +8,9 @@ model A's row of the same sample), and its highlight style in ``layout.meta["hig
 (:func:`highlight_style`): the app's linked charts highlight a selection in the browser from these,
 without rebuilding the figure. Large N: points shrink and fade with N (:func:`marker_scale`), a grey
 density layer (trace ``density``) shows where points pile up, WebGL draws above
-:data:`WEBGL_ABOVE` points, and arrays travel compactly (float32 coordinates, int32 rows).
+:data:`WEBGL_ABOVE` points, and arrays travel compactly (float32 coordinates, int32 rows). Above ``max_points`` a stratified subset
+is drawn (:func:`drawn_mask`); :func:`points_outside` gives the selected samples it leaves out, for the app to
+draw on top.
 Re-exported by :mod:`analysis.figures`, the one entry point.
 """
 
@@ -129,6 +131,40 @@ def density_layer(coords: np.ndarray, bins: int = DENSITY_BINS) -> go.Heatmap:
                       zsmooth="best", hoverinfo="skip", showlegend=False)
 
 
+def drawn_mask(emb: Embeddings, max_points: int | None, seed: int = 0) -> np.ndarray:
+    """Which rows :func:`embedding_scatter` draws with ``max_points`` (and no highlighted rows): all of them,
+    or a seeded stratified subset of ``max_points`` when there are more."""
+    shown = np.ones(len(emb), bool)
+    if max_points is not None and max_points < len(emb):
+        shown[:] = False
+        shown[stratified_subset(emb.labels, max(int(max_points), 1), seed)] = True
+    return shown
+
+
+def points_outside(coords: np.ndarray, emb: Embeddings, color_by: str, selected: Sequence[int] | np.ndarray,
+                   max_points: int | None, seed: int = 0,
+                   link_rows: Sequence[int] | np.ndarray | None = None) -> dict[str, list] | None:
+    """The ``selected`` samples (link ids: rows, or ``link_rows`` values) that the chart
+    ``embedding_scatter(coords, emb, color_by, max_points=..., link_rows=...)`` does not draw, as the app's
+    in-browser highlight draws them on top: ``rows``, ``ids`` (link ids), ``x``, ``y`` and ``color`` (that of
+    their colour group), one entry per sample; None when every selected sample is drawn."""
+    n = len(emb)
+    coords = _check_coords(coords, n)
+    ids = np.arange(n) if link_rows is None else np.asarray(link_rows, dtype=np.int64).reshape(-1)
+    if ids.shape != (n,):
+        raise ConfigError(f"{ids.size} linked rows for {n} samples")
+    wanted = np.asarray(selected, dtype=np.int64).reshape(-1)
+    rows = np.flatnonzero(~drawn_mask(emb, max_points, seed) & np.isin(ids, wanted) & (ids >= 0)) if wanted.size \
+        else np.zeros(0, np.int64)
+    if not rows.size:
+        return None
+    color = np.full(rows.size, GREY, dtype=object)
+    for g in _groups(emb, color_by):
+        color[g["mask"][rows]] = g["color"]
+    return {"rows": rows.tolist(), "ids": ids[rows].tolist(), "x": coords[rows, 0].astype(float).tolist(),
+            "y": coords[rows, 1].astype(float).tolist(), "color": color.tolist()}
+
+
 def embedding_scatter(coords: np.ndarray, emb: Embeddings, color_by: str = "label",
                       highlight_rows: Sequence[int] | np.ndarray | None = None, title: str = "",
                       max_points: int | None = None, seed: int = 0, webgl: bool | None = None,
@@ -158,9 +194,7 @@ def embedding_scatter(coords: np.ndarray, emb: Embeddings, color_by: str = "labe
         hl[rows] = True
     subset = max_points is not None and max_points < n
     if subset:
-        shown[:] = False
-        shown[stratified_subset(emb.labels, max(int(max_points), 1), seed)] = True
-        shown |= hl
+        shown = drawn_mask(emb, max_points, seed) | hl
     drawn = int(shown.sum())
     size, opacity = marker_scale(drawn)
     use_gl = webgl if webgl is not None else drawn > WEBGL_ABOVE

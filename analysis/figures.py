@@ -24,9 +24,11 @@ from analysis.embedding_figure import (  # noqa: F401  (figures.* is the one ent
     PALETTE,
     WEBGL_ABOVE,
     color_of,
+    drawn_mask,
     embedding_scatter,
     highlight_style,
     marker_scale,
+    points_outside,
     selected_rows,
 )
 from analysis.skeleton_figure import skeleton_figure  # noqa: F401  (figures.* is the one entry point)

@@ -8,7 +8,10 @@
 //   "select": {rows, seq, epoch, click} (rows: the link ids, customdata[1] when a chart has it, else
 //   customdata[0]). The highlight is a canvas above each chart (paintHighlight), plotly's points dimmed by CSS.
 // - "selection": the group's selection as Python holds it (search, Clear, a visit); applied the same way,
-//   unless it is older than the last selection made here (seq / epoch), which Python has not seen yet.
+//   unless it is older than the last selection made here (seq / epoch), which Python has not seen yet. Its
+//   "extra" holds, per chart id, selected samples that chart does not draw (a large split's subsample): they
+//   are drawn on its highlight canvas too, at the coordinates Python sends, while the chart's figure is the
+//   one they were computed for (sig).
 //
 // plotly.js is the one bundled with the plotly Python package, served by this app's server (data.plotly).
 
@@ -23,6 +26,7 @@ function groupState(group) {
       version: 0, // bumped whenever rows change
       seq: 0, // selections made in this page
       epoch: Math.random().toString(36).slice(2),
+      extra: {}, // chart id -> selected samples it does not draw: {sig, rows, ids, x, y, color} (from Python)
     };
   }
   return all[group];
@@ -124,6 +128,19 @@ function paintHighlight(chart, group) {
         drawn.push(Number(t.customdata[i][0]));
       }
     }
+    // selected samples outside the points the chart draws (a subsample of a large split), placed by Python
+    const extra = group.extra[chart.id];
+    if (extra && extra.sig === chart.sig) {
+      for (let i = 0; i < extra.ids.length; i++) {
+        if (!rows.has(extra.ids[i])) continue;
+        ctx.beginPath();
+        ctx.arc(box.l + xa.l2p(extra.x[i]), box.t + ya.l2p(extra.y[i]), on.size / 2, 0, 2 * Math.PI);
+        ctx.fillStyle = extra.color[i];
+        ctx.fill();
+        if (on.line > 0) ctx.stroke();
+        drawn.push(Number(extra.rows[i]));
+      }
+    }
   }
   gd.__stdclHighlighted = drawn.sort((a, b) => a - b);
 }
@@ -156,7 +173,16 @@ function selectionFromPython(data) {
   const rows = Array.from(data.rows || []);
   // Python has not seen the last selection made here yet: it will send it back
   if (data.epoch === group.epoch && data.seq < group.seq) return;
-  if (sameRows(group.rows, rows)) return;
+  const extra = data.extra || {};
+  const extraChanged = JSON.stringify(extra) !== JSON.stringify(group.extra);
+  group.extra = extra;
+  if (sameRows(group.rows, rows)) {
+    if (extraChanged) {
+      group.version += 1;
+      applyAll(group);
+    }
+    return;
+  }
   setRows(group, rows);
   applyAll(group);
 }
@@ -237,6 +263,8 @@ export default function linkedCharts(component) {
   if (!chart.gd) chart.el.style.minHeight = `${height}px`; // room kept while plotly.js loads
   chart.group = data.group;
   chart.linked = data.linked !== false;
+  chart.id = data.id || "";
+  chart.sig = data.sig || "";
   chart.report = (event, value) => setTriggerValue(event, value);
   const token = ++chart.token;
   chart.el.setAttribute("data-stdcl-pending", "1"); // until drawn: browser tests wait for it (IDLE_JS)

@@ -8,7 +8,9 @@ plotly recalculates nothing) and then reports the selected rows to Python
 (``on_select``), whose rerun sends the same figures again, so the browser does not redraw them (Streamlit
 re-runs a component only when its data changes, and a repeated large element travels as a cached
 reference). :func:`linked_selection` hands the browser the selection Python holds (a name search, *Clear*,
-a revisit): a small element of its own, so a new selection never re-sends a figure.
+a revisit): a small element of its own, so a new selection never re-sends a figure. It also carries the
+selected samples a chart leaves out (a stratified subsample of a split too large to draw whole), so those are
+drawn highlighted too.
 
 Each point's link id is ``customdata[1]`` when the figure has that column (model B's charts: A's row of the
 same sample), else ``customdata[0]``. plotly.js is the copy bundled with the plotly Python package, served by
@@ -17,6 +19,7 @@ this app's own server: nothing is fetched from the internet.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,10 +61,13 @@ def dark_theme() -> bool:
 
 
 def chart_data(figure: str, group: str, *, linked: bool = True, config: dict | None = None,
-               height: int | None = None) -> dict[str, Any]:
-    """The component data of a chart: ``figure`` (:func:`figure_json`) only changes with the figure."""
+               height: int | None = None, chart_id: str = "") -> dict[str, Any]:
+    """The component data of a chart: ``figure`` (:func:`figure_json`) only changes with the figure;
+    ``chart_id`` names the chart in a selection's ``extra`` points, ``sig`` (a digest of the figure) the
+    figure those points belong to."""
     return {"kind": "chart", "group": group, "figure": figure, "linked": bool(linked), "config": config or {},
-            "height": height, "plotly": plotly_js_url()}
+            "height": height, "plotly": plotly_js_url(), "id": chart_id,
+            "sig": hashlib.blake2b(figure.encode(), digest_size=8).hexdigest()}
 
 
 def linked_chart(data: dict[str, Any], *, key: str, on_select: Callable[..., None] | None = None,
@@ -73,11 +79,14 @@ def linked_chart(data: dict[str, Any], *, key: str, on_select: Callable[..., Non
 
 
 def linked_selection(group: str, rows: Sequence[int], seq: int = 0, epoch: str | None = None, *,
-                     key: str) -> None:
+                     key: str, extra: dict[str, dict] | None = None) -> None:
     """Hand the browser the selection of ``group`` (link ids); ``seq`` / ``epoch``: the last selection
-    reported from the browser that Python has adopted (an older one is not applied over a newer one)."""
+    reported from the browser that Python has adopted (an older one is not applied over a newer one).
+    ``extra``: per chart id, selected samples the chart does not draw (a subsample of a large split), as
+    :func:`analysis.figures.points_outside` gives them plus the chart's ``sig``; the browser draws those
+    of them that are selected on top of that chart, at their own coordinates."""
     _mount(key=key, data={"kind": "selection", "group": group, "rows": [int(r) for r in rows], "seq": int(seq),
-                          "epoch": epoch})
+                          "epoch": epoch, "extra": extra or {}})
 
 
 def reported_selection(key: str) -> dict[str, Any] | None:

@@ -11,7 +11,8 @@ each point as their link).
 Whole splits (tens of thousands of samples) are drawn with WebGL, points scaled to their number over
 a density layer; a UMAP / t-SNE of that many points runs in the background (``state.projection_status``)
 while the charts show PCA, with its progress. A sample is found by name (search box), and the
-selection downloads as CSV (:mod:`analysis.selection`).
+selection downloads as CSV (:mod:`analysis.selection`). Above *Points drawn per chart* a chart draws a
+stratified sample; selected samples it leaves out travel with the selection element and are drawn on top.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ COLOR_NAMES = {"label": "true label", "prediction": "prediction", "correct": "co
 POOLED = ("spatial_pooled", "temporal_pooled")
 SPACE_TITLES = {"global": "global (classifier input)", "spatial": "spatial s", "temporal": "temporal t",
                 "spatial_pooled": "spatial, pooled", "temporal_pooled": "temporal, pooled"}
-MAX_POINTS = 60_000  # more points than this (beyond NTU120's largest split): a stratified sample is drawn
+MAX_POINTS = 60_000  # default points drawn per chart (beyond NTU120's largest test split); above: a stratified sample
+POINTS_RANGE = (1_000, 200_000)  # what the "Points drawn per chart" box accepts
 MAX_MATCHES = 50  # samples offered when a name search matches several
 MAX_LISTED = 500  # rows listed in the table of selected samples
 LEGEND_ROOM = 170  # right margin (px) of every chart in a row: the legend's room in the last one
@@ -119,16 +121,18 @@ def _chart_data(key: str, signature: tuple, build, linked: bool) -> dict:
     if hit is None or hit[0] != signature:
         hit = cache[key] = (signature, linked_charts.chart_data(linked_charts.figure_json(build(), dark), GROUP,
                                                                   linked=linked, config=figures.CHART_CONFIG,
-                                                                  height=CHART_HEIGHT))
+                                                                  height=CHART_HEIGHT, chart_id=key))
     return hit[1]
 
 
 def _draw_row(which: str, emb: Embeddings, label: str, spaces: list[str], method: str, color_by: str,
-              link: tuple[str, np.ndarray | None] | None, n_a: int) -> list[str]:
-    """One chart per space, linked to the page's selection of A's ``n_a`` rows by ``link`` (the identity of
-    what it links to and, for B, A's row of each of B's rows; None: not linked); returns the keys of the
-    projections still running in the background (their charts show PCA meanwhile)."""
-    pending = []
+              link: tuple[str, np.ndarray | None] | None, n_a: int, max_points: int,
+              selected: list[int]) -> tuple[list[str], dict[str, dict]]:
+    """One chart per space (at most ``max_points`` points each), linked to the page's selection of A's ``n_a``
+    rows by ``link`` (the identity of what it links to and, for B, A's row of each of B's rows; None: not
+    linked); returns the keys of the projections still running in the background (their charts show PCA
+    meanwhile) and, per chart, the ``selected`` samples it does not draw (for :func:`linked_charts.linked_selection`)."""
+    pending, extra = [], {}
     cols = st.columns(len(spaces))
     for i, (col, space) in enumerate(zip(cols, spaces)):
         with col:
@@ -142,7 +146,7 @@ def _draw_row(which: str, emb: Embeddings, label: str, spaces: list[str], method
                 last = i == len(spaces) - 1
 
                 def build(coords=coords, title=title, last=last) -> go.Figure:
-                    fig = figures.embedding_scatter(coords, emb, color_by, max_points=MAX_POINTS, title=title,
+                    fig = figures.embedding_scatter(coords, emb, color_by, max_points=max_points, title=title,
                                                     height=CHART_HEIGHT, link_rows=None if link is None else link[1])
                     # one legend per row (the colours are shared), in a right margin every chart of the row
                     # keeps, so the chart with the legend is as wide as the others
@@ -151,14 +155,18 @@ def _draw_row(which: str, emb: Embeddings, label: str, spaces: list[str], method
                     return fig
 
                 key = chart_key(which, space)
-                data = _chart_data(key, (emb.key, len(emb), space, drawn, color_by, title, last, MAX_POINTS,
+                data = _chart_data(key, (emb.key, len(emb), space, drawn, color_by, title, last, max_points,
                                          None if link is None else link[0]), build, linked=link is not None)
+                if link is not None and selected and max_points < len(emb):
+                    outside = figures.points_outside(coords, emb, color_by, selected, max_points, link_rows=link[1])
+                    if outside is not None:
+                        extra[key] = {**outside, "sig": data["sig"]}
             linked_charts.linked_chart(data, key=key, on_select=_on_chart_select, args=(key, n_a))
     st.caption(f"{which} = {label}: {len(emb):,} samples, accuracy {emb.accuracy:.1%}, "
                f"spatial / temporal from {'its trained STD-CL head' if emb.st_source == 'head' else 'pooling'}."
                + (" Many points: each is drawn small and faint, and the grey shading shows where they pile up "
                   "(scroll to zoom in and tell them apart)." if len(emb) > figures.DENSITY_ABOVE else ""))
-    return pending
+    return pending, extra
 
 
 def _selection_table(emb: Embeddings, rows: list[int]) -> None:
@@ -196,15 +204,32 @@ def _on_pick() -> None:
     _select_one(st.session_state["_emb_match_pick"])
 
 
-def _search(emb: Embeddings) -> None:
-    """A search box: the first sample whose name matches is selected; several matches are offered."""
-    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+def _points_budget(n: int) -> int:
+    """The most points drawn per chart (``emb_max_points``; a box beside the search for more than
+    :data:`figures.DENSITY_ABOVE` samples): above it, a stratified sample is drawn."""
+    low, high = POINTS_RANGE
+    valid = lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+    key = _persistent("emb_max_points", valid, MAX_POINTS)
+    if n > figures.DENSITY_ABOVE:
+        st.number_input("Points drawn per chart", low, high, step=1_000, key=key, on_change=_copy_back,
+                        args=("emb_max_points",),
+                        help="Above this many samples each chart draws a stratified sample of them (a slower browser "
+                             "may want fewer); selected and searched samples are always drawn, on top.")
+    return int(st.session_state["emb_max_points"])
+
+
+def _search(emb: Embeddings) -> int:
+    """A search box (the first sample whose name matches is selected; several matches are offered) and, for
+    large splits, the points budget beside it; returns the budget."""
+    c1, c2, c3 = st.columns([2, 2.2, 0.8], vertical_alignment="bottom")
+    with c3:
+        max_points = _points_budget(len(emb))
     query = c1.text_input("Find a sample by name", key="emb_search", on_change=_on_search, args=(emb.names,),
                           placeholder=f"e.g. {emb.names[0]}" if len(emb) else "",
                           help="The whole name or a part of it (case does not matter). The sample found is selected "
                                "as a click selects it: highlighted in every chart and opened below.")
     if not query.strip():
-        return
+        return max_points
     matches = find_samples(emb.names, query, MAX_MATCHES).tolist()
     if not matches:
         c2.warning(f"No analysed sample's name contains “{query.strip()}” ({len(emb):,} samples analysed).")
@@ -216,6 +241,7 @@ def _search(emb: Embeddings) -> None:
         more = "" if len(matches) < MAX_MATCHES else f" (the first {MAX_MATCHES})"
         c2.selectbox(f"{len(matches)} samples match{more}: select one", matches, key="_emb_match_pick",
                      on_change=_on_pick, format_func=lambda r: f"{emb.names[r]} (row {r})")
+    return max_points
 
 
 def _inspect(sel: state.Selection, emb_a: Embeddings, rows: list[int], b_rows: np.ndarray | None) -> None:
@@ -289,20 +315,22 @@ if sel.other is not None:
                         help=f"Draw the same spaces for B ({sel.other.label}) under A's, same colours and selection.")
 
 n = len(emb_a)
-_search(emb_a)
+max_points = _search(emb_a)
 selected = _valid_rows(ss.get("selected_rows"), n)
 ss["selected_rows"] = selected
 
 c1, c2 = st.columns([4, 1], vertical_alignment="center")  # always drawn: a new selection never moves the charts
-c1.markdown(f"**{len(selected):,} selected** samples are drawn large; the others are dimmed." if selected else
+outside = int((~figures.drawn_mask(emb_a, max_points)[selected]).sum()) if selected else 0
+c1.markdown((f"**{len(selected):,} selected** samples are drawn large; the others are dimmed." +
+             (f" {outside:,} of them {'is' if outside == 1 else 'are'} not among the {max_points:,} points each "
+              "chart draws: drawn on top all the same."
+              if outside else "")) if selected else
             "No selection yet: click a point, or use the Box or Lasso tool of a chart's toolbar.")
 c2.button("Clear selection", on_click=_clear_selection, key="emb_clear", disabled=not selected)
 progress = st.container()  # background projections report here, above the charts
-with progress:  # the selection the charts highlight (the browser applies it: no chart is redrawn)
-    linked_charts.linked_selection(GROUP, selected, ss.get("_emb_sel_seq", 0), ss.get("_emb_sel_epoch"),
-                                   key="emb_selection")
 
-pending = _draw_row("A", emb_a, sel.model.label, spaces, method, color_by, (emb_a.key, None), n)
+pending, extra = _draw_row("A", emb_a, sel.model.label, spaces, method, color_by, (emb_a.key, None), n, max_points,
+                           selected)
 emb_b = None
 b_rows = None
 if compare:  # A is on screen while B is computed
@@ -314,7 +342,12 @@ if compare:  # A is on screen while B is computed
         a_of_b = np.full(len(emb_b), -1, np.int64)
         a_of_b[b_rows] = np.arange(len(b_rows))
         link_b = (emb_a.key, a_of_b)
-    pending += _draw_row("B", emb_b, sel.other.label, spaces, method, color_by, link_b, n)
+    pending_b, extra_b = _draw_row("B", emb_b, sel.other.label, spaces, method, color_by, link_b, n, max_points,
+                                   selected)
+    pending, extra = pending + pending_b, {**extra, **extra_b}
+with progress:  # the selection the charts highlight (the browser applies it: no chart is redrawn)
+    linked_charts.linked_selection(GROUP, selected, ss.get("_emb_sel_seq", 0), ss.get("_emb_sel_epoch"),
+                                   key="emb_selection", extra=extra)
 if pending:
     with progress:
         st.caption(f"{state.METHOD_NAMES.get(method, method)} of {n:,} points takes a while, so it runs in the "

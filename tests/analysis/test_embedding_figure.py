@@ -11,10 +11,13 @@ import pytest
 from analysis.embedding_figure import (
     DENSITY_ABOVE,
     SMALL_N,
+    color_of,
     density_layer,
+    drawn_mask,
     embedding_scatter,
     highlight_style,
     marker_scale,
+    points_outside,
 )
 from stdcl.errors import ConfigError
 from analysis.embeddings import Embeddings
@@ -115,3 +118,44 @@ def test_link_column_and_highlight_style_for_the_browser():
 def test_density_layer_of_a_single_point_is_finite():
     layer = density_layer(np.zeros((3, 2), np.float32))
     assert np.nansum(np.expm1(np.asarray(layer.z, float))) == pytest.approx(3)
+
+
+def _drawn_rows(fig: go.Figure) -> np.ndarray:
+    return np.sort(np.concatenate([np.asarray(t.customdata)[:, 0] for t in fig.data if t.customdata is not None]))
+
+
+def test_points_outside_are_the_selected_samples_the_subsample_leaves_out():
+    n, budget = 3000, 400
+    emb = _emb(n)
+    coords = np.random.default_rng(1).normal(size=(n, 2))
+    shown = drawn_mask(emb, budget)
+    fig = embedding_scatter(coords, emb, "label", max_points=budget)
+    assert np.array_equal(_drawn_rows(fig), np.flatnonzero(shown))  # what the chart draws, exactly
+    assert drawn_mask(emb, None).all() and drawn_mask(emb, n).all()
+    inside, outside = np.flatnonzero(shown)[:3], np.flatnonzero(~shown)[[0, 5, 9]]
+    got = points_outside(coords, emb, "label", np.r_[inside, outside], budget)
+    assert got["rows"] == got["ids"] == outside.tolist()
+    np.testing.assert_allclose(np.c_[got["x"], got["y"]], coords[outside], rtol=1e-6)
+    assert got["color"] == [color_of(int(emb.labels[r])) for r in outside]
+    assert points_outside(coords, emb, "label", inside, budget) is None  # all drawn
+    assert points_outside(coords, emb, "label", [], budget) is None
+    assert points_outside(coords, emb, "label", outside, None) is None  # no subsample: nothing left out
+    wrong = points_outside(coords, emb, "correct", outside, budget)["color"]
+    assert wrong == ["#2ca02c" if emb.correct[r] else "#d62728" for r in outside]
+
+
+def test_points_outside_of_a_linked_chart_follow_its_link_ids():
+    """Model B's chart: its rows link to A's rows (here reversed, one B row linked to nothing)."""
+    n, budget = 2000, 300
+    emb = _emb(n)
+    coords = np.random.default_rng(2).normal(size=(n, 2))
+    link = np.arange(n)[::-1].copy()
+    link[0] = -1
+    hidden_b = np.flatnonzero(~drawn_mask(emb, budget))[:4]  # B rows not drawn
+    got = points_outside(coords, emb, "label", link[hidden_b], budget, link_rows=link)
+    want = sorted(r for r in hidden_b if link[r] >= 0)
+    assert got["rows"] == want and got["ids"] == link[want].tolist()
+    np.testing.assert_allclose(got["x"], coords[want, 0], rtol=1e-6)
+    assert points_outside(coords, emb, "label", [-1], budget, link_rows=link) is None  # -1 links nothing
+    with pytest.raises(ConfigError, match="linked rows"):
+        points_outside(coords, emb, "label", [1], budget, link_rows=link[:-1])

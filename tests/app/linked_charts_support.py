@@ -55,12 +55,18 @@ def links(spec: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def highlighted(at, key: str) -> set[int]:
     """The rows of chart ``key`` the browser highlights: those whose link id is in the selection (none when
-    the chart is not linked)."""
+    the chart is not linked), and the selection's extra points for that chart (samples its subsample leaves
+    out) when they belong to the figure drawn."""
     data = chart_data(at)[key]
     if not data["linked"]:
         return set()
+    sel = selection(at)
     rows, ids = links(json.loads(data["figure"]))
-    return set(rows[np.isin(ids, selection(at)["rows"])].tolist())
+    out = set(rows[np.isin(ids, sel["rows"])].tolist())
+    extra = sel.get("extra", {}).get(key)
+    if extra and extra["sig"] == data["sig"]:
+        out |= {r for r, i in zip(extra["rows"], extra["ids"]) if i in set(sel["rows"])}
+    return out
 
 
 def send_select(at, key: str, rows: list[int], click: bool = False, seq: int = 1, epoch: str = "apptest"):

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cache import save_arrays
+from analysis.cache import load_arrays, save_arrays
 from analysis.datasets import open_analysis_data
+from analysis.embedding_figure import drawn_mask
 from analysis.projections import project, project_embeddings, projection_key
 from tests.support.app import bundled_model
 from tests.support.browser import CHROMIUM, ROOT, StreamlitServer, exceptions, launch_chromium, screenshot, wait_idle
@@ -192,3 +193,38 @@ def test_a_projection_not_cached_runs_in_the_background_and_replaces_pca(page, p
     got = done.first.evaluate("""gd => { const out = {}; for (const t of gd._fullData) if (t.customdata)
         for (let i = 0; i < t.x.length; i++) out[t.customdata[i][0]] = [t.x[i], t.y[i]]; return out; }""")
     np.testing.assert_allclose([got[str(r)] for r in range(n)], want, atol=1e-4)
+
+
+#: The highlight canvas's alpha at a data-space point (x, y) of a chart.
+ALPHA_AT_JS = """(gd, [x, y]) => {
+  const fl = gd._fullLayout, canvas = gd.parentElement.querySelector('canvas.stdcl-highlight');
+  const ratio = canvas.width / fl.width;
+  const px = (fl._size.l + fl.xaxis.l2p(x)) * ratio, py = (fl._size.t + fl.yaxis.l2p(y)) * ratio;
+  return canvas.getContext('2d').getImageData(Math.round(px), Math.round(py), 1, 1).data[3];
+}"""
+
+
+def test_a_sample_the_subsample_leaves_out_is_found_and_drawn_in_both_views(page, prepared):
+    """Points budget 1,000 (the box beside the search): each chart draws a stratified sample; a sample found by
+    name that neither chart draws is painted highlighted in both, where its projection puts it. (Last: it
+    changes the budget.)"""
+    emb = prepared["emb"]
+    n, budget = len(emb), 1000
+    box = page.locator('[data-testid="stNumberInput"]').filter(has_text="Points drawn per chart").locator("input")
+    box.fill(str(budget))
+    run_after(page, lambda: box.press("Enter"), LIMIT_S)
+    for title in TITLES:
+        chart(page, title).filter(has_text=f"showing {drawn_mask(emb, budget).sum():,} of {n:,} points").wait_for()
+    wait_idle(page, LIMIT_S)
+    shown = chart(page, TITLES[0]).evaluate(ROWS_IN_RANGE_JS, {"x": [-1e9, 1e9], "y": [-1e9, 1e9]})
+    assert shown == np.flatnonzero(drawn_mask(emb, budget)).tolist()
+    row = int(np.flatnonzero(~drawn_mask(emb, budget))[23])
+    search = page.locator('[data-testid="stTextInput"]').filter(has_text="Find a sample by name").locator("input")
+    search.fill(emb.names[row])
+    run_after(page, lambda: search.press("Enter"), LIMIT_S)
+    wait_linked(page, n, LIMIT_S, [row])  # both charts draw it highlighted
+    assert not exceptions(page)
+    for title, space in zip(TITLES, ("spatial", "temporal")):
+        xy = load_arrays("projections", projection_key(emb.key, space, "umap"), prepared["tmp"] / "cache")
+        assert chart(page, title).evaluate(ALPHA_AT_JS, xy["coords"][row].tolist()) > 0  # painted where it lies
+    page.locator('[data-testid="stHeading"]', has_text=f"Sample {emb.names[row]}").first.wait_for()

@@ -153,7 +153,7 @@ def test_box_selection_on_spatial_chart_highlights_the_same_rows_everywhere(app,
     at = send_select(at, "emb_A_spatial", want, seq=1, epoch="box")  # what the browser reports for that box
     assert at.session_state["selected_rows"] == want
     assert selection(at) == {"kind": "selection", "group": before["emb_A_spatial"]["group"], "rows": want,
-                             "seq": 1, "epoch": "box"}  # handed back with the browser's count: nothing newer is undone
+                             "seq": 1, "epoch": "box", "extra": {}}  # handed back with the browser's count: nothing newer is undone
     lit = _highlighted(at)
     assert lit["emb_A_spatial"] == lit["emb_A_temporal"] == set(want)
     assert lit["emb_B_temporal"] == set(ref["b_rows"][want].tolist())

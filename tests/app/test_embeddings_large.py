@@ -20,17 +20,17 @@ pytest.importorskip("streamlit")
 
 from analysis.cache import entry_path  # noqa: E402
 from analysis.datasets import open_analysis_data, stratified_subset  # noqa: E402
-from analysis.embedding_figure import marker_scale  # noqa: E402
+from analysis.embedding_figure import color_of, drawn_mask, marker_scale  # noqa: E402
 from analysis.embeddings import extract_embeddings  # noqa: E402
 from analysis.projections import project, project_embeddings, projection_key  # noqa: E402
 from analysis.selection import find_samples  # noqa: E402
 from tests.app.linked_charts_support import chart_data, charts, highlighted, selection, send_select  # noqa: E402
-from tests.support.app import arr, bundled_model, module_env, open_app, rerun  # noqa: E402
+from tests.support.app import BUNDLED, arr, bundled_model, module_env, open_app, rerun  # noqa: E402
 from tests.support.large_split import standin_embeddings, write_split  # noqa: E402
 
 N_TEST = 6000  # above the WebGL and density thresholds (5,000)
 BIG = {"max_samples": 100_000, "projection_method": "pca", "model_b": None, "selected_rows": [], "emb_search": "",
-       "emb_spaces": ["spatial", "temporal"]}
+       "emb_spaces": ["spatial", "temporal"], "emb_max_points": 60_000}
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +185,55 @@ def test_search_finds_a_sample_and_opens_it_like_a_click(app, split):
     at.text_input(key="emb_search").set_value("no such sample").run()
     assert any("No analysed sample's name contains “no such sample”" in w.value for w in at.warning)
     assert at.session_state["selected_rows"] == [matches[-1]]  # a failed search keeps the selection
+
+
+def test_a_sample_outside_the_drawn_subsample_is_highlighted_all_the_same(app, split):
+    """Above the points budget each chart draws a stratified sample; a selected sample it leaves out travels
+    with the selection (its coordinates in that chart's projection) and is drawn highlighted on top."""
+    emb = split["emb"]
+    n, budget = len(emb), 1000
+    at = rerun(app, **{**BIG, "emb_max_points": budget})
+    assert at.number_input(key="_w_emb_max_points").value == budget
+    drawn = charts(at)
+    shown = drawn_mask(emb, budget)
+    for space in ("spatial", "temporal"):
+        assert sorted(_rows(drawn[f"emb_A_{space}"]).tolist()) == np.flatnonzero(shown).tolist()
+        (note,) = [a for a in drawn[f"emb_A_{space}"]["layout"]["annotations"] if a.get("name") == "subset-note"]
+        assert f"showing {shown.sum():,} of {n:,} points" in note["text"]
+    row = int(np.flatnonzero(~shown)[11])
+    at.text_input(key="emb_search").set_value(emb.names[row]).run()
+    assert not at.exception and at.session_state["selected_rows"] == [row]
+    extra = selection(at)["extra"]
+    data = chart_data(at)
+    for space in ("spatial", "temporal"):
+        key = f"emb_A_{space}"
+        assert highlighted(at, key) == {row}  # drawn on top, though the chart has no point for it
+        got = extra[key]
+        assert got["rows"] == got["ids"] == [row] and got["sig"] == data[key]["sig"]
+        want = project_embeddings(emb, space, "pca", use_cache=True)[row]
+        np.testing.assert_allclose([got["x"][0], got["y"][0]], want, rtol=1e-5)
+        assert got["color"] == [color_of(int(emb.labels[row]))]
+    assert any(f"Sample {emb.names[row]}" == h.value for h in at.subheader)  # and opened in the inspector
+    assert any("1 of them is not among the 1,000 points each chart draws" in m.value for m in at.markdown)
+    # model B below (its baseline): linked by name, its own subsample; the sample is drawn on top there too
+    at = rerun(at, model_b=f"bundled: {BUNDLED['B']}", emb_compare=True)
+    data, extra = chart_data(at), selection(at)["extra"]
+    b_row = int(np.flatnonzero(np.asarray(split["emb"].names) == emb.names[row])[0])
+    for space in ("spatial", "temporal"):
+        key = f"emb_B_{space}"
+        assert key in data and highlighted(at, key) == {b_row}
+        assert extra[key]["ids"] == [row] and extra[key]["rows"] == [b_row] and extra[key]["sig"] == data[key]["sig"]
+    at = rerun(at, model_b=None)
+
+    # a whole class selected: the drawn members highlighted in the figure, the others on top
+    members = np.flatnonzero(emb.labels == 2).tolist()
+    at = rerun(at, selected_rows=members, emb_search="")
+    assert highlighted(at, "emb_A_spatial") == set(members) == highlighted(at, "emb_A_temporal")
+    assert set(selection(at)["extra"]["emb_A_spatial"]["rows"]) == set(members) - set(np.flatnonzero(shown).tolist())
+    # every sample drawn again: nothing travels with the selection
+    at = rerun(at, emb_max_points=60_000)
+    assert selection(at)["extra"] == {} and highlighted(at, "emb_A_spatial") == set(members)
+    rerun(at, **BIG)
 
 
 def test_a_large_projection_runs_in_the_background_while_pca_is_shown(app, split, monkeypatch):

@@ -36,6 +36,7 @@ from analysis.embeddings import Embeddings
 from analysis.models import LoadedModel
 from stdcl.encoders.base import Features
 from stdcl.errors import ConfigError
+from stdcl.vectors import unit_rows
 
 #: Which head branch reads which axis of the map ``(C', T', V')``.
 BRANCH_AXIS = {"spatial": "joint", "temporal": "frame"}
@@ -132,11 +133,9 @@ def class_centroids(emb: Embeddings, space: str) -> np.ndarray:
     A class without samples (or whose embeddings are all zero) gets a zero row, so downstream
     cosines against it are 0 rather than NaN.
     """
-    x = np.asarray(emb.space(space), dtype=np.float64)
+    unit = unit_rows(np.asarray(emb.space(space), dtype=np.float64))
     k = len(emb.class_names)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    sums = np.zeros((k, x.shape[1]))
+    sums = np.zeros((k, unit.shape[1]))
     np.add.at(sums, np.asarray(emb.labels, dtype=np.int64), unit)
     counts = np.bincount(np.asarray(emb.labels, dtype=np.int64), minlength=k)[:k]
     return np.divide(sums, counts[:, None], out=np.zeros_like(sums), where=counts[:, None] > 0).astype(np.float32)
@@ -282,7 +281,8 @@ def sample_attributions(model: LoadedModel, x: torch.Tensor | np.ndarray,
 
 
 def _branch_summary(branch: str, d: dict[str, np.ndarray], centroids: np.ndarray | None, cls: int) -> dict[str, Any]:
-    terms, bias, emb = d["terms"], d["bias"], d["embedding"]
+    # norms in float64: float32 terms of a far-off input (~1e20) would overflow when squared
+    terms, bias, emb = (np.asarray(d[k], dtype=np.float64) for k in ("terms", "bias", "embedding"))
     res: dict[str, Any] = {"axis": BRANCH_AXIS[branch], "term_norms": np.linalg.norm(terms[0], axis=1),
                            "embedding_norm": float(np.linalg.norm(emb[0])), "bias_norm": float(np.linalg.norm(bias)),
                            "contributions": None, "bias_contribution": None, "cosine": None}

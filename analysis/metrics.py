@@ -35,6 +35,7 @@ import numpy as np
 from analysis.cache import array_json, json_array, load_arrays, make_key, save_arrays
 from analysis.embeddings import SPACES
 from stdcl.errors import ConfigError
+from stdcl.vectors import unit_rows
 
 METRICS_VERSION = 1  # part of the cache key: bump when a definition changes
 
@@ -86,12 +87,6 @@ def _num(v: Any) -> float | None:
 def _nums(a: np.ndarray) -> list:
     """An array as nested lists of floats, None where not finite."""
     return [_nums(r) for r in a] if np.ndim(a) > 1 else [_num(v) for v in a]
-
-
-def unit_rows(X: np.ndarray) -> np.ndarray:
-    """The rows of ``X`` scaled to unit L2 norm, same dtype (a zero row stays zero)."""
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
 
 
 def _check(X: np.ndarray, labels: np.ndarray, num_classes: int, k: int,

@@ -16,6 +16,7 @@ from scipy.special import softmax
 
 from analysis.embeddings import SPACES, Embeddings
 from stdcl.errors import ConfigError
+from stdcl.vectors import unit_rows
 
 
 class Neighbours(NamedTuple):
@@ -25,12 +26,6 @@ class Neighbours(NamedTuple):
     sims: np.ndarray  # (k,) float64 cosine similarities, non-increasing
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-
-
 def cosine_to_row(emb: Embeddings, row: int, space: str) -> np.ndarray:
     """``(N,)`` cosine similarity of every sample to sample ``row`` in ``space`` (itself included)."""
     n = len(emb)
@@ -38,7 +33,7 @@ def cosine_to_row(emb: Embeddings, row: int, space: str) -> np.ndarray:
         raise ConfigError(f"sample row {row} outside 0..{n - 1}")
     if space not in emb.spaces:
         raise ConfigError(f"no embedding space {space!r}; have {', '.join(emb.spaces)}")
-    x = _unit_rows(emb.space(space))
+    x = unit_rows(np.asarray(emb.space(space), dtype=np.float64))
     return x @ x[int(row)]
 
 

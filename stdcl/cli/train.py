@@ -80,7 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
                    help="run directories (or checkpoints) of the streams, same dataset and split; then data "
                         "overrides, e.g. data.path=/data/ntu (the streams are then re-scored)")
-    p.add_argument("--weights", type=float_in(0), nargs="+", default=None, help="fusion weights (default: tuned on val)")
+    p.add_argument("--weights", type=_weight_or_override, nargs="+", default=None,
+                   help="fusion weights, one per stream (default: tuned on val); key=value words after them are "
+                        "data overrides too")
     p.add_argument("--which", default="best", choices=["best", "last"])
     p.add_argument("--step", type=float_in(0, 1, above=True), default=0.1, help="grid step of the weight search (default 0.1)")
     p.add_argument("--softmax", action="store_true", help="fuse softmax probabilities instead of raw logits")
@@ -151,6 +153,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weight_or_override(text: str) -> float | str:
+    """A ``--weights`` word: a weight (a finite number >= 0), or a ``key=value`` data override that followed
+    the weights (nargs="+" takes every word up to the next option)."""
+    return text if "=" in text else float_in(0)(text)
+
+
 def _ensemble(args: argparse.Namespace) -> int:
     from stdcl.errors import ConfigError
     from stdcl.io import write_json_atomic
@@ -158,9 +166,13 @@ def _ensemble(args: argparse.Namespace) -> int:
 
     runs = [r for r in args.runs if "=" not in str(r) or r.exists()]  # key=value words are overrides
     overrides = [str(r) for r in args.runs if r not in runs]
+    weights = None
+    if args.weights is not None:
+        weights = [w for w in args.weights if isinstance(w, float)] or None
+        overrides += [w for w in args.weights if isinstance(w, str)]
     if not runs:
         raise ConfigError("give the runs (or checkpoints) of the streams to fuse")
-    r = ensemble(runs, weights=args.weights, which=args.which, step=args.step, softmax=args.softmax,
+    r = ensemble(runs, weights=weights, which=args.which, step=args.step, softmax=args.softmax,
                  recompute=args.recompute, overrides=overrides)
 
     def pct(v):

@@ -31,6 +31,7 @@ from typing import Any, Iterable
 import yaml
 
 from stdcl.checkpoint import BUNDLED_PREFIX
+from stdcl.checkpoint_schema import HEAD_INTS
 from stdcl.data.registry import protocols
 from stdcl.encoders.registry import spec as encoder_spec
 from stdcl.errors import ConfigError
@@ -261,8 +262,8 @@ NUMBERS = {
     "data.num_workers": "int [0, inf)",
     "data.val_fraction": "[0, 1)",
     "data.val_seed": "int [0, 4294967295]",
-    "stdcl.head.reduction": "int [1, inf)",
-    "stdcl.head.dim": "int [1, inf)",
+    "stdcl.head.reduction": f"int [{HEAD_INTS['reduction'][0]}, {HEAD_INTS['reduction'][1]}]",  # what a checkpoint
+    "stdcl.head.dim": f"int [{HEAD_INTS['dim'][0]}, {HEAD_INTS['dim'][1]}]",  # may record (checkpoint_schema)
     "stdcl.loss.num_pos": "int [1, inf)",
     "stdcl.loss.num_neg": "int [1, inf)",
     "stdcl.loss.tau": "(0, inf)",

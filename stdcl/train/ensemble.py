@@ -44,7 +44,9 @@ def tune_weights(val_scores: Sequence[np.ndarray], val_labels: np.ndarray, step:
                  softmax: bool = False) -> tuple[list[float], float]:
     """Grid search of weights in ``{0, step, ..., 1}`` per stream maximising validation top-1.
 
-    Returns ``(weights, validation accuracy)``. Only validation scores are read.
+    Returns ``(weights, validation accuracy)``. Ties (weights scaled alike fuse alike) go to the most balanced
+    weights, then to the largest of those (the largest weight 1 when the grid has it). Only validation scores
+    are read.
     """
     s = len(val_scores)
     if s == 0:
@@ -63,8 +65,8 @@ def tune_weights(val_scores: Sequence[np.ndarray], val_labels: np.ndarray, step:
     best = accs.max()
     cand = np.flatnonzero(accs >= best - 1e-12)
     norm = grid[cand] / grid[cand].max(1, keepdims=True)
-    dist = np.abs(norm - 1.0).sum(1)  # distance from uniform weights (scale-free)
-    pick = cand[int(np.argmin(dist))]
+    dist = np.round(np.abs(norm - 1.0).sum(1), 9)  # distance from uniform weights (scale-free)
+    pick = cand[np.lexsort((-grid[cand].max(1), dist))[0]]  # then the largest: (1, 1), not (0.1, 0.1)
     return [float(w) for w in grid[pick]], float(best)
 
 

@@ -45,6 +45,7 @@ from stdcl.data.subsets import stratified_subset
 from stdcl.errors import DataError
 from stdcl.head.spaces import embedding_spaces
 from stdcl.io import atomic_path, make_folder, read_json, write_json_atomic
+from stdcl.vectors import unit_rows
 
 log = logging.getLogger("stdcl.train")
 
@@ -70,9 +71,7 @@ def probe_epochs(epochs: int, eval_every: int, snapshots: int) -> list[int]:
 def reduce_rows(x: np.ndarray, dim: int) -> tuple[np.ndarray, float]:
     """``(coords float16 (N, min(width, dim)), energy)``: unit rows, or their coordinates on the top ``dim``
     right singular vectors (uncentred) when wider; ``energy`` = kept share of the rows' squared norm."""
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    unit = unit_rows(np.asarray(x, dtype=np.float64))
     total = float((unit ** 2).sum())
     if unit.shape[1] > dim:
         if unit.shape[0] <= unit.shape[1]:  # the (N, N) Gram matrix is the smaller problem

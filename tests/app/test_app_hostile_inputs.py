@@ -100,7 +100,7 @@ def _npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy on 1e37 coordinates, before the model refuses them
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no overflow warning on its way to the refusal
 def test_sequence_whose_header_lies_or_whose_values_overflow(env):
     at = open_app("models")
 

@@ -89,6 +89,7 @@ def test_parse_override_values():
     ("schedule.kind=linear", "schedule.kind must be one of"),
     ("data.val_fraction=1.5", "val_fraction"),
     ("nonsense=1", "unknown config key nonsense"),
+    ("stdcl.head.dim=100000000", r"stdcl.head.dim must be a whole number in \[1, 65536\]"),  # what a checkpoint holds
 ])
 def test_bad_overrides_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message) as e:

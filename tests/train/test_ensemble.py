@@ -28,7 +28,9 @@ def test_tune_weights_prefers_the_stream_that_is_right_on_validation():
     # ties go to the most balanced weights; the result is scale-free
     same = _scores(y, True, rng)
     w2, _ = E.tune_weights([same, same], y)
-    assert w2[0] == w2[1]
+    assert w2 == [1.0, 1.0]  # not (0.1, 0.1), which fuses alike
+    w3, _ = E.tune_weights([same, 0.5 * same], y, step=0.25)
+    assert max(w3) == 1.0
 
 
 def test_ensemble_never_reads_test_scores_to_choose(monkeypatch):
@@ -108,6 +110,12 @@ def test_ensemble_of_checkpoint_files_with_data_overrides(tmp_path, capsys):
     assert r["n_test"] == 57 and r["fused_test_top1"] == r["streams"][0]["test_top1"]
     with np.load(tmp_path / "synthetic_hcn_stdcl-eval-test" / "scores.npz") as z:
         assert len(z["names"]) == 57
+    # overrides after the weights (argparse's nargs="+" takes them with the weights): the same fusion
+    assert main(["-q", "ensemble", *files, "--weights", "1", "0", f"data.path={data}",
+                 "--out", str(tmp_path / "g.json")]) == 0
+    g = json.loads((tmp_path / "g.json").read_text())
+    assert g["weights"] == r["weights"] == [1.0, 0.0] and g["n_test"] == 57
+    assert g["fused_test_top1"] == r["fused_test_top1"]
     for weights in (["1", "nan"], ["-1", "1"]):
         with pytest.raises(SystemExit) as e:
             main(["-q", "ensemble", *files, f"data.path={data}", "--weights", *weights])

@@ -21,3 +21,12 @@ def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("STDCL_CACHE", str(tmp_path / "own"))
     assert cache_dir() == tmp_path / "own"
     assert cache_root() == cache_dir() and cache_folder() == cache_dir() / "npz"
+
+
+def test_the_test_run_keeps_out_of_the_users_cache() -> None:
+    """tests/conftest.py points STDCL_CACHE at a folder of this run (or at $STDCL_TEST_CACHE)."""
+    import os
+
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stdcl"
+    assert cache_dir() != user
+    assert os.environ.get("STDCL_TEST_CACHE") or cache_dir().name.startswith("stdcl-test-cache-")

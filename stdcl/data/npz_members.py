@@ -10,13 +10,15 @@ are read into memory with :func:`read_member`.
 
 Every member is checked before use: its ZIP headers, its ``.npy`` header against the size the
 archive records, its CRC (compressed members as they are read; stored ones when opened: up to 16 MiB
-every time, larger ones once, in chunks, then remembered in the cache folder until the file changes).
+every time, larger ones once, in chunks, then remembered in the cache folder until the file changes; what
+the cache holds for an older version of a file is removed when its new version is converted or checked).
 Any problem is a one-line :class:`DataError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import lzma
@@ -220,15 +222,32 @@ def _check_large_crc(fh: IO[bytes], start: int, info: zipfile.ZipInfo, path: Pat
         marker.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(marker) as tmp:
             Path(tmp).write_text(f"{path.resolve()}\n")
+        _prune(marker)
     except OSError as e:  # an unwritable cache only costs the next open the same check
         log.debug("could not record the CRC check in %s: %s", marker, e)
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
 def _cache_path(path: Path, key: str, cache_dir: str | os.PathLike | None) -> Path:
+    """``<folder>/<stem>.<key>.<file>-<version>.npy``: ``file`` names the source's path, ``version`` its size and
+    modification time (a changed file is converted or checked again; :func:`_prune` drops the older versions)."""
     st = path.stat()
-    ident = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
-    digest = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return Path(cache_dir or cache_folder()) / f"{path.stem}.{key}.{digest}.npy"
+    version = _digest(f"{st.st_size}\0{st.st_mtime_ns}")
+    return Path(cache_dir or cache_folder()) / f"{path.stem}.{key}.{_digest(str(path.resolve()))}-{version}.npy"
+
+
+def _prune(current: Path) -> None:
+    """Remove what the cache holds for older versions of the same source file and member as ``current``
+    (converted copies and CRC markers; a process still mapping an old copy keeps reading it)."""
+    stem, _, version = current.stem.rpartition("-")
+    for old in current.parent.glob(glob.escape(stem) + "-*"):
+        if old.stem.rpartition("-")[2] != version and old.suffix in (".npy", ".crc-ok"):
+            with contextlib.suppress(OSError):
+                old.unlink()
+                log.info("removed %s (an older version of the file)", old)
 
 
 def _load_cached(cache: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
@@ -262,6 +281,7 @@ def _converted(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str,
             _fill(src, out, fortran, path, key)
             out.flush()
             del out
+        _prune(cache)
     return np.load(cache, mmap_mode="r", allow_pickle=False)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
 import zipfile
@@ -14,11 +15,16 @@ import pytest
 from stdcl.cli import main
 from stdcl.data import open_source
 from stdcl.data.ntu_raw import parse_skeleton
-from stdcl.data.uea_ts import read_ts
 from stdcl.data.ucla import read_ucla_json
+from stdcl.data.uea_ts import read_ts
 from stdcl.errors import DataError
-
-from tests.support.data_files import make_ntu_npz, make_numpy, make_pyskl, ucla_json_obj, write_ucla_json
+from tests.support.data_files import (
+    make_ntu_npz,
+    make_numpy,
+    make_pyskl,
+    ucla_json_obj,
+    write_ucla_json,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -171,7 +177,9 @@ def test_npz_large_stored_member_crc_checked_once_per_file_version(tmp_path, mon
     p = tmp_path / "d.npz"
     make_numpy(p)
     x = np.asarray(npz_members.open_member(p, "x"))
-    assert len(list((tmp_path / "cache").rglob("*.crc-ok"))) == 1
+    first = list((tmp_path / "cache").rglob("*.crc-ok"))
+    assert len(first) == 1
+    good = p.read_bytes()
     calls = []
     real = npz_members.zlib.crc32
     monkeypatch.setattr(npz_members.zlib, "crc32", lambda *a: calls.append(len(a[0])) or real(*a))
@@ -184,7 +192,12 @@ def test_npz_large_stored_member_crc_checked_once_per_file_version(tmp_path, mon
     data[_data_start(data, info) + info.file_size // 2] ^= 0x01  # a new version of the file, damaged
     p.write_bytes(bytes(data))
     assert error(npz_members.open_member, p, "x") == f"{p}: key 'x': data fails its CRC check (damaged file)"
-    assert len(list((tmp_path / "cache").rglob("*.crc-ok"))) == 1  # the damaged version is not remembered
+    assert list((tmp_path / "cache").rglob("*.crc-ok")) == first  # the damaged version is not remembered
+    p.write_bytes(good)  # a good version again (another modification time): checked, and the older marker removed
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    np.testing.assert_array_equal(npz_members.open_member(p, "x"), x)
+    markers = list((tmp_path / "cache").rglob("*.crc-ok"))
+    assert len(markers) == 1 and markers != first
 
 
 def test_npz_compressed_member_failing_its_crc_or_inflate(tmp_path):

@@ -56,6 +56,12 @@ class SampleSource:
     def describe(self) -> str:
         return f"{self.format} {self.path or ''} [{self.split}]".strip()
 
+    def joints_persons(self) -> tuple[int, int]:
+        """``(V, M)`` of the raw sequences (read from the first; a source that knows them without reading
+        says so)."""
+        shape = self.read(0).shape if len(self) else (0, 0, 0, 0)
+        return int(shape[-2]), int(shape[-1])
+
     def check_labels(self, where: str | None = None) -> None:
         """Raise a :class:`DataError` if any label is outside ``0..num_classes-1``."""
         labels = np.asarray(self.labels)

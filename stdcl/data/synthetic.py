@@ -75,8 +75,8 @@ import numpy as np
 from stdcl.data.base import SampleSource
 from stdcl.data.layouts import NTU25
 from stdcl.data.synth.actions import CLASSES, class_meta, class_names
-from stdcl.data.synth.generator import (DEFAULT_NUM_SAMPLES, DEFAULT_NUM_SUBJECTS, NUM_CLASSES, Compact,
-                                        default_test_subjects, synthesize, to_arrays)
+from stdcl.data.synth.generator import (DEFAULT_NUM_SAMPLES, DEFAULT_NUM_SUBJECTS, NUM_CLASSES, Compact, Plan,
+                                        default_test_subjects, plan, synthesize, to_arrays)
 from stdcl.errors import ConfigError
 from stdcl.io import atomic_path, write_text_atomic
 
@@ -115,20 +115,26 @@ def generate(num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0, *, labels: S
 
 
 _OPTIONS = set(inspect.signature(synthesize).parameters)
+_PLAN_OPTIONS = set(inspect.signature(plan).parameters)  # all but the rendering-only noise and drop_prob
 
 
-def _synthesize(**kwargs: Any) -> Compact:
+def _key(kwargs: dict[str, Any]) -> tuple:
+    """The generation options checked by name (labels=None) as a hashable cache key."""
     unknown = sorted(set(kwargs) - _OPTIONS)
     if unknown:
         raise ConfigError(f"synthetic: unknown option(s) {', '.join(unknown)}; "
                           f"choose from {', '.join(sorted(_OPTIONS - {'labels'}))}")
-    if kwargs.get("labels") is not None:
-        return synthesize(**kwargs)
     subjects = kwargs.get("test_subjects")
     if subjects is not None and not isinstance(subjects, (list, tuple)):
         raise ConfigError(f"synthetic: test_subjects must be a list of subject numbers, got {subjects!r}")
-    kwargs["test_subjects"] = None if subjects is None else tuple(subjects)
-    return _cached(tuple(sorted(kwargs.items())))
+    return tuple(sorted({**kwargs, "test_subjects": None if subjects is None else tuple(subjects)}.items()))
+
+
+def _synthesize(**kwargs: Any) -> Compact:
+    if kwargs.get("labels") is not None:
+        _key({**kwargs, "labels": None})
+        return synthesize(**kwargs)
+    return _cached(_key(kwargs))
 
 
 @lru_cache(maxsize=1)
@@ -137,6 +143,11 @@ def _cached(key: tuple) -> Compact:
     for a in (comp.x1, comp.x2, comp.second, comp.labels, comp.lengths, comp.subjects):
         a.flags.writeable = False
     return comp
+
+
+@lru_cache(maxsize=4)
+def _planned(key: tuple) -> Plan:
+    return plan(**{k: v for k, v in key if k in _PLAN_OPTIONS})
 
 
 def render_class(label: int, num: int = 1, seed: int = 0, **options: Any) -> dict[str, Any]:
@@ -149,7 +160,9 @@ def render_class(label: int, num: int = 1, seed: int = 0, **options: Any) -> dic
 
 
 class SyntheticSource(SampleSource):
-    """The synthetic set as a source: generated once (cached per settings), kept in memory.
+    """The synthetic set as a source: names, labels, subjects and lengths known at once (its
+    :func:`~stdcl.data.synth.generator.plan`), the motion generated at the first :meth:`read` (cached per
+    settings) and kept in memory; so a set is sized without being rendered.
 
     ``read(i)`` returns float32 ``(3, T, 25, 2)`` padded with zeros after the sample's
     ``lengths[i]`` frames (second person zero except for ``shake hands``).
@@ -171,21 +184,28 @@ class SyntheticSource(SampleSource):
             raise ConfigError("synthetic: labels= is not a source option (use render_class)")
         self.path = None
         self.split = split
-        self._data = _synthesize(num_samples=num_samples, seed=seed, labels=None, **options)  # options checked there
+        self._key = _key({"num_samples": num_samples, "seed": seed, "labels": None, **options})
+        meta = _planned(self._key)  # every option checked there (noise and drop_prob when rendered)
+        self._data: Compact | None = None
         self.seed = int(seed)
-        test = np.isin(self._data.subjects, self._data.test_subjects)
+        test = np.isin(meta.subjects, meta.test_subjects)
         keep = {"train": ~test, "test": test, "all": np.ones_like(test)}[split]
         self._idx = np.flatnonzero(keep)
-        self.names = [self._data.names[i] for i in self._idx]
-        self.labels = self._data.labels[self._idx].astype(np.int64)
-        self.lengths = self._data.lengths[self._idx].astype(np.int64)
-        self.subjects = self._data.subjects[self._idx].astype(np.int64)
+        self.names = [meta.names[i] for i in self._idx]
+        self.labels = meta.labels[self._idx].astype(np.int64)
+        self.lengths = meta.frames[self._idx].astype(np.int64)
+        self.subjects = meta.subjects[self._idx].astype(np.int64)
         self.class_names = class_names()
         self.class_meta = class_meta()
         self.layout = NTU25
 
     def read(self, i: int) -> np.ndarray:
+        if self._data is None:  # rendered once per settings (shared with every split of them, and forked workers)
+            self._data = _cached(self._key)
         return self._data.sample(int(self._idx[i]))
+
+    def joints_persons(self) -> tuple[int, int]:
+        return NTU25.num_joints, 2
 
     def describe(self) -> str:
         return f"synthetic seed={self.seed} [{self.split}]"

@@ -153,10 +153,9 @@ def data_sizes(data: dict[str, Any]) -> dict[str, Any]:
     base = open_split(cfg, data["train_split"], True)
     val = validation_samples(cfg, base)
     test = open_split(cfg, data["test_split"], False, repeat=1)
-    shape = base.raw(0).shape if len(base) else (0, 0, 0, 0)  # (C, T, V, M)
+    joints, persons = base.source.joints_persons()  # the synthetic set is sized without being rendered
     return {"train_items": len(training_items(base, val)), "val": len(val), "test": len(test),
-            "classes": int(base.num_classes), "layout": base.layout.name, "joints": int(shape[-2]),
-            "persons": int(shape[-1])}
+            "classes": int(base.num_classes), "layout": base.layout.name, "joints": joints, "persons": persons}
 
 
 def planned_steps(cfg: dict[str, Any], train_items: int) -> tuple[int, float]:

@@ -156,6 +156,35 @@ def test_source_reads_padded_samples():
     assert sorted(tr.names + te.names) == sorted(src.names)
 
 
+def test_a_source_is_sized_without_rendering_its_motion(monkeypatch):
+    """Names, labels, subjects, lengths and splits come from the set's plan; the motion is rendered at the first
+    read (what lets the Fine-tune page count a 200,000-sample set in seconds and little memory)."""
+    from stdcl.data import synthetic
+    from stdcl.train.config import load_config
+    from stdcl.train.estimate import data_sizes
+
+    ref = generate(150, seed=4, max_yaw=10.0)
+    synthetic._cached.cache_clear()
+    rendered = []
+    real = synthetic.synthesize
+    monkeypatch.setattr(synthetic, "synthesize", lambda **kw: rendered.append(kw) or real(**kw))
+    src = SyntheticSource("all", num_samples=150, seed=4, max_yaw=10.0)
+    test = SyntheticSource("test", num_samples=150, seed=4, max_yaw=10.0)
+    assert rendered == []
+    assert src.names == ref["names"].tolist() and np.array_equal(src.labels, ref["y"])
+    assert np.array_equal(src.lengths, ref["lengths"]) and np.array_equal(src.subjects, ref["subjects"])
+    assert np.array_equal(np.flatnonzero(np.isin(src.names, test.names)), ref["split_test"])
+    assert src.joints_persons() == (25, 2) and rendered == []
+    assert np.array_equal(test.read(3), ref["x"][ref["split_test"][3]]) and len(rendered) == 1
+    assert np.array_equal(src.read(5), ref["x"][5]) and len(rendered) == 1  # rendered once for every split
+    rendered.clear()
+    sizes = data_sizes(load_config("synthetic", overrides=["data.source={num_samples: 200000}"])["data"])
+    assert rendered == []
+    assert sizes["train_items"] + sizes["val"] + sizes["test"] == 200_000 and sizes["persons"] == 2
+    with pytest.raises(ConfigError, match="unknown option"):
+        SyntheticSource("all", num_samples=10, nosie=1.0)
+
+
 def test_interaction_partner_is_another_subject_on_the_same_side_of_the_split():
     from stdcl.data.synth.generator import synthesize
 

@@ -221,11 +221,31 @@ def _whole(value: Any, key: str, low: int, high: int) -> int:
     return int(value)
 
 
-def synthesize(num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0, *, labels: Sequence[int] | None = None,
-               num_subjects: int = DEFAULT_NUM_SUBJECTS, test_subjects: Sequence[int] | None = None,
-               min_frames: int = 40, max_frames: int = 100, max_yaw: float = 45.0, max_camera_pitch: float = 10.0,
-               noise: float = 1.0, drop_prob: float = 0.35, timing_jitter: bool = True) -> Compact:
-    """Generate the set in compact form (see :func:`stdcl.data.synthetic.generate` for the options)."""
+@dataclass(frozen=True)
+class Plan:
+    """A set before its motion is rendered: per sample ``labels``, ``subjects``, ``reps`` (repetition),
+    ``frames`` (clip length), ``partners`` (the second person's subject) and ``names``; the held-out
+    ``test_subjects``, and what rendering draws from (``draws``, ``subj``, ``lead``, ``warp``)."""
+
+    labels: np.ndarray
+    subjects: np.ndarray
+    reps: np.ndarray
+    frames: np.ndarray
+    partners: np.ndarray
+    names: list[str]
+    test_subjects: list[int]
+    draws: dict[str, np.ndarray]
+    subj: Subjects
+    lead: np.ndarray
+    warp: np.ndarray
+
+
+def plan(num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0, *, labels: Sequence[int] | None = None,
+         num_subjects: int = DEFAULT_NUM_SUBJECTS, test_subjects: Sequence[int] | None = None,
+         min_frames: int = 40, max_frames: int = 100, max_yaw: float = 45.0, max_camera_pitch: float = 10.0,
+         timing_jitter: bool = True) -> Plan:
+    """Everything of a set but its motion (options checked): cheap, so a set's size, labels, subjects and
+    splits are known without rendering it; :func:`synthesize` renders from it."""
     n = _whole(num_samples, "num_samples", 1, MAX_NUM_SAMPLES)
     seed = _whole(seed, "seed", 0, 2**63 - 1)
     num_subjects = _whole(num_subjects, "num_subjects", 2, 100_000)
@@ -265,8 +285,24 @@ def synthesize(num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0, *, labels:
     duration = np.array([c.duration for c in CLASSES])[y]
     frames = np.clip(np.round(BASE_FRAMES * duration * subj.speed[sid - 1] * p["speed"]), min_frames, max_frames)
     frames = frames.astype(np.int64)
-    lead = p["lead"] if timing_jitter else np.full((n, 2), 0.075)
-    warp = p["warp"] if timing_jitter else np.zeros(n)
+    names = [f"SYN_P{s:03d}_A{c + 1:03d}_R{r:03d}" for s, c, r in zip(sid.tolist(), y.tolist(), reps.tolist())]
+    return Plan(labels=y, subjects=sid, reps=reps, frames=frames, partners=partners, names=names, test_subjects=test,
+                draws=p, subj=subj, lead=p["lead"] if timing_jitter else np.full((n, 2), 0.075),
+                warp=p["warp"] if timing_jitter else np.zeros(n))
+
+
+def synthesize(num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0, *, labels: Sequence[int] | None = None,
+               num_subjects: int = DEFAULT_NUM_SUBJECTS, test_subjects: Sequence[int] | None = None,
+               min_frames: int = 40, max_frames: int = 100, max_yaw: float = 45.0, max_camera_pitch: float = 10.0,
+               noise: float = 1.0, drop_prob: float = 0.35, timing_jitter: bool = True) -> Compact:
+    """Generate the set in compact form (see :func:`stdcl.data.synthetic.generate` for the options)."""
+    pl = plan(num_samples, seed, labels=labels, num_subjects=num_subjects, test_subjects=test_subjects,
+              min_frames=min_frames, max_frames=max_frames, max_yaw=max_yaw, max_camera_pitch=max_camera_pitch,
+              timing_jitter=timing_jitter)
+    n, y, sid, partners, frames, p, subj = (len(pl.labels), pl.labels, pl.subjects, pl.partners, pl.frames, pl.draws,
+                                            pl.subj)
+    lead, warp = pl.lead, pl.warp
+    seed = _whole(seed, "seed", 0, 2**63 - 1)
 
     T_all = int(frames.max())
     x1 = np.zeros((n, 3, T_all, V), dtype=np.float32)
@@ -313,9 +349,8 @@ def synthesize(num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0, *, labels:
             else:
                 x2[second[idx]] = out
 
-    names = [f"SYN_P{s:03d}_A{c + 1:03d}_R{r:03d}" for s, c, r in zip(sid.tolist(), y.tolist(), reps.tolist())]
     return Compact(x1=x1, x2=x2, second=second, labels=y, lengths=frames, subjects=sid,
-                   partners=np.where(second >= 0, partners, 0), names=names, test_subjects=test)
+                   partners=np.where(second >= 0, partners, 0), names=pl.names, test_subjects=pl.test_subjects)
 
 
 def to_arrays(comp: Compact) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import numpy as np
 from analysis.evolution import CURVES, METHOD_NAMES, Evolution, load_evolution
 from analysis.evolution_figures import animation_figure, curves_figure, main_spaces, space_title
 from analysis.figures import color_of
-from analysis.html_page import Page, esc, num, table, write_folder
+from analysis.html_page import Page, check_out_dir, esc, num, table, write_folder
 from analysis.report_png import pct
 from stdcl.errors import ConfigError
 from stdcl.io import write_json_atomic
@@ -34,6 +34,8 @@ def write_evolution_report(sources: Sequence[str | os.PathLike], out: str | os.P
     """Write the report of one or two runs' probes to ``out``; returns (``index.html``, the evolutions)."""
     if not 1 <= len(sources) <= 2:
         raise ConfigError(f"give one run or two to compare, got {len(sources)}")
+    out = Path(out).expanduser()
+    check_out_dir(out, GENERATOR)  # before minutes of AlignedUMAP, not after
     evos = [load_evolution(s, method, seed=seed, n_neighbors=n_neighbors, use_cache=use_cache, cache_root=cache_root,
                            progress=lambda what: print(f"  {what}", flush=True)) for s in sources]
     if len(evos) == 2 and evos[0].series.names != evos[1].series.names:
@@ -47,7 +49,7 @@ def write_evolution_report(sources: Sequence[str | os.PathLike], out: str | os.P
         if any(evo.twins and any(evo.twins[0].values()) for evo in evos):
             _png_twins(tmp / "twins.png", evos)
 
-    return write_folder(Path(out).expanduser(), GENERATOR, fill) / "index.html", evos
+    return write_folder(out, GENERATOR, fill) / "index.html", evos
 
 
 def evolution_json(evos: Sequence[Evolution]) -> dict[str, Any]:

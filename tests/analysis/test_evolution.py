@@ -126,7 +126,7 @@ def test_evolution_is_cached_by_probe_content(runs, tmp_path) -> None:
         load_evolution(runs / "tiny_baseline", "procrustes", spaces=["spatial"], cache_root=tmp_path)
 
 
-def test_stdcl_analyze_evolution_writes_the_report_of_a_pair(runs, tmp_path, capsys) -> None:
+def test_stdcl_analyze_evolution_writes_the_report_of_a_pair(runs, tmp_path, capsys, monkeypatch) -> None:
     out = tmp_path / "evo"
     args = ["-q", "analyze", "evolution", str(runs / "tiny_stdcl"), str(runs / "tiny_baseline"), "--out", str(out),
             "--method", "procrustes", "--cache", str(tmp_path / "cache")]
@@ -144,8 +144,11 @@ def test_stdcl_analyze_evolution_writes_the_report_of_a_pair(runs, tmp_path, cap
     assert 'content="stdcl analyze evolution"' in html and html.count("Plotly.addFrames") == 4 and "Play" in html
     assert main(args) == 0  # an existing report is replaced
     (tmp_path / "file").write_text("x")
-    assert main([*args[:-4], "--out", str(tmp_path / "file")]) == 2
-    assert "exists and is not a folder" in capsys.readouterr().err
+    calls = []
+    monkeypatch.setattr("analysis.evolution_report.load_evolution", lambda *a, **k: calls.append(a))
+    assert main([*args[:5], "--out", str(tmp_path / "file")]) == 2  # AlignedUMAP (the default) would take minutes
+    assert "exists and is not a folder" in capsys.readouterr().err and calls == []  # refused before any of it
+    monkeypatch.undo()
     assert main(["-q", "analyze", "evolution", str(tmp_path / "file"), "--out", str(tmp_path / "e2")]) == 2
     assert "has no training probes" in capsys.readouterr().err
     assert not (tmp_path / "e2").exists()

@@ -205,12 +205,13 @@ def _on_pick() -> None:
 
 
 def _points_budget(n: int) -> int:
-    """The most points drawn per chart (``emb_max_points``; a box beside the search for more than
-    :data:`figures.DENSITY_ABOVE` samples): above it, a stratified sample is drawn."""
+    """The most points drawn per chart (``emb_max_points``; a box beside the search whenever there are more
+    samples than its lowest value, so a budget set on a large split can always be changed): above it, a
+    stratified sample is drawn."""
     low, high = POINTS_RANGE
     valid = lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
     key = _persistent("emb_max_points", valid, MAX_POINTS)
-    if n > figures.DENSITY_ABOVE:
+    if n > low:
         st.number_input("Points drawn per chart", low, high, step=1_000, key=key, on_change=_copy_back,
                         args=("emb_max_points",),
                         help="Above this many samples each chart draws a stratified sample of them (a slower browser "

@@ -233,6 +233,13 @@ def test_a_sample_outside_the_drawn_subsample_is_highlighted_all_the_same(app, s
     # every sample drawn again: nothing travels with the selection
     at = rerun(at, emb_max_points=60_000)
     assert selection(at)["extra"] == {} and highlighted(at, "emb_A_spatial") == set(members)
+    # the box is offered whenever the budget can matter (a budget set on a large split stays changeable)
+    at = rerun(at, emb_max_points=budget, max_samples=2000, selected_rows=[])
+    assert [w.value for w in at.number_input if w.key == "_w_emb_max_points"] == [budget]
+    assert len(_rows(charts(at)["emb_A_spatial"])) < 2000
+    at = rerun(at, max_samples=600)
+    assert not [w for w in at.number_input if w.key == "_w_emb_max_points"]
+    assert len(_rows(charts(at)["emb_A_spatial"])) == len(stratified_subset(split["data"].labels, 600))  # all drawn
     rerun(at, **BIG)
 
 

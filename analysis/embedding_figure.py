@@ -106,14 +106,15 @@ def _groups(emb: Embeddings, color_by: str) -> list[dict[str, Any]]:
     raise ConfigError(f"colour by {color_by!r}: choose one of {', '.join(COLOR_BY)}")
 
 
-def hover_texts(emb: Embeddings) -> np.ndarray:
-    """Each sample's hover text (an object array): its name, then its true class and ✓, or the wrong
-    prediction and ✗ (short: at 50,000 points the hover texts are most of a chart's bytes)."""
+def hover_texts(emb: Embeddings, rows: np.ndarray | None = None) -> np.ndarray:
+    """Each sample's hover text (an object array; of ``rows`` only when given): its name, then its true
+    class and ✓, or the wrong prediction and ✗ (short: at 50,000 points the hover texts are most of a
+    chart's bytes)."""
+    rows = np.arange(len(emb)) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
     names = np.asarray(emb.class_names, dtype=object)
-    preds = emb.predictions
-    wrong = preds != emb.labels
-    tail = np.where(wrong, ", predicted " + names[preds] + " ✗", " ✓")
-    return np.asarray(emb.names, dtype=object) + "<br>" + names[emb.labels] + tail
+    preds, labels = emb.predictions[rows], emb.labels[rows]
+    tail = np.where(preds != labels, ", predicted " + names[preds] + " ✗", " ✓")
+    return np.asarray(emb.names, dtype=object)[rows] + "<br>" + names[labels] + tail
 
 
 def density_layer(coords: np.ndarray, bins: int = DENSITY_BINS) -> go.Heatmap:
@@ -146,8 +147,9 @@ def points_outside(coords: np.ndarray, emb: Embeddings, color_by: str, selected:
                    link_rows: Sequence[int] | np.ndarray | None = None) -> dict[str, list] | None:
     """The ``selected`` samples (link ids: rows, or ``link_rows`` values) that the chart
     ``embedding_scatter(coords, emb, color_by, max_points=..., link_rows=...)`` does not draw, as the app's
-    in-browser highlight draws them on top: ``rows``, ``ids`` (link ids), ``x``, ``y`` and ``color`` (that of
-    their colour group), one entry per sample; None when every selected sample is drawn."""
+    in-browser highlight draws them on top: ``rows``, ``ids`` (link ids), ``x``, ``y``, ``color`` (that of
+    their colour group) and ``text`` (their :func:`hover_texts`, shown on hover), one entry per sample; None
+    when every selected sample is drawn."""
     n = len(emb)
     coords = _check_coords(coords, n)
     ids = np.arange(n) if link_rows is None else np.asarray(link_rows, dtype=np.int64).reshape(-1)
@@ -162,7 +164,8 @@ def points_outside(coords: np.ndarray, emb: Embeddings, color_by: str, selected:
     for g in _groups(emb, color_by):
         color[g["mask"][rows]] = g["color"]
     return {"rows": rows.tolist(), "ids": ids[rows].tolist(), "x": coords[rows, 0].astype(float).tolist(),
-            "y": coords[rows, 1].astype(float).tolist(), "color": color.tolist()}
+            "y": coords[rows, 1].astype(float).tolist(), "color": color.tolist(),
+            "text": hover_texts(emb, rows).tolist()}
 
 
 def embedding_scatter(coords: np.ndarray, emb: Embeddings, color_by: str = "label",

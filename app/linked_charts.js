@@ -11,7 +11,8 @@
 //   unless it is older than the last selection made here (seq / epoch), which Python has not seen yet. Its
 //   "extra" holds, per chart id, selected samples that chart does not draw (a large split's subsample): they
 //   are drawn on its highlight canvas too, at the coordinates Python sends, while the chart's figure is the
-//   one they were computed for (sig).
+//   one they were computed for (sig). Hovering one shows its text (hoverExtra), as plotly's hover does for the
+//   points it draws.
 //
 // plotly.js is the one bundled with the plotly Python package, served by this app's server (data.plotly).
 
@@ -106,6 +107,7 @@ function paintHighlight(chart, group) {
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.clearRect(0, 0, width, height);
   const drawn = [];
+  chart.extraPoints = []; // the extra points painted: chart pixel position, radius, hover text, colour
   if (rows !== null) {
     const box = fl._size, xa = fl.xaxis, ya = fl.yaxis, on = style.on;
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
@@ -133,16 +135,58 @@ function paintHighlight(chart, group) {
     if (extra && extra.sig === chart.sig) {
       for (let i = 0; i < extra.ids.length; i++) {
         if (!rows.has(extra.ids[i])) continue;
+        const px = box.l + xa.l2p(extra.x[i]), py = box.t + ya.l2p(extra.y[i]);
         ctx.beginPath();
-        ctx.arc(box.l + xa.l2p(extra.x[i]), box.t + ya.l2p(extra.y[i]), on.size / 2, 0, 2 * Math.PI);
+        ctx.arc(px, py, on.size / 2, 0, 2 * Math.PI);
         ctx.fillStyle = extra.color[i];
         ctx.fill();
         if (on.line > 0) ctx.stroke();
         drawn.push(Number(extra.rows[i]));
+        const inside = px >= box.l && px <= box.l + box.w && py >= box.t && py <= box.t + box.h;
+        if (inside) chart.extraPoints.push({px, py, r: on.size / 2 + 3, text: extra.text ? extra.text[i] : "",
+                                            color: extra.color[i]});
       }
     }
   }
   gd.__stdclHighlighted = drawn.sort((a, b) => a - b);
+}
+
+// A hover label for the extra points (plotly's own hover knows only the points it draws): the nearest one under
+// the cursor, its text as plain text (sample names come from users' files), plotly's label hidden meanwhile.
+function hoverExtra(chart, ev) {
+  const {gd} = chart;
+  let best = null;
+  if (ev && gd && chart.extraPoints && chart.extraPoints.length && chart.overlay &&
+      chart.overlay.style.visibility !== "hidden") {
+    const at = gd.getBoundingClientRect(), x = ev.clientX - at.left, y = ev.clientY - at.top;
+    let bestD = Infinity;
+    for (const p of chart.extraPoints) {
+      const d = Math.hypot(p.px - x, p.py - y);
+      if (d <= p.r && d < bestD) [best, bestD] = [p, d];
+    }
+  }
+  const plotlyLabel = gd && gd.querySelector(".hoverlayer");
+  if (plotlyLabel) plotlyLabel.style.visibility = best ? "hidden" : "";
+  let label = chart.hoverLabel;
+  if (!best) {
+    if (label) label.style.display = "none";
+    return;
+  }
+  if (!label) {
+    label = chart.hoverLabel = document.createElement("div");
+    label.className = "stdcl-extra-hover";
+    Object.assign(label.style, {position: "absolute", pointerEvents: "none", zIndex: "10", padding: "3px 6px",
+                                borderRadius: "3px", font: "12px sans-serif", color: "white", whiteSpace: "nowrap",
+                                border: "1px solid white"});
+    chart.host.appendChild(label);
+  }
+  label.replaceChildren();
+  String(best.text).split("<br>").forEach((line, i) => {
+    if (i) label.appendChild(document.createElement("br"));
+    label.appendChild(document.createTextNode(line));
+  });
+  Object.assign(label.style, {display: "block", background: best.color, left: `${gd.offsetLeft + best.px + 8}px`,
+                              top: `${gd.offsetTop + best.py - 10}px`});
 }
 
 function applyTo(chart, group) {
@@ -230,7 +274,14 @@ function draw(chart, data) {
         selectHere(chart, groupState(chart.group), rows, true);
       });
       // the highlight follows the axes: hidden while they move, drawn again once plotly has drawn
-      gd.on("plotly_relayouting", () => chart.overlay && (chart.overlay.style.visibility = "hidden"));
+      gd.on("plotly_relayouting", () => {
+        if (chart.overlay) chart.overlay.style.visibility = "hidden";
+        hoverExtra(chart, null);
+      });
+      chart.onMove = (ev) => hoverExtra(chart, ev);
+      chart.onLeave = () => hoverExtra(chart, null);
+      chart.host.addEventListener("mousemove", chart.onMove);
+      chart.host.addEventListener("mouseleave", chart.onLeave);
       gd.on("plotly_afterplot", () => {
         if (chart.overlay) chart.overlay.style.visibility = "";
         if (chart.links) paintHighlight(chart, groupState(chart.group));
@@ -286,6 +337,9 @@ export default function linkedCharts(component) {
     groupState(chart.group).charts.delete(chart);
     if (chart.gd && chart.Plotly) chart.Plotly.purge(chart.gd);
     if (chart.overlay) chart.overlay.remove();
+    if (chart.hoverLabel) chart.hoverLabel.remove();
+    if (chart.onMove) chart.host.removeEventListener("mousemove", chart.onMove);
+    if (chart.onLeave) chart.host.removeEventListener("mouseleave", chart.onLeave);
     delete parentElement.__stdclChart;
   };
 }

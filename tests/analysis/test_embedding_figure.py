@@ -16,6 +16,7 @@ from analysis.embedding_figure import (
     drawn_mask,
     embedding_scatter,
     highlight_style,
+    hover_texts,
     marker_scale,
     points_outside,
 )
@@ -137,6 +138,8 @@ def test_points_outside_are_the_selected_samples_the_subsample_leaves_out():
     assert got["rows"] == got["ids"] == outside.tolist()
     np.testing.assert_allclose(np.c_[got["x"], got["y"]], coords[outside], rtol=1e-6)
     assert got["color"] == [color_of(int(emb.labels[r])) for r in outside]
+    assert got["text"] == hover_texts(emb)[outside].tolist()  # the hover of a drawn point
+    assert got["text"][0].startswith(emb.names[outside[0]] + "<br>")
     assert points_outside(coords, emb, "label", inside, budget) is None  # all drawn
     assert points_outside(coords, emb, "label", [], budget) is None
     assert points_outside(coords, emb, "label", outside, None) is None  # no subsample: nothing left out

@@ -17,7 +17,7 @@ import pytest
 
 from analysis.cache import load_arrays, save_arrays
 from analysis.datasets import open_analysis_data
-from analysis.embedding_figure import drawn_mask
+from analysis.embedding_figure import drawn_mask, hover_texts
 from analysis.projections import project, project_embeddings, projection_key
 from tests.support.app import bundled_model
 from tests.support.browser import CHROMIUM, ROOT, StreamlitServer, exceptions, launch_chromium, screenshot, wait_idle
@@ -202,12 +202,17 @@ ALPHA_AT_JS = """(gd, [x, y]) => {
   const px = (fl._size.l + fl.xaxis.l2p(x)) * ratio, py = (fl._size.t + fl.yaxis.l2p(y)) * ratio;
   return canvas.getContext('2d').getImageData(Math.round(px), Math.round(py), 1, 1).data[3];
 }"""
+#: The page (client) position of a data-space point (x, y) of a chart.
+CLIENT_AT_JS = """(gd, [x, y]) => {
+  const fl = gd._fullLayout, at = gd.getBoundingClientRect();
+  return [at.left + fl._size.l + fl.xaxis.l2p(x), at.top + fl._size.t + fl.yaxis.l2p(y)];
+}"""
 
 
 def test_a_sample_the_subsample_leaves_out_is_found_and_drawn_in_both_views(page, prepared):
     """Points budget 1,000 (the box beside the search): each chart draws a stratified sample; a sample found by
-    name that neither chart draws is painted highlighted in both, where its projection puts it. (Last: it
-    changes the budget.)"""
+    name that neither chart draws is painted highlighted in both, where its projection puts it, and hovering it
+    names it. (Last: it changes the budget.)"""
     emb = prepared["emb"]
     n, budget = len(emb), 1000
     box = page.locator('[data-testid="stNumberInput"]').filter(has_text="Points drawn per chart").locator("input")
@@ -227,4 +232,11 @@ def test_a_sample_the_subsample_leaves_out_is_found_and_drawn_in_both_views(page
     for title, space in zip(TITLES, ("spatial", "temporal")):
         xy = load_arrays("projections", projection_key(emb.key, space, "umap"), prepared["tmp"] / "cache")
         assert chart(page, title).evaluate(ALPHA_AT_JS, xy["coords"][row].tolist()) > 0  # painted where it lies
+        x, y = chart(page, title).evaluate(CLIENT_AT_JS, xy["coords"][row].tolist())
+        page.mouse.move(x, y)
+        label = chart(page, title).locator("xpath=..").locator(".stdcl-extra-hover")
+        label.wait_for(state="visible")
+        assert label.inner_text().splitlines() == hover_texts(emb, [row])[0].split("<br>")
+        page.mouse.move(x + 60, y + 60)  # away from it (3 px beyond its radius would do)
+        label.wait_for(state="hidden")
     page.locator('[data-testid="stHeading"]', has_text=f"Sample {emb.names[row]}").first.wait_for()

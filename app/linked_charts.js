@@ -11,8 +11,8 @@
 //   unless it is older than the last selection made here (seq / epoch), which Python has not seen yet. Its
 //   "extra" holds, per chart id, selected samples that chart does not draw (a large split's subsample): they
 //   are drawn on its highlight canvas too, at the coordinates Python sends, while the chart's figure is the
-//   one they were computed for (sig). Hovering one shows its text (hoverExtra), as plotly's hover does for the
-//   points it draws.
+//   one they were computed for (sig). Hovering one shows its text (hoverExtra) and a click selects it
+//   (clickExtra), as plotly does for the points it draws.
 //
 // plotly.js is the one bundled with the plotly Python package, served by this app's server (data.plotly).
 
@@ -143,12 +143,14 @@ function paintHighlight(chart, group) {
         if (on.line > 0) ctx.stroke();
         drawn.push(Number(extra.rows[i]));
         const inside = px >= box.l && px <= box.l + box.w && py >= box.t && py <= box.t + box.h;
-        if (inside) chart.extraPoints.push({px, py, r: on.size / 2 + 3, text: extra.text ? extra.text[i] : "",
-                                            color: extra.color[i]});
+        if (inside) chart.extraPoints.push({px, py, r: on.size / 2 + 3, id: Number(extra.ids[i]),
+                                            text: extra.text ? extra.text[i] : "", color: extra.color[i]});
       }
     }
   }
   gd.__stdclHighlighted = drawn.sort((a, b) => a - b);
+  const hovered = chart.hoverPoint;
+  if (hovered && !chart.extraPoints.some((p) => p.id === hovered.id)) hoverExtra(chart, null); // no longer drawn
 }
 
 // A hover label for the extra points (plotly's own hover knows only the points it draws): the nearest one under
@@ -165,6 +167,7 @@ function hoverExtra(chart, ev) {
       if (d <= p.r && d < bestD) [best, bestD] = [p, d];
     }
   }
+  chart.hoverPoint = best;
   const plotlyLabel = gd && gd.querySelector(".hoverlayer");
   if (plotlyLabel) plotlyLabel.style.visibility = best ? "hidden" : "";
   let label = chart.hoverLabel;
@@ -187,6 +190,23 @@ function hoverExtra(chart, ev) {
   });
   Object.assign(label.style, {display: "block", background: best.color, left: `${gd.offsetLeft + best.px + 8}px`,
                               top: `${gd.offsetTop + best.py - 10}px`});
+}
+
+// A click (press and release within a few pixels, where plotly's click selects: not in box / lasso mode) on the
+// extra point under the cursor selects that sample; plotly's click, which would pick a drawn point near it, is
+// ignored meanwhile (plotly_click handler).
+function clickExtra(chart, down) {
+  const p = chart.hoverPoint, mode = chart.gd && chart.gd._fullLayout && chart.gd._fullLayout.dragmode;
+  if (!p || down.button !== 0 || !chart.linked || mode === "select" || mode === "lasso") return;
+  // plotly covers the page while the button is down (the cursor "leaves" the chart): the press remembers the point
+  chart.pressed = p;
+  const up = (ev) => {
+    window.removeEventListener("mouseup", up, true);
+    if (Math.hypot(ev.clientX - down.clientX, ev.clientY - down.clientY) <= 3)
+      selectHere(chart, groupState(chart.group), [p.id], true);
+    setTimeout(() => (chart.pressed = null), 0); // after plotly's click, which this mouseup precedes
+  };
+  window.addEventListener("mouseup", up, true);
 }
 
 function applyTo(chart, group) {
@@ -269,7 +289,7 @@ function draw(chart, data) {
         if (chart.linked && ev && ev.points) selectHere(chart, groupState(chart.group), pointRows(ev.points), false);
       });
       gd.on("plotly_click", (ev) => {
-        if (!chart.linked || !ev || !ev.points) return;
+        if (!chart.linked || !ev || !ev.points || chart.pressed) return; // on an extra point: clickExtra
         const rows = pointRows(ev.points).slice(0, 1);
         selectHere(chart, groupState(chart.group), rows, true);
       });
@@ -280,6 +300,8 @@ function draw(chart, data) {
       });
       chart.onMove = (ev) => hoverExtra(chart, ev);
       chart.onLeave = () => hoverExtra(chart, null);
+      chart.onDown = (ev) => clickExtra(chart, ev);
+      chart.host.addEventListener("mousedown", chart.onDown, true);
       chart.host.addEventListener("mousemove", chart.onMove);
       chart.host.addEventListener("mouseleave", chart.onLeave);
       gd.on("plotly_afterplot", () => {
@@ -340,6 +362,7 @@ export default function linkedCharts(component) {
     if (chart.hoverLabel) chart.hoverLabel.remove();
     if (chart.onMove) chart.host.removeEventListener("mousemove", chart.onMove);
     if (chart.onLeave) chart.host.removeEventListener("mouseleave", chart.onLeave);
+    if (chart.onDown) chart.host.removeEventListener("mousedown", chart.onDown, true);
     delete parentElement.__stdclChart;
   };
 }

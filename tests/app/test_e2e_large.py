@@ -211,8 +211,8 @@ CLIENT_AT_JS = """(gd, [x, y]) => {
 
 def test_a_sample_the_subsample_leaves_out_is_found_and_drawn_in_both_views(page, prepared):
     """Points budget 1,000 (the box beside the search): each chart draws a stratified sample; a sample found by
-    name that neither chart draws is painted highlighted in both, where its projection puts it, and hovering it
-    names it. (Last: it changes the budget.)"""
+    name that neither chart draws is painted highlighted in both, where its projection puts it; hovering it
+    names it and a click selects it. (Last: it changes the budget.)"""
     emb = prepared["emb"]
     n, budget = len(emb), 1000
     box = page.locator('[data-testid="stNumberInput"]').filter(has_text="Points drawn per chart").locator("input")
@@ -223,20 +223,39 @@ def test_a_sample_the_subsample_leaves_out_is_found_and_drawn_in_both_views(page
     wait_idle(page, LIMIT_S)
     shown = chart(page, TITLES[0]).evaluate(ROWS_IN_RANGE_JS, {"x": [-1e9, 1e9], "y": [-1e9, 1e9]})
     assert shown == np.flatnonzero(drawn_mask(emb, budget)).tolist()
-    row = int(np.flatnonzero(~drawn_mask(emb, budget))[23])
+    coords = {space: load_arrays("projections", projection_key(emb.key, space, "umap"), prepared["tmp"] / "cache")
+              ["coords"] for space in ("spatial", "temporal")}
+    # the sample left out with the nearest drawn neighbour in the spatial chart: plotly's click there picks the
+    # neighbour, and the click must pick this sample
+    inside, outside = np.flatnonzero(drawn_mask(emb, budget)), np.flatnonzero(~drawn_mask(emb, budget))
+    xy = coords["spatial"]
+    i, j = np.unravel_index(np.linalg.norm(xy[outside, None] - xy[None, inside], axis=2).argmin(),
+                            (outside.size, inside.size))
+    row, neighbour = int(outside[i]), int(inside[j])
     search = page.locator('[data-testid="stTextInput"]').filter(has_text="Find a sample by name").locator("input")
     search.fill(emb.names[row])
     run_after(page, lambda: search.press("Enter"), LIMIT_S)
     wait_linked(page, n, LIMIT_S, [row])  # both charts draw it highlighted
     assert not exceptions(page)
     for title, space in zip(TITLES, ("spatial", "temporal")):
-        xy = load_arrays("projections", projection_key(emb.key, space, "umap"), prepared["tmp"] / "cache")
-        assert chart(page, title).evaluate(ALPHA_AT_JS, xy["coords"][row].tolist()) > 0  # painted where it lies
-        x, y = chart(page, title).evaluate(CLIENT_AT_JS, xy["coords"][row].tolist())
+        assert chart(page, title).evaluate(ALPHA_AT_JS, coords[space][row].tolist()) > 0  # painted where it lies
+        x, y = chart(page, title).evaluate(CLIENT_AT_JS, coords[space][row].tolist())
         page.mouse.move(x, y)
         label = chart(page, title).locator("xpath=..").locator(".stdcl-extra-hover")
         label.wait_for(state="visible")
         assert label.inner_text().splitlines() == hover_texts(emb, [row])[0].split("<br>")
         page.mouse.move(x + 60, y + 60)  # away from it (3 px beyond its radius would do)
         label.wait_for(state="hidden")
+    # a click on it selects it (not the drawn neighbour plotly's own click would pick, a few pixels away)
+    first = chart(page, TITLES[0])
+    x, y = first.evaluate(CLIENT_AT_JS, coords["spatial"][row].tolist())
+    nx, ny = first.evaluate(CLIENT_AT_JS, coords["spatial"][neighbour].tolist())
+    assert np.hypot(nx - x, ny - y) < 10  # within plotly's hover distance (20 px)
+    seq = "() => Object.values(window.__stdclLinkedCharts).map(g => g.seq)"
+    before = page.evaluate(seq)
+    page.mouse.move(x, y)
+    page.locator(".stdcl-extra-hover").first.wait_for(state="visible")
+    run_after(page, lambda: (page.mouse.down(), page.mouse.up()), LIMIT_S)
+    wait_linked(page, n, LIMIT_S, [row])
+    assert sum(page.evaluate(seq)) == sum(before) + 1  # one selection made by the click
     page.locator('[data-testid="stHeading"]', has_text=f"Sample {emb.names[row]}").first.wait_for()

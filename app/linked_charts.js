@@ -153,6 +153,14 @@ function paintHighlight(chart, group) {
   if (hovered && !chart.extraPoints.some((p) => p.id === hovered.id)) hoverExtra(chart, null); // no longer drawn
 }
 
+// Dark or white text, whichever reads on a background colour "#rrggbb" (as plotly's hover labels choose).
+function textOn(background) {
+  const m = /^#([0-9a-f]{6})$/i.exec(String(background));
+  if (!m) return "white";
+  const [r, g, b] = [0, 2, 4].map((i) => parseInt(m[1].slice(i, i + 2), 16) / 255);
+  return 0.299 * r + 0.587 * g + 0.114 * b > 0.6 ? "#222" : "white";
+}
+
 // A hover label for the extra points (plotly's own hover knows only the points it draws): the nearest one under
 // the cursor, its text as plain text (sample names come from users' files), plotly's label hidden meanwhile.
 function hoverExtra(chart, ev) {
@@ -179,7 +187,7 @@ function hoverExtra(chart, ev) {
     label = chart.hoverLabel = document.createElement("div");
     label.className = "stdcl-extra-hover";
     Object.assign(label.style, {position: "absolute", pointerEvents: "none", zIndex: "10", padding: "3px 6px",
-                                borderRadius: "3px", font: "12px sans-serif", color: "white", whiteSpace: "nowrap",
+                                borderRadius: "3px", font: "12px sans-serif", whiteSpace: "nowrap",
                                 border: "1px solid white"});
     chart.host.appendChild(label);
   }
@@ -188,7 +196,7 @@ function hoverExtra(chart, ev) {
     if (i) label.appendChild(document.createElement("br"));
     label.appendChild(document.createTextNode(line));
   });
-  Object.assign(label.style, {display: "block", background: best.color, left: `${gd.offsetLeft + best.px + 8}px`,
+  Object.assign(label.style, {display: "block", background: best.color, color: textOn(best.color), left: `${gd.offsetLeft + best.px + 8}px`,
                               top: `${gd.offsetTop + best.py - 10}px`});
 }
 

@@ -166,14 +166,22 @@ def test_bench_train_step_smoke(capsys):
 
 
 def test_eval_overrides_on_a_recorded_config(tmp_path, monkeypatch):
-    """A bundled checkpoint (its recorded config predates some keys) evaluated on a set written by
-    `stdcl data synth` equals the same set generated in memory; bad overrides are one-line errors."""
+    """A checkpoint whose recorded config predates some keys (the probe section, the loss ramp) evaluated on a
+    set written by `stdcl data synth` equals the same set generated in memory; bad overrides are one-line errors."""
+    import shutil
+
     from stdcl.data.synthetic import write_synthetic
     from stdcl.errors import ConfigError
     from stdcl.train.evaluate import evaluate
     from stdcl.weights import BUNDLED_DIR
 
-    ckpt = BUNDLED_DIR / "synthetic_ctrgcn_stdcl.safetensors"
+    bundled = BUNDLED_DIR / "synthetic_ctrgcn_stdcl.safetensors"
+    ckpt = tmp_path / "old" / bundled.name
+    ckpt.parent.mkdir()
+    shutil.copy(bundled, ckpt)
+    meta = json.loads(bundled.with_suffix(".json").read_text())
+    del meta["config"]["probe"], meta["config"]["stdcl"]["loss"]["ramp_epochs"], meta["config"]["stdcl"]["loss"]["start_epoch"]
+    ckpt.with_suffix(".json").write_text(json.dumps(meta))
     written = write_synthetic(tmp_path / "syn", num_samples=200, seed=0)
     generated = evaluate(ckpt, out_dir=tmp_path / "e1", overrides=["data.source.num_samples=200"])
     from_file = evaluate(ckpt, out_dir=tmp_path / "e2", overrides=[f"data.path={written.parent}"])
@@ -188,6 +196,6 @@ def test_eval_overrides_on_a_recorded_config(tmp_path, monkeypatch):
             evaluate(ckpt, out_dir=tmp_path / "e3", overrides=[bad])
     assert not (tmp_path / "e3").exists()
     monkeypatch.chdir(tmp_path)  # a bundled checkpoint's scores go to the working directory, not the installation
-    assert evaluate(f"bundled:{ckpt.stem}", overrides=[f"data.path={written.parent}"])["out_dir"] == \
-        str(tmp_path / f"{ckpt.stem}-eval-test")
+    assert evaluate(f"bundled:{bundled.stem}", overrides=[f"data.path={written.parent}"])["out_dir"] == \
+        str(tmp_path / f"{bundled.stem}-eval-test")
     assert not list(BUNDLED_DIR.glob("*-eval-*"))

@@ -89,8 +89,8 @@ def test_bundled_checkpoint_reproduces_its_accuracy(path, tmp_path, test_split):
 PROBED = [p for p in ENCODERS if probe_folder(p).is_dir()]
 
 
-def test_the_default_pair_ships_its_training_probes():
-    assert {p.stem for p in PROBED} >= {"synthetic_hcn_stdcl", "synthetic_hcn_baseline"}
+def test_every_bundled_checkpoint_ships_its_training_probes():
+    assert {p.stem for p in PROBED} == {p.stem for p in ENCODERS} >= {"synthetic_hcn_stdcl", "synthetic_hcn_baseline"}
 
 
 @pytest.mark.parametrize("path", PROBED, ids=lambda p: p.stem)
